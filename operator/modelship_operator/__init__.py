@@ -1,0 +1,1 @@
+"""modelship operator: ModelDeployment → Deployment + Service + PDB, rolled forward and back by image."""

@@ -1,0 +1,1 @@
+"""modelship inference server: FastAPI + uvicorn + torch, probe-ready, OIP v2 compatible."""
