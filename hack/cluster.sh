@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# The local control plane: real etcd, kube-apiserver, kube-controller-manager and
+# kube-scheduler (built from Go modules, see hack/cluster/build.sh) plus KWOK fake
+# nodes, started by `kwokctl --runtime binary`. Loopback only.
+#
+#   hack/cluster.sh up          build/cache the binaries if needed, start the cluster,
+#                               create the fake nodes; returns at once when it runs
+#   hack/cluster.sh down        stop the demo operator (if any) and delete the cluster
+#   hack/cluster.sh status      components, nodes
+#   hack/cluster.sh kubeconfig  print the kubeconfig path ($ROOT/_out/cluster/kubeconfig)
+#   hack/cluster.sh kubectl ... the cached kubectl against this cluster
+#   hack/cluster.sh build       build/cache the binaries only
+#
+# State (etcd data, certificates, component logs) lives under _out/cluster/kwok;
+# nothing is written to ~/.kube. KUBEBUILDER_ASSETS, when set, may supply
+# kube-apiserver/etcd/kubectl binaries; the rest come from ~/.cache/modelship/bin.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=cluster/versions.sh
+source "$ROOT/hack/cluster/versions.sh"
+
+OUT=$ROOT/_out/cluster
+KUBECONFIG_PATH=$OUT/kubeconfig
+CLUSTER_NAME=${MODELSHIP_CLUSTER_NAME:-modelship}
+DEMO_PIDFILE=$ROOT/_out/demo/operator.pid
+export KWOK_WORKDIR=$OUT/kwok
+
+log() { echo "cluster: $*" >&2; }
+die() { echo "cluster: ERROR: $*" >&2; exit 1; }
+
+# resolve TOOL -> path of the binary to use (KUBEBUILDER_ASSETS first, then the cache).
+resolve() {
+  local t=$1
+  if [ -n "${KUBEBUILDER_ASSETS:-}" ] && [ -x "$KUBEBUILDER_ASSETS/$t" ]; then
+    echo "$KUBEBUILDER_ASSETS/$t"
+  else
+    tool_path "$t"
+  fi
+}
+
+ensure_tools() {
+  local missing=() t
+  for t in "${ALL_TOOLS[@]}"; do
+    [ -x "$(resolve "$t")" ] || missing+=("$t")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "building ${missing[*]} (first run on this machine: several minutes)"
+    bash "$ROOT/hack/cluster/build.sh" "${missing[@]}"
+  fi
+}
+
+kubectl_() { "$(resolve kubectl)" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
+kwokctl_() { "$(resolve kwokctl)" --name "$CLUSTER_NAME" "$@"; }
+
+healthy() {
+  [ -s "$KUBECONFIG_PATH" ] && kubectl_ get --raw /readyz --request-timeout=3s >/dev/null 2>&1
+}
+
+# wait_for DESCRIPTION SECONDS CMD...: poll CMD until it succeeds or the deadline passes.
+wait_for() {
+  local what=$1 secs=$2; shift 2
+  local deadline=$((SECONDS + secs))
+  until "$@" >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || die "timed out after ${secs}s waiting for $what"
+    sleep 0.5
+  done
+}
+
+nodes_ready() {
+  local ready
+  ready=$(kubectl_ get nodes -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' | grep -c True)
+  [ "$ready" -ge 4 ]
+}
+
+ensure_nodes() {
+  kubectl_ apply -f "$ROOT/hack/cluster/nodes.yaml" >/dev/null
+  wait_for "4 fake nodes to be Ready" 60 nodes_ready
+  # Pods are admitted only once the namespace's default ServiceAccount exists.
+  wait_for "the default ServiceAccount" 60 kubectl_ -n default get serviceaccount default
+}
+
+cmd_up() {
+  local start=$SECONDS
+  ensure_tools
+  mkdir -p "$OUT"
+  if healthy; then
+    ensure_nodes
+    log "already running (kubeconfig: $KUBECONFIG_PATH)"
+    return 0
+  fi
+  # Leftovers of a cluster whose processes are gone (machine restart, killed
+  # session): the state is disposable, start afresh.
+  if [ -d "$KWOK_WORKDIR/clusters/$CLUSTER_NAME" ]; then
+    log "removing stale cluster state"
+    kwokctl_ delete cluster >/dev/null 2>&1 || true
+    rm -rf "${KWOK_WORKDIR:?}/clusters/$CLUSTER_NAME"
+  fi
+  rm -f "$KUBECONFIG_PATH"
+  local kube_version=$K8S_VERSION
+  if [ -n "${KUBEBUILDER_ASSETS:-}" ] && [ -x "$KUBEBUILDER_ASSETS/kube-apiserver" ]; then
+    kube_version=$("$KUBEBUILDER_ASSETS/kube-apiserver" --version | awk '{print $2}')
+  fi
+  log "starting kube $kube_version, etcd $ETCD_VERSION, kwok $KWOK_VERSION"
+  # kwokctl needs kubectl on PATH as well as by option.
+  PATH="$(dirname "$(resolve kubectl)"):$PATH" \
+  KWOK_KUBE_VERSION=$kube_version \
+  KWOK_KUBE_APISERVER_BINARY=$(resolve kube-apiserver) \
+  KWOK_KUBE_CONTROLLER_MANAGER_BINARY=$(resolve kube-controller-manager) \
+  KWOK_KUBE_SCHEDULER_BINARY=$(resolve kube-scheduler) \
+  KWOK_KUBECTL_BINARY=$(resolve kubectl) \
+  KWOK_ETCD_BINARY=$(resolve etcd) \
+  KWOK_KWOK_CONTROLLER_BINARY=$(resolve kwok) \
+    kwokctl_ create cluster \
+      --config "$ROOT/hack/cluster/kwok.yaml" \
+      --kubeconfig "$KUBECONFIG_PATH" \
+      --wait 120s \
+      >"$OUT/create.log" 2>&1 \
+    || { cat "$OUT/create.log" >&2; die "kwokctl create cluster failed (component logs: $KWOK_WORKDIR/clusters/$CLUSTER_NAME/logs)"; }
+  wait_for "the API server" 60 healthy
+  ensure_nodes
+  log "up in $((SECONDS - start))s (kubeconfig: $KUBECONFIG_PATH)"
+}
+
+stop_demo_operator() {
+  [ -f "$DEMO_PIDFILE" ] || return 0
+  local pid
+  pid=$(cat "$DEMO_PIDFILE")
+  if kill -0 "$pid" 2>/dev/null; then
+    log "stopping the demo operator (pid $pid)"
+    kill "$pid" 2>/dev/null || true
+    local deadline=$((SECONDS + 10))
+    while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -f "$DEMO_PIDFILE"
+}
+
+cmd_down() {
+  stop_demo_operator
+  if [ -d "$KWOK_WORKDIR/clusters/$CLUSTER_NAME" ]; then
+    kwokctl_ delete cluster --kubeconfig "$KUBECONFIG_PATH" >/dev/null 2>&1 || true
+    rm -rf "${KWOK_WORKDIR:?}/clusters/$CLUSTER_NAME"
+  fi
+  rm -f "$KUBECONFIG_PATH"
+  log "down"
+}
+
+cmd_status() {
+  if ! healthy; then
+    echo "cluster $CLUSTER_NAME: not running (start it with: make cluster-up)"
+    return 1
+  fi
+  echo "cluster $CLUSTER_NAME: running; KUBECONFIG=$KUBECONFIG_PATH"
+  kubectl_ version 2>/dev/null | sed 's/^/  /' || true
+  kubectl_ get nodes -L nvidia.com/gpu.product
+}
+
+case "${1:-}" in
+  up) cmd_up ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  kubeconfig) echo "$KUBECONFIG_PATH" ;;
+  kubectl) shift; kubectl_ "$@" ;;
+  build) ensure_tools ;;
+  *) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac

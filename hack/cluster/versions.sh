@@ -1,0 +1,25 @@
+# Versions of the local control plane (sourced by hack/cluster/*.sh).
+# K8S_VERSION must match the require/replace lines in hack/cluster/k8s/go.mod,
+# ETCD_VERSION the require in hack/cluster/etcd/go.mod.
+K8S_VERSION=v1.34.4
+ETCD_VERSION=v3.6.16
+KWOK_VERSION=v0.8.0
+MODELSHIP_CACHE=${MODELSHIP_CACHE:-$HOME/.cache/modelship}
+MODELSHIP_BIN=$MODELSHIP_CACHE/bin
+# Go caches live beside the binaries so a CI run on the same machine is warm.
+export GOMODCACHE=$MODELSHIP_CACHE/go/mod
+export GOCACHE=$MODELSHIP_CACHE/go/build
+export GOFLAGS=-modcacherw
+export GOTOOLCHAIN=local
+export CGO_ENABLED=0
+
+# tool_path TOOL -> the cached binary's path (it may not exist yet).
+tool_path() {
+  case "$1" in
+    kube-apiserver|kube-controller-manager|kube-scheduler|kubectl) echo "$MODELSHIP_BIN/$1-$K8S_VERSION/$1" ;;
+    etcd) echo "$MODELSHIP_BIN/etcd-$ETCD_VERSION/etcd" ;;
+    kwok|kwokctl) echo "$MODELSHIP_BIN/$1-$KWOK_VERSION/$1" ;;
+    *) echo "unknown tool $1" >&2; return 1 ;;
+  esac
+}
+ALL_TOOLS=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok kwokctl)
