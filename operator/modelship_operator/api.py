@@ -1,0 +1,536 @@
+"""The ModelDeployment API: the one schema source.
+
+These pydantic models define the wire format (camelCase aliases), the defaults the operator
+applies, and the rules it enforces. ``crdgen`` turns them into the CRD's structural OpenAPI
+schema; the CEL rules there (``CEL_RULES``) mirror the validators here, so the API server
+rejects what it can and the operator re-checks everything (a CRD from an older release may
+let through what this code no longer accepts: that becomes ``InvalidSpec``, never a crash).
+
+Defaults are applied by the operator, not by the API server: the CRD carries no ``default``
+keys, so changing a default in a later release reaches existing objects and GitOps diffs
+stay clean. Each field's description states its default.
+
+Nothing in the spec is immutable: every field can roll forward through a Deployment rollout,
+and the Deployment's selector is derived from the object's name only.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+GROUP = "modelship.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "ModelDeployment"
+PLURAL = "modeldeployments"
+SINGULAR = "modeldeployment"
+SHORT_NAMES = ("md", "mdeploy")
+CATEGORIES = ("modelship",)
+
+#: An image reference must pin a tag or a digest: rollouts and rollbacks are by this value,
+#: and an implicit ``:latest`` would make "roll back to the previous image" meaningless.
+#: The tag is looked for after the last ``/`` so a registry port (``host:5000/img``) is no tag.
+IMAGE_PATTERN = (
+    r"^([^/@]+/)*[^/:@]+:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}(@sha256:[a-f0-9]{64})?$"
+    r"|^[^@]+@sha256:[a-f0-9]{64}$"
+)
+HANDLER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$"
+SHA256_PATTERN = r"^[a-f0-9]{64}$"
+MODEL_NAME_PATTERN = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"
+DEVICE_PATTERN = r"^(auto|cpu|cuda|cuda:[0-9]+)$"
+PERCENT_PATTERN = r"^[0-9]{1,3}%$"
+
+#: Server env vars the operator derives from the spec; setting them in ``spec.env`` would
+#: silently fight the spec, so it is rejected. Other ``MODELSHIP_*`` vars (log level, queue
+#: size, timeouts) are the user's to set.
+RESERVED_ENV = (
+    "MODELSHIP_MODEL_NAME",
+    "MODELSHIP_MODEL_URI",
+    "MODELSHIP_MODEL_FORMAT",
+    "MODELSHIP_MODEL_HANDLER",
+    "MODELSHIP_MODEL_SHA256",
+    "MODELSHIP_HOST",
+    "MODELSHIP_PORT",
+    "MODELSHIP_DEVICE",
+    "MODELSHIP_REQUIRE_GPU",
+    "MODELSHIP_HALF_PRECISION",
+    "MODELSHIP_MAX_BATCH_SIZE",
+    "MODELSHIP_MAX_LATENCY_MS",
+)
+
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+
+ModelFormat = Literal["torchscript", "torch-export", "handler"]
+SurgeMode = Literal["auto", "surge", "no-surge"]
+ConditionStatus = Literal["True", "False", "Unknown"]
+Outcome = Literal["Progressing", "Succeeded", "RolledBack", "Superseded", "Halted"]
+#: A Kubernetes quantity ("500m", "2Gi", 4) or, for budgets, a count or a percentage.
+IntOrString = int | str
+
+
+def cel(*rules: tuple[str, str]) -> dict[str, Any]:
+    """CEL rules (rule, message) for the CRD, attached where the pydantic rule lives."""
+    return {"x-kubernetes-validations": [{"rule": r, "message": m} for r, m in rules]}
+
+
+class _Wire(BaseModel):
+    """Base for every API model: camelCase on the wire, snake_case in Python."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+    def wire(self) -> dict[str, Any]:
+        """The object as the API server stores it: aliases, no unset optionals."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+class ModelSource(_Wire):
+    """Which model the server loads, from where, in which format."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            (
+                "self.format == 'handler' ? has(self.handler) : !has(self.handler)",
+                "model.handler (module:Class) is required when model.format is handler, and only then",
+            )
+        )
+    )
+
+    name: str = Field(
+        pattern=MODEL_NAME_PATTERN,
+        max_length=63,
+        description="Model name in the serving URLs (/v1/models/{name}:predict, /v2/models/{name}). "
+        "Lowercase letters, digits, '.', '_' and '-'; at most 63 characters.",
+    )
+    uri: str = Field(
+        min_length=1,
+        max_length=2048,
+        description="Where the weights are: a path inside the image, file://, or http(s)://.",
+    )
+    format: ModelFormat = Field(
+        description="torchscript (torch.jit.load), torch-export (torch.export .pt2) or handler "
+        "(a Python class named by `handler`).",
+    )
+    handler: str | None = Field(
+        default=None,
+        pattern=HANDLER_PATTERN,
+        max_length=256,
+        description="module:Class of a custom handler; required when format is handler, "
+        "forbidden otherwise.",
+    )
+    sha256: str | None = Field(
+        default=None,
+        pattern=SHA256_PATTERN,
+        description="Optional hex SHA-256 of the weights; the server refuses to load on mismatch.",
+    )
+
+    @model_validator(mode="after")
+    def _handler_iff_format_handler(self) -> ModelSource:
+        if (self.format == "handler") != (self.handler is not None):
+            raise ValueError(
+                "model.handler (module:Class) is required when model.format is handler, and only then"
+            )
+        return self
+
+
+class ResourceRequirements(_Wire):
+    """Container resources as in a Pod; GPUs go through `gpu`, not here."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            (
+                f"!(has(self.requests) && '{GPU_RESOURCE}' in self.requests) && "
+                f"!(has(self.limits) && '{GPU_RESOURCE}' in self.limits)",
+                "set GPUs with gpu.count, not resources.requests/limits nvidia.com/gpu",
+            )
+        )
+    )
+
+    requests: dict[str, IntOrString] = Field(
+        default_factory=dict,
+        description="Minimum resources, e.g. {cpu: '2', memory: 4Gi}. Default: none.",
+    )
+    limits: dict[str, IntOrString] = Field(
+        default_factory=dict,
+        description="Maximum resources, e.g. {memory: 8Gi}. Default: none. "
+        "nvidia.com/gpu is not allowed here: set gpu.count.",
+    )
+
+    @model_validator(mode="after")
+    def _no_gpu_here(self) -> ResourceRequirements:
+        if GPU_RESOURCE in self.requests or GPU_RESOURCE in self.limits:
+            raise ValueError("set GPUs with gpu.count, not resources.requests/limits nvidia.com/gpu")
+        return self
+
+
+class GPU(_Wire):
+    """GPU needs; count 0 (or no `gpu` at all) means a CPU-only pod with no GPU fields."""
+
+    count: int = Field(
+        default=1,
+        le=64,
+        description="nvidia.com/gpu per pod (limit). Default: 1. 0 = no GPU.",
+        json_schema_extra=cel(("self >= 0", "gpu.count must be 0 or more (0 = no GPU)")),
+    )
+    product: str | None = Field(
+        default=None,
+        max_length=253,
+        description="Required value of the node label nvidia.com/gpu.product, "
+        "e.g. NVIDIA-H100-80GB-HBM3. Default: any GPU node.",
+    )
+
+    @field_validator("count")
+    @classmethod
+    def _count_not_negative(cls, count: int) -> int:
+        if count < 0:
+            raise ValueError("gpu.count must be 0 or more (0 = no GPU)")
+        return count
+
+
+class Toleration(_Wire):
+    """A pod toleration (same fields as in a Pod)."""
+
+    key: str | None = Field(default=None, max_length=317)
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = Field(default=None, max_length=63)
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+class EnvVar(_Wire):
+    """An extra container env var (same fields as in a Pod)."""
+
+    name: str = Field(min_length=1, max_length=256)
+    value: str | None = None
+    value_from: dict[str, Any] | None = Field(
+        default=None,
+        description="As in a Pod: secretKeyRef, configMapKeyRef, fieldRef or resourceFieldRef.",
+    )
+
+
+class Batching(_Wire):
+    """Dynamic batching in the server: wait up to maxLatencyMs to fill a batch."""
+
+    max_batch_size: int = Field(
+        default=8, ge=1, le=4096, description="Largest batch the server forms. Default: 8. 1 = no batching."
+    )
+    max_latency_ms: int = Field(
+        default=5, ge=0, le=60000, description="Longest wait to fill a batch, in ms. Default: 5."
+    )
+
+
+class Serving(_Wire):
+    """How the server listens and runs the model."""
+
+    port: int = Field(
+        default=8000,
+        description="Container port for HTTP (API, health, metrics). Default: 8000. "
+        "1024-65535: the server runs as non-root.",
+        json_schema_extra=cel(
+            ("self >= 1024 && self <= 65535", "serving.port must be between 1024 and 65535 (the server runs as non-root)")
+        ),
+    )
+    batching: Batching = Field(default_factory=Batching, description="Dynamic batching settings.")
+    device: str | None = Field(
+        default=None,
+        pattern=DEVICE_PATTERN,
+        description="auto, cpu, cuda or cuda:N. Default: cuda with a GPU (the pod is not ready "
+        "without one), cpu otherwise.",
+    )
+    half_precision: bool = Field(default=False, description="Run the model in fp16. Default: false.")
+
+    @field_validator("port")
+    @classmethod
+    def _port_range(cls, port: int) -> int:
+        if not 1024 <= port <= 65535:
+            raise ValueError("serving.port must be between 1024 and 65535 (the server runs as non-root)")
+        return port
+
+
+class ProbeOverride(_Wire):
+    """Overrides for one probe; unset fields keep the documented default."""
+
+    period_seconds: int | None = Field(default=None, ge=1, le=3600, description="How often to probe, s.")
+    timeout_seconds: int | None = Field(default=None, ge=1, le=3600, description="Probe timeout, s.")
+    failure_threshold: int | None = Field(
+        default=None, ge=1, le=1000, description="Consecutive failures before acting."
+    )
+
+
+class Probes(_Wire):
+    """Health probes. Readiness means "model loaded and warmed", so slow loads need a budget."""
+
+    startup_timeout_seconds: int = Field(
+        default=600,
+        ge=1,
+        le=86400,
+        description="How long a pod may take to load and warm the model before it is restarted. "
+        "Default: 600. The startup probe gets failureThreshold = ceil(this / startupPeriodSeconds); "
+        "liveness does not run until startup succeeded.",
+    )
+    startup_period_seconds: int = Field(
+        default=5, ge=1, le=3600, description="Startup probe period, s. Default: 5."
+    )
+    readiness: ProbeOverride = Field(
+        default_factory=ProbeOverride,
+        description="GET /health. Defaults: periodSeconds 5, timeoutSeconds 3, failureThreshold 3.",
+    )
+    liveness: ProbeOverride = Field(
+        default_factory=ProbeOverride,
+        description="GET /health/live. Defaults: periodSeconds 10, timeoutSeconds 3, failureThreshold 3.",
+    )
+
+
+class Rollout(_Wire):
+    """How a change of image (or model) rolls out."""
+
+    progress_deadline_seconds: int = Field(
+        default=600,
+        ge=10,
+        le=86400,
+        description="Deployment progressDeadlineSeconds: a rollout without progress for this long "
+        "has failed. Default: 600.",
+    )
+    auto_rollback: bool = Field(
+        default=True,
+        description="On a failed rollout, serve the last good image again (spec is never written). "
+        "Default: true.",
+    )
+    surge: SurgeMode = Field(
+        default="auto",
+        description="surge: start new pods before old ones stop (maxSurge 25%, maxUnavailable 0). "
+        "no-surge: replace one pod at a time (maxSurge 0, maxUnavailable 1). auto (default): "
+        "no-surge when pods need GPUs (a surge pod may find no free GPU), surge otherwise.",
+    )
+
+
+_BUDGET_VALUE = cel(
+    (
+        f"type(self) == string ? self.matches('{PERCENT_PATTERN}') : int(self) >= 0",
+        "a disruption budget is a count (0 or more) or a percentage such as '50%'",
+    )
+)
+
+
+class DisruptionBudget(_Wire):
+    """A PodDisruptionBudget for the pods; set exactly one field. No budget = no PDB."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            (
+                "has(self.minAvailable) != has(self.maxUnavailable)",
+                "set exactly one of disruptionBudget.minAvailable or disruptionBudget.maxUnavailable",
+            )
+        )
+    )
+
+    min_available: IntOrString | None = Field(
+        default=None,
+        description="Pods that must stay up: a count or a percentage ('50%').",
+        json_schema_extra=_BUDGET_VALUE,
+    )
+    max_unavailable: IntOrString | None = Field(
+        default=None,
+        description="Pods that may be down: a count or a percentage ('25%').",
+        json_schema_extra=_BUDGET_VALUE,
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> DisruptionBudget:
+        if (self.min_available is None) == (self.max_unavailable is None):
+            raise ValueError(
+                "set exactly one of disruptionBudget.minAvailable or disruptionBudget.maxUnavailable"
+            )
+        for value in (self.min_available, self.max_unavailable):
+            if isinstance(value, str) and not re.match(PERCENT_PATTERN, value):
+                raise ValueError("a disruption budget is a count or a percentage such as '50%'")
+            if isinstance(value, int) and value < 0:
+                raise ValueError("a disruption budget count must not be negative")
+        return self
+
+
+_SPEC_RULES = cel(
+    (
+        "!has(self.disruptionBudget) || !has(self.disruptionBudget.minAvailable) || "
+        "type(self.disruptionBudget.minAvailable) == string || "
+        "(has(self.replicas) ? self.replicas : 1) == 0 || "
+        "int(self.disruptionBudget.minAvailable) < (has(self.replicas) ? self.replicas : 1)",
+        "disruptionBudget.minAvailable must be less than replicas, or no pod could ever be evicted",
+    ),
+    (
+        "!has(self.serving) || !has(self.serving.device) || !self.serving.device.startsWith('cuda') || "
+        "(has(self.gpu) && (!has(self.gpu.count) || self.gpu.count > 0))",
+        "serving.device cuda needs gpu.count >= 1",
+    ),
+)
+
+
+class ModelDeploymentSpec(_Wire):
+    """The desired state: one model served by one image, N replicas."""
+
+    model_config = ConfigDict(json_schema_extra=_SPEC_RULES)
+
+    image: str = Field(
+        max_length=512,
+        description="Server image with a tag or a digest (registry/repo:tag or repo@sha256:...). "
+        "Rollouts and rollbacks are by this value.",
+        json_schema_extra=cel(
+            (
+                f"self.matches('{IMAGE_PATTERN}')",
+                "image must carry a tag or a digest, e.g. repo/server:1.2.0 or repo@sha256:<64 hex>",
+            )
+        ),
+    )
+    model: ModelSource
+    replicas: int = Field(default=1, ge=0, le=1000, description="Pod count. Default: 1.")
+    resources: ResourceRequirements = Field(
+        default_factory=ResourceRequirements, description="Container requests/limits (no GPUs)."
+    )
+    gpu: GPU | None = Field(default=None, description="GPU needs. Default: none (CPU only).")
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Extra node labels to require (merged with the GPU product label)."
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Extra tolerations (the nvidia.com/gpu one is added for GPU pods).",
+        json_schema_extra={"x-kubernetes-list-type": "atomic"},
+    )
+    affinity: dict[str, Any] | None = Field(default=None, description="Pod affinity, as in a Pod.")
+    env: list[EnvVar] = Field(
+        default_factory=list,
+        max_length=128,
+        description="Extra env vars for the server. The MODELSHIP_* vars derived from the spec "
+        "(model, port, device, batching, precision) cannot be set here.",
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["name"],
+            **cel(
+                (
+                    "self.all(e, !(e.name in [" + ", ".join(f"'{n}'" for n in RESERVED_ENV) + "]))",
+                    "env must not set the MODELSHIP_* vars the operator derives from the spec "
+                    "(model, port, device, batching, precision)",
+                )
+            ),
+        },
+    )
+    serving: Serving = Field(default_factory=Serving, description="Server settings.")
+    probes: Probes = Field(default_factory=Probes, description="Health probe settings.")
+    rollout: Rollout = Field(default_factory=Rollout, description="Rollout settings.")
+    disruption_budget: DisruptionBudget | None = Field(
+        default=None, description="PodDisruptionBudget. Default: none."
+    )
+
+    @field_validator("image")
+    @classmethod
+    def _image_pinned(cls, image: str) -> str:
+        if not re.match(IMAGE_PATTERN, image):
+            raise ValueError("image must carry a tag or a digest, e.g. repo/server:1.2.0 or repo@sha256:<64 hex>")
+        return image
+
+    @field_validator("env")
+    @classmethod
+    def _env_not_reserved(cls, env: list[EnvVar]) -> list[EnvVar]:
+        taken = sorted({e.name for e in env} & set(RESERVED_ENV))
+        if taken:
+            raise ValueError(f"env must not set {', '.join(taken)}: the operator derives it from the spec")
+        return env
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> ModelDeploymentSpec:
+        device = self.serving.device or ""
+        if device.startswith("cuda") and self.gpu_count == 0:
+            raise ValueError("serving.device cuda needs gpu.count >= 1")
+        budget = self.disruption_budget
+        if budget and isinstance(budget.min_available, int) and self.replicas > 0:
+            if budget.min_available >= self.replicas:
+                raise ValueError(
+                    "disruptionBudget.minAvailable must be less than replicas, or no pod could ever be evicted"
+                )
+        return self
+
+    @property
+    def gpu_count(self) -> int:
+        return self.gpu.count if self.gpu else 0
+
+
+class Condition(_Wire):
+    """A standard Kubernetes condition (metav1.Condition)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: str
+    status: ConditionStatus
+    reason: str
+    message: str = ""
+    last_transition_time: datetime
+    observed_generation: int | None = None
+
+
+class HistoryEntry(_Wire):
+    """One revision: a distinct image + model that was rolled out, and how it ended."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    revision: int = Field(ge=1)
+    image: str
+    model: str = Field(description="The model URI of this revision.")
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    outcome: Outcome
+    message: str = ""
+
+
+class ModelDeploymentStatus(_Wire):
+    """The observed state, written only by the operator."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    observed_generation: int | None = Field(default=None, description="metadata.generation last acted on.")
+    image: str | None = Field(default=None, description="The image serving now.")
+    stable_image: str | None = Field(default=None, description="The last image that became Ready.")
+    replicas: int = Field(default=0, description="Pods (all revisions).")
+    ready_replicas: int = Field(default=0, description="Ready pods.")
+    updated_replicas: int = Field(default=0, description="Pods of the current pod template.")
+    available_replicas: int = Field(default=0, description="Pods ready for minReadySeconds.")
+    selector: str | None = Field(default=None, description="Pod label selector (for the scale subresource).")
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Ready, Progressing, Degraded (plus kstatus' Reconciling and Stalled).",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    history: list[HistoryEntry] = Field(default_factory=list, description="Newest last, bounded.")
+
+
+class ModelDeployment(_Wire):
+    """A served model. Validated at the operator's door; the CRD is generated from this."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    api_version: str = API_VERSION
+    kind: str = KIND
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: ModelDeploymentSpec
+    status: ModelDeploymentStatus = Field(default_factory=ModelDeploymentStatus)
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata["name"])
+
+    @property
+    def namespace(self) -> str:
+        return str(self.metadata.get("namespace") or "default")
+
+    @property
+    def generation(self) -> int:
+        return int(self.metadata.get("generation") or 0)
