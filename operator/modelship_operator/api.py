@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 GROUP = "modelship.io"
@@ -534,3 +535,37 @@ class ModelDeployment(_Wire):
     @property
     def generation(self) -> int:
         return int(self.metadata.get("generation") or 0)
+
+
+class InvalidSpec(ValueError):
+    """The spec cannot be served as written. The message is for the user: it goes into the
+    Degraded condition (reason InvalidSpec) and an Event, so it names fields by their wire path."""
+
+
+def format_errors(error: ValidationError, prefix: str = "") -> str:
+    """One line per problem: ``spec.model.format: Input should be ...``."""
+    lines = []
+    for item in error.errors():
+        path = ".".join(str(part) for part in (prefix, *item["loc"]) if part != "")
+        message = str(item["msg"]).removeprefix("Value error, ")
+        lines.append(f"{path}: {message}" if path else message)
+    return "; ".join(lines)
+
+
+def parse(body: Mapping[str, Any]) -> ModelDeployment:
+    """Validate a ModelDeployment as the API returns it; raise InvalidSpec with a readable message.
+
+    The CRD already rejects most of this; the operator re-checks because a CRD from another
+    release may differ, and some rules (e.g. every model format) are only the operator's.
+    """
+    if not isinstance(body.get("spec"), Mapping):
+        raise InvalidSpec("spec: missing")
+    try:
+        spec = ModelDeploymentSpec.model_validate(body["spec"])
+    except ValidationError as error:
+        raise InvalidSpec(format_errors(error, "spec")) from error
+    try:
+        status = ModelDeploymentStatus.model_validate(body.get("status") or {})
+    except ValidationError:
+        status = ModelDeploymentStatus()  # only the operator writes status; it rewrites it whole
+    return ModelDeployment(metadata=dict(body.get("metadata") or {}), spec=spec, status=status)

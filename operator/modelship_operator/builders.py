@@ -1,0 +1,323 @@
+"""Desired child objects of a ModelDeployment: Deployment, Service, PodDisruptionBudget.
+
+Pure functions: a validated ``api.ModelDeployment`` in, plain dicts out (ready for server-side
+apply). No API calls, no clock, no environment. The handlers apply the *whole* object every
+time, so whatever a builder leaves out is released by the field manager, and drift is undone.
+
+Rollout seams: ``desired_deployment`` takes ``image`` (serve another image than ``spec.image``,
+e.g. the stable one after a rollback) and ``surge`` (override the resolved surge mode, e.g.
+fall back to no-surge when a GPU surge pod cannot be scheduled).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from typing import Any, Literal
+
+from modelship_operator import api
+
+Obj = dict[str, Any]
+Resolved = Literal["surge", "no-surge"]
+
+MANAGER = "modelship"
+CONTAINER = "server"
+PORT_NAME = "http"
+READY_PATH = "/health"
+LIVE_PATH = "/health/live"
+UID = 10001
+#: ReplicaSets kept for `kubectl rollout undo` and inspection; modelship rolls back from its own
+#: status history, so a few are enough.
+REVISION_HISTORY_LIMIT = 5
+#: Surge used when surging: the Deployment default, with no pod taken away before its successor
+#: is ready (maxUnavailable 0) - the service never drops below its replica count.
+SURGE = {"maxSurge": "25%", "maxUnavailable": 0}
+#: No surge: one pod at a time is replaced; needed when no spare GPU exists for an extra pod.
+NO_SURGE = {"maxSurge": 0, "maxUnavailable": 1}
+READINESS_DEFAULTS = {"periodSeconds": 5, "timeoutSeconds": 3, "failureThreshold": 3}
+LIVENESS_DEFAULTS = {"periodSeconds": 10, "timeoutSeconds": 3, "failureThreshold": 3}
+STARTUP_PROBE_TIMEOUT_S = 3
+MAX_NAME = 63
+_NOT_LABEL = re.compile(r"[^a-z0-9-]+")
+
+
+def child_name(name: str) -> str:
+    """The name shared by every child: the ModelDeployment's own name when it is a valid
+    DNS-1035 label (what a Service needs), else a readable prefix plus a short stable hash.
+
+    A ModelDeployment name may be a 253-char DNS subdomain with dots or a leading digit; a
+    Service name may not, and label values stop at 63 characters.
+    """
+    if len(name) <= MAX_NAME and re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name):
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    base = _NOT_LABEL.sub("-", name.lower()).strip("-")
+    if not base[:1].isalpha():
+        base = f"md-{base}"
+    return f"{base[: MAX_NAME - len(digest) - 1].rstrip('-')}-{digest}"
+
+
+def image_version(image: str) -> str:
+    """A label-safe version for app.kubernetes.io/version: the tag, else the digest's start."""
+    if "@" in image:
+        return image.rsplit(":", 1)[-1][:12]
+    tag = image.rsplit("/", 1)[-1].rsplit(":", 1)[-1]
+    tag = re.sub(r"[^A-Za-z0-9_.-]", "-", tag)[:MAX_NAME]
+    return tag.strip("-_.") or "unknown"
+
+
+def selector_labels(md: api.ModelDeployment) -> dict[str, str]:
+    """The pod selector: derived from the name only, so it never changes (it is immutable)."""
+    return {
+        "app.kubernetes.io/name": "modelship-server",
+        "app.kubernetes.io/instance": child_name(md.name),
+    }
+
+
+def labels(md: api.ModelDeployment, image: str | None = None) -> dict[str, str]:
+    """Kubernetes recommended labels for children and pods."""
+    return {
+        **selector_labels(md),
+        "app.kubernetes.io/version": image_version(image or md.spec.image),
+        "app.kubernetes.io/component": "inference-server",
+        "app.kubernetes.io/part-of": "modelship",
+        "app.kubernetes.io/managed-by": MANAGER,
+    }
+
+
+def selector_string(md: api.ModelDeployment) -> str:
+    """The selector as `status.selector` carries it for the scale subresource."""
+    return ",".join(f"{k}={v}" for k, v in sorted(selector_labels(md).items()))
+
+
+def owner_reference(md: api.ModelDeployment) -> Obj:
+    """The controller reference: deleting the ModelDeployment garbage-collects the child."""
+    return {
+        "apiVersion": api.API_VERSION,
+        "kind": api.KIND,
+        "name": md.name,
+        "uid": md.metadata["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _metadata(md: api.ModelDeployment, image: str | None = None) -> Obj:
+    return {
+        "name": child_name(md.name),
+        "namespace": md.namespace,
+        "labels": labels(md, image),
+        "ownerReferences": [owner_reference(md)],
+    }
+
+
+def resolve_surge(spec: api.ModelDeploymentSpec) -> Resolved:
+    """auto: no surge for GPU pods (a surge pod may find no free GPU and block the rollout),
+    surge for CPU pods (capacity is usually there and the service never shrinks)."""
+    if spec.rollout.surge == "auto":
+        return "no-surge" if spec.gpu_count > 0 else "surge"
+    return spec.rollout.surge
+
+
+def startup_failure_threshold(probes: api.Probes) -> int:
+    """Enough startup checks to cover the whole load budget: ceil(timeout / period)."""
+    return max(1, math.ceil(probes.startup_timeout_seconds / probes.startup_period_seconds))
+
+
+def _probe(path: str, settings: dict[str, int]) -> Obj:
+    return {"httpGet": {"path": path, "port": PORT_NAME, "scheme": "HTTP"}, "successThreshold": 1, **settings}
+
+
+def probes(spec_probes: api.Probes) -> dict[str, Obj]:
+    """startupProbe and readinessProbe on /health (model loaded and warmed), liveness on
+    /health/live (process responsive). Liveness only starts after startup succeeded, so a slow
+    load is bounded by startupTimeoutSeconds, not killed by liveness."""
+    overrides = {
+        "readinessProbe": (READINESS_DEFAULTS, spec_probes.readiness),
+        "livenessProbe": (LIVENESS_DEFAULTS, spec_probes.liveness),
+    }
+    out = {
+        "startupProbe": _probe(
+            READY_PATH,
+            {
+                "periodSeconds": spec_probes.startup_period_seconds,
+                "timeoutSeconds": STARTUP_PROBE_TIMEOUT_S,
+                "failureThreshold": startup_failure_threshold(spec_probes),
+            },
+        )
+    }
+    for key, (defaults, override) in overrides.items():
+        given = override.model_dump(by_alias=True, exclude_none=True)
+        out[key] = _probe(LIVE_PATH if key == "livenessProbe" else READY_PATH, {**defaults, **given})
+    return out
+
+
+def server_env(spec: api.ModelDeploymentSpec) -> list[Obj]:
+    """The MODELSHIP_* contract with the server image, then the user's extra env."""
+    gpu = spec.gpu_count > 0
+    model, serving = spec.model, spec.serving
+    values: list[tuple[str, str | None]] = [
+        ("MODELSHIP_MODEL_NAME", model.name),
+        ("MODELSHIP_MODEL_URI", model.uri),
+        ("MODELSHIP_MODEL_FORMAT", model.format),
+        ("MODELSHIP_MODEL_HANDLER", model.handler),
+        ("MODELSHIP_MODEL_SHA256", model.sha256),
+        ("MODELSHIP_HOST", "0.0.0.0"),
+        ("MODELSHIP_PORT", str(serving.port)),
+        ("MODELSHIP_DEVICE", serving.device or ("cuda" if gpu else "cpu")),
+        ("MODELSHIP_REQUIRE_GPU", "true" if gpu else "false"),
+        ("MODELSHIP_HALF_PRECISION", "true" if serving.half_precision else "false"),
+        ("MODELSHIP_MAX_BATCH_SIZE", str(serving.batching.max_batch_size)),
+        ("MODELSHIP_MAX_LATENCY_MS", str(serving.batching.max_latency_ms)),
+    ]
+    env = [{"name": k, "value": v} for k, v in values if v is not None]
+    return env + [e.wire() for e in spec.env]
+
+
+def resources(spec: api.ModelDeploymentSpec) -> Obj:
+    """requests/limits from the spec plus the GPU limit (extended resources need no request)."""
+    requests = dict(spec.resources.requests)
+    limits = dict(spec.resources.limits)
+    if spec.gpu_count > 0:
+        limits[api.GPU_RESOURCE] = spec.gpu_count
+    out: Obj = {}
+    if requests:
+        out["requests"] = requests
+    if limits:
+        out["limits"] = limits
+    return out
+
+
+def scheduling(spec: api.ModelDeploymentSpec) -> Obj:
+    """nodeSelector / tolerations / affinity; GPU pods get the product label and taint toleration."""
+    node_selector = dict(spec.node_selector)
+    tolerations = [t.wire() for t in spec.tolerations]
+    if spec.gpu_count > 0:
+        if spec.gpu and spec.gpu.product:
+            node_selector[api.GPU_PRODUCT_LABEL] = spec.gpu.product
+        gpu_toleration = {"key": api.GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+        if gpu_toleration not in tolerations:
+            tolerations.append(gpu_toleration)
+    out: Obj = {}
+    if node_selector:
+        out["nodeSelector"] = node_selector
+    if tolerations:
+        out["tolerations"] = tolerations
+    if spec.affinity:
+        out["affinity"] = spec.affinity
+    return out
+
+
+def pod_security_context() -> Obj:
+    """Restricted Pod Security Standard, pod level; UID/GID 10001 is the images' user."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": UID,
+        "runAsGroup": UID,
+        "fsGroup": UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security_context() -> Obj:
+    """Restricted Pod Security Standard, container level; writable paths are emptyDirs."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+    }
+
+
+def pod_template(md: api.ModelDeployment, image: str) -> Obj:
+    spec = md.spec
+    container = {
+        "name": CONTAINER,
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "ports": [{"name": PORT_NAME, "containerPort": spec.serving.port, "protocol": "TCP"}],
+        "env": server_env(spec),
+        "resources": resources(spec),
+        **probes(spec.probes),
+        "securityContext": container_security_context(),
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    return {
+        "metadata": {
+            "labels": labels(md, image),
+            "annotations": {
+                "prometheus.io/scrape": "true",
+                "prometheus.io/port": str(spec.serving.port),
+                "prometheus.io/path": "/metrics",
+            },
+        },
+        "spec": {
+            "containers": [container],
+            "volumes": [{"name": "tmp", "emptyDir": {}}],
+            "securityContext": pod_security_context(),
+            # The server needs no API access, and service links would inject *_PORT env vars
+            # (a Service named "modelship" would collide with MODELSHIP_PORT).
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            "terminationGracePeriodSeconds": 30,
+            **scheduling(spec),
+        },
+    }
+
+
+def desired_deployment(
+    md: api.ModelDeployment,
+    *,
+    image: str | None = None,
+    surge: Resolved | None = None,
+) -> Obj:
+    """The Deployment serving ``image`` (default: spec.image) with the resolved surge mode."""
+    image = image or md.spec.image
+    mode = surge or resolve_surge(md.spec)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(md, image),
+        "spec": {
+            "replicas": md.spec.replicas,
+            "selector": {"matchLabels": selector_labels(md)},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": dict(SURGE if mode == "surge" else NO_SURGE)},
+            "progressDeadlineSeconds": md.spec.rollout.progress_deadline_seconds,
+            "revisionHistoryLimit": REVISION_HISTORY_LIMIT,
+            "template": pod_template(md, image),
+        },
+    }
+
+
+def desired_service(md: api.ModelDeployment) -> Obj:
+    """A ClusterIP Service on serving.port; only ready pods (model loaded) get traffic."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(md),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(md),
+            "ports": [
+                {"name": PORT_NAME, "port": md.spec.serving.port, "targetPort": PORT_NAME, "protocol": "TCP"}
+            ],
+        },
+    }
+
+
+def desired_pdb(md: api.ModelDeployment) -> Obj | None:
+    """The PodDisruptionBudget, or None when the spec asks for none (the handler deletes any)."""
+    budget = md.spec.disruption_budget
+    if budget is None:
+        return None
+    spec: Obj = {
+        "selector": {"matchLabels": selector_labels(md)},
+        # Pods that never became ready (crash loop, bad image) must not block node drains.
+        "unhealthyPodEvictionPolicy": "AlwaysAllow",
+    }
+    if budget.min_available is not None:
+        spec["minAvailable"] = budget.min_available
+    else:
+        spec["maxUnavailable"] = budget.max_unavailable
+    return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": _metadata(md), "spec": spec}
