@@ -1,5 +1,83 @@
-def main() -> None:
-    raise SystemExit("not implemented yet")
+"""``modelship-server`` / ``python -m modelship_server``: settings → app → uvicorn.
+
+SIGTERM handling: readiness turns 503 at once (the app's data plane starts draining), the
+listener stays open for ``shutdown_delay_s`` so endpoint controllers can stop routing here,
+then uvicorn stops accepting, waits for in-flight requests (``graceful_timeout_s``), and the
+lifespan shutdown drains whatever is still queued before the model is released.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from types import FrameType
+
+import pydantic
+import uvicorn
+
+from .app import create_app
+from .settings import Settings, load_settings
+
+log = logging.getLogger("modelship.main")
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn.Server that tells the app about SIGTERM before (optionally) delaying exit."""
+
+    def __init__(self, config: uvicorn.Config, on_signal: Callable[[], None], delay_s: float) -> None:
+        super().__init__(config)
+        self._on_signal = on_signal
+        self._delay_s = delay_s
+        self._signalled = False
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._signalled or self._delay_s <= 0:
+            self._signalled = True
+            self._on_signal()
+            super().handle_exit(sig, frame)
+            return
+        self._signalled = True
+        self._on_signal()
+        timer = threading.Timer(self._delay_s, super().handle_exit, (sig, frame))
+        timer.daemon = True
+        timer.start()
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def serve(settings: Settings) -> None:
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=settings.access_log,
+        timeout_graceful_shutdown=int(max(1, settings.graceful_timeout_s)),
+        lifespan="on",
+        loop="auto",
+        http="auto",
+        log_config=None,
+    )
+    server = DrainingServer(config, app.state.dataplane.begin_drain, settings.shutdown_delay_s)
+    server.run()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    try:
+        settings = load_settings(argv)
+    except pydantic.ValidationError as exc:
+        raise SystemExit(f"modelship-server: invalid settings:\n{exc}") from None
+    _configure_logging(settings.log_level)
+    serve(settings)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,236 @@
+"""Dynamic batching: one asyncio collector, one worker thread, results scattered back.
+
+Requests are queued as jobs (a few rows each). The collector takes the first job, adds
+whatever else is queued up to ``max_batch_size`` rows, and runs the concatenation in a
+single worker thread (torch releases the GIL, so the event loop keeps parsing requests
+meanwhile). How long it waits for companions adapts to the load it just saw:
+
+* the previous batch had one job (a lone caller): dispatch at once, no added latency;
+* the previous batch had k jobs: wait up to ``max_latency_ms`` for about k rows, because
+  those callers are probably sending their next requests right now.
+
+A failing batch is retried job by job, so one poisonous input fails only its own caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import errors
+
+log = logging.getLogger("modelship.batching")
+
+RunBatch = Callable[[Sequence[np.ndarray]], list[np.ndarray]]
+"""The model call: inputs (batch first) → outputs (batch first). Blocking."""
+
+
+@dataclass(eq=False)
+class _Job:
+    arrays: list[np.ndarray]
+    rows: int
+    future: asyncio.Future[list[np.ndarray]]
+    enqueued: float
+    signature: tuple = field(default=())
+
+
+class Batcher:
+    """Collects jobs into batches for ``run`` and hands each caller its own rows back."""
+
+    def __init__(
+        self,
+        run: RunBatch,
+        *,
+        max_batch_size: int,
+        max_latency_s: float,
+        max_queue: int,
+        dynamic: bool = True,
+        on_batch: Callable[[int, float], None] | None = None,
+    ) -> None:
+        self._run = run
+        self._max_rows = max_batch_size if dynamic else 1
+        self._max_latency = max_latency_s
+        self._max_queue = max_queue
+        self._dynamic = dynamic
+        self._on_batch = on_batch
+        self._queue: collections.deque[_Job] = collections.deque()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelship-model")
+        self._waiter: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._recent_jobs = 1
+        self.running_rows = 0
+
+    # -- callers ---------------------------------------------------------------------------
+
+    @property
+    def depth(self) -> int:
+        """Jobs waiting for a model call (not counting the one running)."""
+        return len(self._queue)
+
+    async def submit(self, arrays: list[np.ndarray], timeout_s: float) -> list[np.ndarray]:
+        """Queue one request's inputs and wait for its outputs.
+
+        Raises ``Overloaded`` when the queue is full, ``InferenceTimeout`` after
+        ``timeout_s`` (the job is dropped if it has not started), ``InferenceFailed``
+        when the model raised on it.
+        """
+        if self._closing and self._task is None:
+            raise errors.ModelNotReady("server is shutting down")
+        if len(self._queue) >= self._max_queue:
+            raise errors.Overloaded(f"inference queue is full ({self._max_queue} requests waiting)")
+        rows = int(arrays[0].shape[0]) if arrays and arrays[0].ndim else 1
+        if rows > self._max_rows and self._dynamic:
+            raise errors.InvalidInput(f"batch of {rows} rows exceeds max_batch_size {self._max_rows}")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[np.ndarray]] = loop.create_future()
+        signature = tuple((a.dtype.str, a.shape[1:]) for a in arrays)
+        self._queue.append(_Job(arrays, rows, future, loop.time(), signature))
+        self._wake()
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await future
+        except TimeoutError:
+            raise errors.InferenceTimeout(f"inference did not finish within {timeout_s:g}s") from None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._collect(), name="modelship-batcher")
+
+    async def close(self) -> None:
+        """Finish every queued job, then stop the worker. New submits get ModelNotReady."""
+        self._closing = True
+        self._wake()
+        if self._task is not None:
+            await self._task
+            self._task = None
+        self._executor.shutdown(wait=True)
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def _sleep_until(self, deadline: float | None) -> None:
+        """Wait for a submit (or close), or until ``deadline`` (loop time)."""
+        loop = asyncio.get_running_loop()
+        self._waiter = loop.create_future()
+        handle = loop.call_at(deadline, self._wake) if deadline is not None else None
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+            if handle is not None:
+                handle.cancel()
+
+    # -- the collector ---------------------------------------------------------------------
+
+    def _pop_live(self) -> _Job | None:
+        while self._queue:
+            job = self._queue.popleft()
+            if not job.future.done():  # timed out or caller went away: drop it
+                return job
+        return None
+
+    async def _collect(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            first = self._pop_live()
+            if first is None:
+                if self._closing:
+                    return
+                await self._sleep_until(None)
+                continue
+            batch = [first]
+            rows = first.rows
+            if self._dynamic and self._max_rows > 1:
+                rows = await self._gather(batch, rows, loop)
+            await self._execute(batch, rows, loop)
+
+    async def _gather(self, batch: list[_Job], rows: int, loop: asyncio.AbstractEventLoop) -> int:
+        deadline = batch[0].enqueued + self._max_latency
+        # Expect as many jobs as last time (the callers we just answered are coming back).
+        expected = min(self._recent_jobs, self._max_rows)
+        spins = 0
+        while rows < self._max_rows:
+            if self._queue:
+                job = self._queue[0]
+                if job.future.done():
+                    self._queue.popleft()
+                    continue
+                if rows + job.rows > self._max_rows or job.signature != batch[0].signature:
+                    break
+                self._queue.popleft()
+                batch.append(job)
+                rows += job.rows
+                continue
+            if self._closing or loop.time() >= deadline:
+                break
+            if len(batch) < expected:
+                await self._sleep_until(deadline)
+            elif spins < 2:
+                # Requests already in the socket buffers need a loop turn or two to get here.
+                spins += 1
+                await asyncio.sleep(0)
+            else:
+                break
+        return rows
+
+    async def _execute(self, batch: list[_Job], rows: int, loop: asyncio.AbstractEventLoop) -> None:
+        self._recent_jobs = len(batch)
+        if len(batch) == 1:
+            inputs = batch[0].arrays
+        else:
+            inputs = [np.concatenate(parts) for parts in zip(*(job.arrays for job in batch), strict=True)]
+        started = time.perf_counter()
+        self.running_rows = rows
+        try:
+            outputs = await loop.run_in_executor(self._executor, self._run, inputs)
+        except Exception as exc:  # the model raised: isolate the culprit(s)
+            if len(batch) == 1:
+                _fail(batch[0], exc)
+            else:
+                log.warning("batch of %d jobs failed (%s); retrying one by one", len(batch), exc)
+                for job in batch:
+                    await self._execute([job], job.rows, loop)
+            return
+        finally:
+            self.running_rows = 0
+        if self._on_batch is not None:
+            self._on_batch(rows, time.perf_counter() - started)
+        _scatter(batch, outputs)
+
+
+def _fail(job: _Job, exc: Exception) -> None:
+    if job.future.done():
+        return
+    if isinstance(exc, errors.ModelshipError):
+        job.future.set_exception(exc)
+    else:
+        job.future.set_exception(errors.InferenceFailed(f"model raised {type(exc).__name__}: {exc}"))
+
+
+def _scatter(batch: list[_Job], outputs: list[np.ndarray]) -> None:
+    if len(batch) == 1:
+        if not batch[0].future.done():
+            batch[0].future.set_result(outputs)
+        return
+    total = sum(job.rows for job in batch)
+    if any(out.ndim == 0 or out.shape[0] != total for out in outputs):
+        shapes = [list(out.shape) for out in outputs]
+        for job in batch:
+            _fail(job, errors.InferenceFailed(f"model outputs {shapes} are not batch-first for {total} rows"))
+        return
+    offset = 0
+    for job in batch:
+        end = offset + job.rows
+        if not job.future.done():
+            job.future.set_result([out[offset:end] for out in outputs])
+        offset = end

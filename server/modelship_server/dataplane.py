@@ -1,0 +1,204 @@
+"""The data plane: the model's lifecycle and the one path every protocol's inference takes.
+
+States: ``loading`` → ``ready``, or ``failed`` / ``unavailable`` (GPU required, none there)
+with a reason; ``draining`` overlays any of them once SIGTERM arrived. Protocol adapters
+(v1, v2) only translate JSON to arrays and back; they all call :meth:`DataPlane.infer`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import device as device_mod
+from . import errors, loading, sources
+from .batching import Batcher
+from .metrics import Metrics
+from .settings import Settings
+
+log = logging.getLogger("modelship.dataplane")
+
+
+class DataPlane:
+    """Owns the model, its batcher and the readiness answer."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.plan = device_mod.plan_device(
+            settings.device,
+            require_gpu=settings.require_gpu,
+            gpu_fallback=settings.gpu_fallback,
+            half_precision=settings.half_precision,
+        )
+        self.state = "loading"
+        self.reason: str | None = "model is loading"
+        self.draining = False
+        self.model: loading.ServedModel | None = None
+        self.batcher: Batcher | None = None
+        self.threads = 0
+        self._load_task: asyncio.Task[None] | None = None
+        self._started = time.monotonic()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Called from the lifespan hook: plan threads, then load in the background so the
+        process answers /health/live (and /health with "loading") while weights stream in."""
+        self.threads = device_mod.configure_threads(self.settings.num_threads)
+        self.metrics.set_device(self.plan.device, self.plan.dtype, self.threads)
+        self.metrics.model_ready.labels(self.settings.model_name).set(0)
+        for note in self.plan.notes:
+            log.warning("%s", note)
+        if self.plan.unavailable:
+            self._set("unavailable", self.plan.unavailable)
+            log.error("not serving: %s", self.plan.unavailable)
+            return
+        self._load_task = asyncio.get_running_loop().create_task(self._load(), name="modelship-load")
+
+    async def wait_loaded(self) -> None:
+        if self._load_task is not None:
+            await asyncio.shield(self._load_task)
+
+    async def _load(self) -> None:
+        s = self.settings
+        started = time.perf_counter()
+        try:
+            model = await asyncio.to_thread(self._load_blocking)
+        except (sources.SourceError, loading.LoadError) as exc:
+            self._set("failed", str(exc))
+            log.error("model %s failed to load: %s", s.model_name, exc)
+            return
+        except Exception as exc:  # a handler's load() may raise anything; report, don't crash
+            self._set("failed", f"{type(exc).__name__}: {exc}")
+            log.exception("model %s failed to load", s.model_name)
+            return
+        self.model = model
+        self.batcher = Batcher(
+            model.run,
+            max_batch_size=s.max_batch_size,
+            max_latency_s=s.max_latency_ms / 1000,
+            max_queue=s.max_queue,
+            dynamic=model.dynamic_batch,
+            on_batch=self.metrics.observe_batch,
+        )
+        self.batcher.start()
+        self.metrics.watch_queue(lambda: self.batcher.depth if self.batcher else 0)
+        seconds = time.perf_counter() - started
+        self.metrics.load_seconds.labels(s.model_name).set(seconds)
+        self.metrics.model_ready.labels(s.model_name).set(1)
+        self._set("ready", None)
+        log.info(
+            "model %s ready on %s (%s) in %.2fs; inputs %s outputs %s",
+            s.model_name, self.plan.device, str(self.plan.dtype).removeprefix("torch."), seconds,
+            [i.as_metadata() for i in model.inputs], [o.as_metadata() for o in model.outputs],
+        )
+
+    def _load_blocking(self) -> loading.ServedModel:
+        s = self.settings
+        if s.model_uri is None and s.model_format != "handler":
+            raise loading.LoadError("no model configured: set MODELSHIP_MODEL_URI")
+        path: Path | None = None
+        if s.model_uri is not None:
+            path = sources.resolve(
+                s.model_uri, cache_dir=s.cache_dir, sha256=s.model_sha256,
+                require_sha256=s.require_sha256, timeout_s=s.download_timeout_s,
+            )
+        model = loading.load_model(
+            path,  # type: ignore[arg-type]
+            name=s.model_name, fmt=s.model_format, plan=self.plan, handler=s.model_handler,
+            input_shape=s.shape(), input_datatype=s.input_datatype,
+        )
+        if s.warmup:
+            model.warm_up(s.max_batch_size)
+        return model
+
+    def begin_drain(self) -> None:
+        """SIGTERM: readiness answers 503 from now on; requests keep being served."""
+        if not self.draining:
+            self.draining = True
+            log.info("draining: readiness is now 503; finishing in-flight and queued requests")
+
+    async def stop(self) -> None:
+        """Lifespan shutdown: finish queued work, then release the model."""
+        self.begin_drain()
+        if self._load_task is not None and not self._load_task.done():
+            self._load_task.cancel()
+        if self.batcher is not None:
+            await self.batcher.close()
+        self.metrics.model_ready.labels(self.settings.model_name).set(0)
+        self.model = None
+        if self.plan.is_cuda:
+            torch.cuda.empty_cache()
+
+    def _set(self, state: str, reason: str | None) -> None:
+        self.state = state
+        self.reason = reason
+
+    # -- readiness ----------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready" and not self.draining
+
+    def not_ready_reason(self) -> str:
+        if self.draining:
+            return "server is shutting down (SIGTERM received)"
+        return self.reason or self.state
+
+    def health(self) -> dict[str, Any]:
+        """The body of /health: enough for a human to see why a pod is not ready."""
+        model = self.model
+        body: dict[str, Any] = {
+            "status": "draining" if self.draining else self.state,
+            "ready": self.ready,
+            "reason": None if self.ready else self.not_ready_reason(),
+            "model": {
+                "name": self.settings.model_name,
+                "format": self.settings.model_format,
+                "uri": self.settings.model_uri,
+                "load_seconds": round(model.load_seconds, 3) if model else None,
+                "inputs": [i.as_metadata() for i in model.inputs] if model else [],
+                "outputs": [o.as_metadata() for o in model.outputs] if model else [],
+            },
+            "device": {
+                "device": str(self.plan.device),
+                "dtype": str(self.plan.dtype).removeprefix("torch."),
+                "threads": self.threads,
+                "torch_version": torch.__version__,
+                "cuda_available": torch.cuda.is_available(),
+                **device_mod.gpu_facts(self.plan.device),
+            },
+            "batching": {
+                "max_batch_size": self.settings.max_batch_size if (model and model.dynamic_batch) else 1,
+                "max_latency_ms": self.settings.max_latency_ms,
+                "queue_depth": self.batcher.depth if self.batcher else 0,
+            },
+            "uptime_seconds": round(time.monotonic() - self._started, 1),
+        }
+        if self.plan.notes:
+            body["notes"] = list(self.plan.notes)
+        return body
+
+    # -- inference ----------------------------------------------------------------------------
+
+    def model_named(self, name: str) -> loading.ServedModel:
+        """The served model by name; 404 for another name, 503 while it cannot serve."""
+        if name != self.settings.model_name:
+            raise errors.ModelNotFound(f"model {name!r} is not served here (this server serves {self.settings.model_name!r})")
+        if self.model is None or self.state != "ready":
+            raise errors.ModelNotReady(f"model {name!r} is not ready: {self.reason or self.state}")
+        return self.model
+
+    async def infer(self, name: str, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        self.model_named(name)
+        batcher = self.batcher
+        if batcher is None:
+            raise errors.ModelNotReady(f"model {name!r} is not ready")
+        return await batcher.submit(arrays, self.settings.request_timeout_s)

@@ -1,0 +1,188 @@
+"""Open Inference Protocol v2 (KServe v2 / Triton HTTP) REST surface.
+
+Typed tensors as JSON (``data`` flat row-major or nested) and the binary tensor data
+extension (``Inference-Header-Content-Length``; what tritonclient sends by default), so
+standard v2 clients work unchanged. Errors carry ``error`` (read by v2 clients) and
+``detail`` (house style) with the same text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from . import __version__, errors, tensors
+from .dataplane import DataPlane
+from .loading import ServedModel
+from .web import json_response, parse_object
+
+VERSIONS = ["1"]
+EXTENSIONS = ["binary_tensor_data"]
+HEADER_LENGTH = "inference-header-content-length"
+
+
+def _check_version(version: str | None, name: str) -> None:
+    if version is not None and version not in VERSIONS:
+        raise errors.ModelNotFound(f"model {name!r} has no version {version!r} (versions: {VERSIONS})")
+
+
+def _decode_inputs(model: ServedModel, payload: dict[str, Any], binary: bytes) -> list[np.ndarray]:
+    raw_inputs = payload.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise errors.InvalidInput("missing field 'inputs' (a non-empty list of tensors)")
+    by_name: dict[str, np.ndarray] = {}
+    offset = 0
+    specs = {spec.name: spec for spec in model.inputs}
+    for index, item in enumerate(raw_inputs):
+        if not isinstance(item, dict):
+            raise errors.InvalidInput(f"inputs[{index}] must be an object with name, shape, datatype, data")
+        for key in ("name", "shape", "datatype"):
+            if key not in item:
+                raise errors.InvalidInput(f"inputs[{index}] is missing field {key!r}")
+        name = item["name"]
+        where = f"input {name!r}"
+        spec = specs.get(name) if isinstance(name, str) else None
+        if spec is None:
+            raise errors.InvalidInput(f"{where} is not an input of model {model.name!r} (inputs: {sorted(specs)})")
+        if name in by_name:
+            raise errors.InvalidInput(f"{where} given twice")
+        dtype = tensors.dtype_named(item["datatype"], where)
+        if dtype.name != spec.datatype:
+            raise errors.InvalidInput(f"{where}: datatype {dtype.name} does not match the model's {spec.datatype}")
+        params = item.get("parameters") or {}
+        size = params.get("binary_data_size") if isinstance(params, dict) else None
+        if size is not None:
+            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+                raise errors.InvalidInput(f"{where}: binary_data_size {size!r} does not fit the {len(binary)}-byte body")
+            array = tensors.decode_binary(binary[offset : offset + size], dtype, item["shape"], where)
+            offset += size
+        elif "data" in item:
+            array = tensors.decode_json(item["data"], dtype, item["shape"], where)
+        else:
+            raise errors.InvalidInput(f"inputs[{index}] is missing field 'data'")
+        spec.check(array, where)
+        by_name[name] = array
+    missing = [spec.name for spec in model.inputs if spec.name not in by_name]
+    if missing:
+        raise errors.InvalidInput(f"missing input(s) {missing} for model {model.name!r}")
+    arrays = [by_name[spec.name] for spec in model.inputs]
+    if model.dynamic_batch and len({a.shape[0] for a in arrays}) > 1:
+        raise errors.InvalidInput("all inputs must have the same batch size (first dimension)")
+    return arrays
+
+
+def _requested_outputs(model: ServedModel, payload: dict[str, Any]) -> list[tuple[int, bool]]:
+    """(output index, as binary) for each output to return, in request order."""
+    params = payload.get("parameters") or {}
+    binary_default = bool(params.get("binary_data_output", False)) if isinstance(params, dict) else False
+    index_of = {spec.name: i for i, spec in enumerate(model.outputs)}
+    wanted = payload.get("outputs")
+    if wanted is None:
+        return [(i, binary_default) for i in range(len(model.outputs))]
+    if not isinstance(wanted, list):
+        raise errors.InvalidInput("'outputs' must be a list of {name, parameters}")
+    result = []
+    for item in wanted:
+        name = item.get("name") if isinstance(item, dict) else None
+        if name not in index_of:
+            raise errors.InvalidInput(f"requested output {name!r} is not an output of model {model.name!r} "
+                                      f"(outputs: {sorted(index_of)})")
+        out_params = item.get("parameters") or {}
+        binary = out_params.get("binary_data", binary_default) if isinstance(out_params, dict) else binary_default
+        result.append((index_of[name], bool(binary)))
+    return result
+
+
+def _encode(model: ServedModel, payload: dict[str, Any], outputs: list[np.ndarray]) -> Response:
+    entries = []
+    blobs: list[bytes] = []
+    for index, as_binary in _requested_outputs(model, payload):
+        array = outputs[index]
+        entry: dict[str, Any] = {
+            "name": model.outputs[index].name if index < len(model.outputs) else f"output__{index}",
+            "datatype": tensors.dtype_of_array(array).name,
+            "shape": list(array.shape),
+        }
+        if as_binary:
+            blob = np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+            entry["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            entry["data"] = array.reshape(-1)
+        entries.append(entry)
+    body: dict[str, Any] = {"model_name": model.name, "model_version": VERSIONS[-1], "outputs": entries}
+    if "id" in payload:
+        body["id"] = payload["id"]
+    if not blobs:
+        return json_response(body)
+    header = tensors.json_dumps(body)
+    return Response(
+        header + b"".join(blobs),
+        media_type="application/octet-stream",
+        headers={"Inference-Header-Content-Length": str(len(header))},
+    )
+
+
+def router(dataplane: DataPlane) -> APIRouter:
+    api = APIRouter(tags=["Open Inference Protocol v2"])
+
+    @api.get("/v2")
+    async def server_metadata() -> Response:
+        return json_response({"name": "modelship", "version": __version__, "extensions": EXTENSIONS})
+
+    @api.get("/v2/health/live")
+    async def live() -> Response:
+        return json_response({"live": True})
+
+    @api.get("/v2/health/ready")
+    async def ready() -> Response:
+        if dataplane.ready:
+            return json_response({"ready": True})
+        reason = dataplane.not_ready_reason()
+        return json_response({"ready": False, "detail": reason, "error": reason}, 503)
+
+    async def metadata(name: str, version: str | None = None) -> Response:
+        _check_version(version, name)
+        model = dataplane.model_named(name)
+        return json_response({
+            "name": name,
+            "versions": VERSIONS,
+            "platform": model.platform,
+            "inputs": [spec.as_metadata() for spec in model.inputs],
+            "outputs": [spec.as_metadata() for spec in model.outputs],
+        })
+
+    async def model_ready(name: str, version: str | None = None) -> Response:
+        _check_version(version, name)
+        dataplane.model_named(name)  # 404 unknown, 503 not ready (with the reason)
+        if dataplane.draining:
+            raise errors.ModelNotReady(dataplane.not_ready_reason())
+        return json_response({"name": name, "ready": True})
+
+    async def infer(name: str, request: Request, version: str | None = None) -> Response:
+        _check_version(version, name)
+        model = dataplane.model_named(name)
+        body = await request.body()
+        binary = b""
+        header_length = request.headers.get(HEADER_LENGTH)
+        if header_length is not None:
+            try:
+                split = int(header_length)
+            except ValueError:
+                raise errors.MalformedRequest(f"{HEADER_LENGTH} must be an integer, got {header_length!r}") from None
+            if not 0 < split <= len(body):
+                raise errors.MalformedRequest(f"{HEADER_LENGTH} {split} is outside the {len(body)}-byte body")
+            body, binary = body[:split], body[split:]
+        payload = parse_object(body)
+        arrays = _decode_inputs(model, payload, binary)
+        outputs = await dataplane.infer(name, arrays)
+        return _encode(model, payload, outputs)
+
+    for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
+        api.add_api_route(prefix, metadata, methods=["GET"])
+        api.add_api_route(prefix + "/ready", model_ready, methods=["GET"])
+        api.add_api_route(prefix + "/infer", infer, methods=["POST"])
+    return api

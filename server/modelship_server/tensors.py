@@ -1,0 +1,180 @@
+"""Typed tensors on the wire: OIP v2 datatypes, decoding/validating inputs, encoding outputs.
+
+JSON goes through orjson when installed (it reads and writes numpy arrays natively, several
+times faster than the stdlib on float lists); the stdlib is the fallback.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import errors
+
+try:  # pragma: no cover - exercised by whichever is installed
+    import orjson
+
+    def json_loads(data: bytes | str) -> Any:
+        return orjson.loads(data)
+
+    def json_dumps(obj: Any) -> bytes:
+        return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
+
+    JSONDecodeError: type[Exception] = orjson.JSONDecodeError
+except ImportError:  # pragma: no cover
+    import json
+
+    def _default(obj: Any) -> Any:
+        if isinstance(obj, np.ndarray | np.generic):
+            return obj.tolist()
+        raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+    def json_loads(data: bytes | str) -> Any:
+        return json.loads(data)
+
+    def json_dumps(obj: Any) -> bytes:
+        return json.dumps(obj, default=_default, separators=(",", ":")).encode()
+
+    JSONDecodeError = json.JSONDecodeError
+
+
+@dataclass(frozen=True)
+class DType:
+    name: str  # OIP v2 datatype
+    numpy: np.dtype
+    torch: torch.dtype
+    kinds: str  # numpy kinds accepted from JSON data ('b' bool, 'i'/'u' int, 'f' float)
+
+
+_TABLE = [
+    DType("BOOL", np.dtype(np.bool_), torch.bool, "b"),
+    DType("UINT8", np.dtype(np.uint8), torch.uint8, "iu"),
+    DType("INT8", np.dtype(np.int8), torch.int8, "iu"),
+    DType("INT16", np.dtype(np.int16), torch.int16, "iu"),
+    DType("INT32", np.dtype(np.int32), torch.int32, "iu"),
+    DType("INT64", np.dtype(np.int64), torch.int64, "iu"),
+    DType("FP16", np.dtype(np.float16), torch.float16, "iuf"),
+    DType("FP32", np.dtype(np.float32), torch.float32, "iuf"),
+    DType("FP64", np.dtype(np.float64), torch.float64, "iuf"),
+]
+BY_NAME: dict[str, DType] = {d.name: d for d in _TABLE}
+BY_TORCH: dict[torch.dtype, DType] = {d.torch: d for d in _TABLE}
+BY_NUMPY: dict[np.dtype, DType] = {d.numpy: d for d in _TABLE}
+KNOWN_BUT_UNSUPPORTED = {"BYTES", "BF16", "UINT16", "UINT32", "UINT64"}
+
+
+def dtype_named(name: object, where: str) -> DType:
+    if not isinstance(name, str):
+        raise errors.InvalidInput(f"{where}: datatype must be a string, got {type(name).__name__}")
+    found = BY_NAME.get(name)
+    if found is None:
+        if name in KNOWN_BUT_UNSUPPORTED:
+            raise errors.InvalidInput(f"{where}: datatype {name} is not supported by this server")
+        raise errors.InvalidInput(f"{where}: unknown datatype {name!r}; expected one of {sorted(BY_NAME)}")
+    return found
+
+
+def dtype_of(tensor_dtype: torch.dtype) -> DType:
+    return BY_TORCH.get(tensor_dtype, BY_NAME["FP32"])
+
+
+def dtype_of_array(array: np.ndarray) -> DType:
+    return BY_NUMPY.get(array.dtype.newbyteorder("="), BY_NAME["FP32"])
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One model input or output as OIP v2 metadata describes it (-1 = any size)."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+    def as_metadata(self) -> dict[str, Any]:
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+    def check(self, array: np.ndarray, where: str) -> None:
+        """Shape must have the same rank and agree on every fixed dimension."""
+        if len(array.shape) != len(self.shape) or any(
+            want not in (-1, got) for want, got in zip(self.shape, array.shape, strict=True)
+        ):
+            raise errors.InvalidInput(
+                f"{where}: shape {list(array.shape)} does not match the model's {list(self.shape)}"
+            )
+
+
+def _as_array(data: Any, dtype: DType, where: str) -> np.ndarray:
+    """Numbers (flat or nested lists) → array of ``dtype``; anything else is the caller's fault."""
+    if not isinstance(data, list | tuple | int | float | bool):
+        raise errors.InvalidInput(f"{where}: data must be a list of numbers, got {type(data).__name__}")
+    try:
+        array = np.asarray(data)
+    except (ValueError, TypeError) as exc:  # ragged nesting
+        raise errors.InvalidInput(f"{where}: data is not a rectangular array of numbers ({exc})") from None
+    kind = array.dtype.kind
+    if kind not in dtype.kinds:
+        if kind in "USO":
+            what = "non-numeric values"
+        elif kind == "f":
+            what = "non-integer values"
+        else:
+            what = f"{array.dtype} values"
+        raise errors.InvalidInput(f"{where}: {what} do not fit datatype {dtype.name}")
+    if kind == "f" and not np.isfinite(array).all():
+        raise errors.InvalidInput(f"{where}: data holds NaN or infinity")
+    try:
+        return array.astype(dtype.numpy, copy=False)
+    except (ValueError, OverflowError) as exc:
+        raise errors.InvalidInput(f"{where}: values do not fit {dtype.name} ({exc})") from None
+
+
+def decode_json(data: Any, dtype: DType, shape: Any, where: str) -> np.ndarray:
+    """OIP v2 JSON tensor: ``data`` flat (row-major) or nested, reshaped to ``shape``."""
+    dims = _shape(shape, where)
+    array = _as_array(data, dtype, where)
+    if array.size != math.prod(dims):
+        raise errors.InvalidInput(
+            f"{where}: shape {dims} needs {math.prod(dims)} values, data has {array.size}"
+        )
+    return array.reshape(dims)
+
+
+def decode_binary(raw: bytes, dtype: DType, shape: Any, where: str) -> np.ndarray:
+    """Binary tensor extension: little-endian, row-major, no padding."""
+    dims = _shape(shape, where)
+    need = math.prod(dims) * dtype.numpy.itemsize
+    if len(raw) != need:
+        raise errors.InvalidInput(f"{where}: binary data has {len(raw)} bytes, shape {dims} needs {need}")
+    return np.frombuffer(raw, dtype=dtype.numpy.newbyteorder("<")).reshape(dims)
+
+
+def _shape(shape: Any, where: str) -> list[int]:
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
+        raise errors.InvalidInput(f"{where}: shape must be a list of non-negative integers, got {shape!r}")
+    return shape
+
+
+def decode_rows(instances: Any, spec: TensorSpec, where: str) -> np.ndarray:
+    """KServe v1 ``instances``: one row per instance, checked against the input spec."""
+    if not isinstance(instances, list) or not instances:
+        raise errors.InvalidInput(f"{where}: instances must be a non-empty list")
+    array = _as_array(instances, BY_NAME[spec.datatype], where)
+    spec.check(array, where)
+    return array
+
+
+def to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    """Output tensor → contiguous numpy on CPU; half/bfloat16 widen to float32 for clients."""
+    tensor = tensor.detach()
+    if tensor.dtype in (torch.float16, torch.bfloat16):
+        tensor = tensor.float()
+    if tensor.device.type != "cpu":
+        tensor = tensor.cpu()
+    return np.ascontiguousarray(tensor.numpy())
+
