@@ -245,6 +245,7 @@ def model_deployment(
     replicas: int | None = None,
     gpu: int | None = None,
     product: str | None = None,
+    namespace: str | None = None,
     **spec: Any,
 ) -> dict[str, Any]:
     """A ModelDeployment manifest with a valid minimal spec; keyword args add spec fields."""
@@ -257,7 +258,8 @@ def model_deployment(
     if gpu is not None:
         body["gpu"] = {"count": gpu, **({"product": product} if product else {})}
     body.update(spec)
-    return {"apiVersion": API_VERSION, "kind": "ModelDeployment", "metadata": {"name": name}, "spec": body}
+    metadata = {"name": name, **({"namespace": namespace} if namespace else {})}
+    return {"apiVersion": API_VERSION, "kind": "ModelDeployment", "metadata": metadata, "spec": body}
 
 
 def condition(obj: dict[str, Any], ctype: str) -> dict[str, Any] | None:

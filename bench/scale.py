@@ -1,0 +1,310 @@
+"""Scale benchmark: N ModelDeployments applied at once, against a floor measured in the same run.
+
+    .venv/bin/python bench/scale.py [--sizes 1,100,1000]        (make bench-scale)
+
+For each N, on the local control plane (hack/cluster.sh; or $KUBECONFIG):
+
+floor     the N Deployments the operator would create (built by the operator's own
+          builders, owner references stripped) bulk-applied straight to the API server
+          with one `kubectl apply --server-side`: time until all exist, until all are Ready.
+operator  a fresh operator process; the N ModelDeployments bulk-applied the same way:
+          time until all N Deployments exist, until all N ModelDeployments are Ready,
+          and the operator's peak RSS (VmHWM).
+
+Both phases run in their own namespace, which is deleted (and awaited) before the next
+phase so they never compete. Extra fake nodes (kwok-bench-*) hold the N pods and are
+removed at the end. Not a test: it prints a table and writes bench/results/scale-*.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+
+from e2e_support import (  # noqa: E402
+    CRD_FILE,
+    CRD_NAME,
+    GROUP,
+    IMAGE_OK,
+    LOCAL_KUBECONFIG,
+    PLURAL,
+    VERSION,
+    Cluster,
+    OperatorProcess,
+    model_deployment,
+    wait_until,
+)
+from kubernetes import watch  # noqa: E402
+from kubernetes.client import ApiClient  # noqa: E402
+
+from modelship_operator import api, builders  # noqa: E402
+
+OUT = ROOT / "_out" / "bench"
+RESULTS = ROOT / "bench" / "results"
+BENCH_NODES = 5
+PODS_PER_BENCH_NODE = 250
+
+
+@dataclass
+class Row:
+    n: int
+    floor_apply_s: float
+    floor_exist_s: float
+    floor_ready_s: float
+    op_apply_s: float
+    op_exist_s: float
+    op_ready_s: float
+    op_peak_rss_mb: float
+
+    @property
+    def exist_ratio(self) -> float:
+        return self.op_exist_s / self.floor_exist_s if self.floor_exist_s else float("nan")
+
+
+class Tracker:
+    """Watches one resource in one namespace; records when each name was first seen / done."""
+
+    def __init__(self, list_fn: Any, args: tuple[Any, ...], done: Any):
+        self.list_fn, self.args, self.done = list_fn, args, done
+        self.seen: dict[str, float] = {}
+        self.finished: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> Tracker:
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def _run(self) -> None:
+        rv = None
+        while not self._stop.is_set():
+            w = watch.Watch()
+            kwargs: dict[str, Any] = {"timeout_seconds": 30, "allow_watch_bookmarks": True}
+            if rv:
+                kwargs["resource_version"] = rv
+            else:
+                initial = self.list_fn(*self.args)
+                if not isinstance(initial, dict):  # typed list -> plain dicts, as watch's raw_object
+                    initial = ApiClient().sanitize_for_serialization(initial)
+                rv = initial["metadata"]["resourceVersion"]
+                for obj in initial.get("items") or []:  # after a dropped watch: catch up
+                    self._record(obj)
+                kwargs["resource_version"] = rv
+                self._ready.set()
+            try:
+                for event in w.stream(self.list_fn, *self.args, **kwargs):
+                    obj = event["raw_object"]
+                    rv = obj["metadata"].get("resourceVersion", rv)
+                    if event["type"] == "BOOKMARK":
+                        continue
+                    self._record(obj)
+                    if self._stop.is_set():
+                        break
+            except Exception:  # noqa: BLE001 - a dropped watch resumes from rv
+                rv = None
+                self._ready.set()
+
+    def _record(self, obj: dict[str, Any]) -> None:
+        name = obj["metadata"]["name"]
+        now = time.monotonic()
+        self.seen.setdefault(name, now)
+        if name not in self.finished and self.done(obj):
+            self.finished[name] = now
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def deployment_ready(obj: dict[str, Any]) -> bool:
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    want = spec.get("replicas", 1)
+    return status.get("readyReplicas", 0) == want and status.get("updatedReplicas", 0) == want
+
+
+def md_ready(obj: dict[str, Any]) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in (obj.get("status") or {}).get("conditions") or [])
+
+
+def manifests(n: int) -> list[dict[str, Any]]:
+    return [model_deployment(f"m{i:04d}", image=IMAGE_OK) for i in range(n)]
+
+
+def floor_deployments(mds: list[dict[str, Any]], ns: str) -> list[dict[str, Any]]:
+    out = []
+    for md in mds:
+        obj = api.ModelDeployment.model_validate(
+            {**md, "metadata": {"name": md["metadata"]["name"], "namespace": ns, "uid": str(uuid.uuid4())}}
+        )
+        dep = builders.desired_deployment(obj)
+        dep["metadata"].pop("ownerReferences")  # no owner exists: GC would delete them
+        out.append(dep)
+    return out
+
+
+def bulk_apply(cluster: Cluster, ns: str, items: list[dict[str, Any]], path: Path) -> float:
+    path.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+    start = time.monotonic()
+    cluster.kubectl("-n", ns, "apply", "--server-side", "--field-manager=bench", "-f", str(path), timeout=1800)
+    return time.monotonic() - start
+
+
+def wait_all(tracker: Tracker, n: int, attr: str, timeout: float, what: str) -> float:
+    wait_until(lambda: len(getattr(tracker, attr)) >= n, timeout=timeout, what=f"{what} ({n})", interval=0.1)
+    return max(getattr(tracker, attr).values())
+
+
+def delete_namespace(cluster: Cluster, ns: str) -> None:
+    cluster.kubectl("delete", "namespace", ns, "--wait=false", "--ignore-not-found")
+    wait_until(
+        lambda: cluster.kubectl("get", "namespace", ns, check=False).returncode != 0,
+        timeout=900, what=f"namespace {ns} deleted", interval=1,
+    )  # fmt: skip
+
+
+def bench_nodes(cluster: Cluster, create: bool) -> None:
+    names = [f"kwok-bench-{i}" for i in range(BENCH_NODES)]
+    if not create:
+        cluster.kubectl("delete", "node", *names, "--ignore-not-found", check=False)
+        return
+    cap = {"cpu": "1000", "memory": "4Ti", "pods": str(PODS_PER_BENCH_NODE)}
+    nodes = [
+        {"apiVersion": "v1", "kind": "Node",
+         "metadata": {"name": n, "annotations": {"kwok.x-k8s.io/node": "fake"},
+                      "labels": {"kubernetes.io/hostname": n, "type": "kwok", "modelship.io/bench": "true"}},
+         "status": {"capacity": cap, "allocatable": cap}}
+        for n in names
+    ]  # fmt: skip
+    cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": nodes}))
+    cluster.kubectl("wait", "--for=condition=Ready", "node", "-l", "modelship.io/bench=true", "--timeout=60s")
+
+
+class RssSampler:
+    def __init__(self, pid: int):
+        self.pid, self.peak_kb = pid, 0
+        self._stop = threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _read(self, key: str) -> int:
+        try:
+            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+        except OSError:
+            pass
+        return 0
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak_kb = max(self.peak_kb, self._read("VmRSS"), self._read("VmHWM"))
+            time.sleep(0.1)
+
+    def stop(self) -> float:
+        self.peak_kb = max(self.peak_kb, self._read("VmHWM"))
+        self._stop.set()
+        return self.peak_kb / 1024
+
+
+def run_size(cluster: Cluster, n: int, timeout: float) -> Row:
+    tag = uuid.uuid4().hex[:5]
+    mds = manifests(n)
+    OUT.mkdir(parents=True, exist_ok=True)
+
+    # --- floor: the same Deployments, straight to the API server.
+    ns = f"bench-floor-{n}-{tag}"
+    cluster.kubectl("create", "namespace", ns)
+    deps = Tracker(cluster.apps.list_namespaced_deployment, (ns,), lambda o: deployment_ready(o)).start()
+    t0 = time.monotonic()
+    floor_apply = bulk_apply(cluster, ns, floor_deployments(mds, ns), OUT / f"floor-{n}.json")
+    floor_exist = wait_all(deps, n, "seen", timeout, "floor Deployments exist") - t0
+    floor_ready = wait_all(deps, n, "finished", timeout, "floor Deployments Ready") - t0
+    deps.stop()
+    print(f"  floor     N={n}: apply {floor_apply:.2f}s, exist {floor_exist:.2f}s, ready {floor_ready:.2f}s", flush=True)
+    delete_namespace(cluster, ns)
+
+    # --- operator: a fresh process, the ModelDeployments bulk-applied.
+    ns = f"bench-op-{n}-{tag}"
+    cluster.kubectl("create", "namespace", ns)
+    op = OperatorProcess(cluster, OUT / f"operator-{n}.log")
+    op.start()
+    assert op.proc is not None
+    sampler = RssSampler(op.proc.pid)
+    try:
+        # Warm-up: one object through the whole path, so the timed run starts with kopf watching.
+        warm = model_deployment("warmup")
+        cluster.kubectl("-n", ns, "apply", "--server-side", "--field-manager=bench", "-f", "-", input=json.dumps(warm))
+        wait_until(lambda: cluster.deployment(ns, "warmup"), timeout=120, what="warm-up Deployment")
+        deps = Tracker(cluster.apps.list_namespaced_deployment, (ns,), lambda o: deployment_ready(o)).start()
+        ready = Tracker(cluster.custom.list_namespaced_custom_object, (GROUP, VERSION, ns, PLURAL), md_ready).start()
+        t0 = time.monotonic()
+        op_apply = bulk_apply(cluster, ns, mds, OUT / f"mds-{n}.json")
+        names = {m["metadata"]["name"] for m in mds}
+        wait_until(lambda: names <= deps.seen.keys(), timeout=timeout, what=f"{n} Deployments from the operator", interval=0.1)
+        op_exist = max(deps.seen[k] for k in names) - t0
+        wait_until(lambda: names <= ready.finished.keys(), timeout=timeout, what=f"{n} ModelDeployments Ready", interval=0.1)
+        op_ready = max(ready.finished[k] for k in names) - t0
+        deps.stop()
+        ready.stop()
+    finally:
+        rss = sampler.stop()
+        op.stop()
+    print(f"  operator  N={n}: apply {op_apply:.2f}s, exist {op_exist:.2f}s, ready {op_ready:.2f}s, peak RSS {rss:.0f} MB", flush=True)
+    delete_namespace(cluster, ns)
+    return Row(n, floor_apply, floor_exist, floor_ready, op_apply, op_exist, op_ready, rss)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="1,100,1000", help="comma-separated N values")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds per wait")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+
+    user = os.environ.get("KUBECONFIG")
+    if user and Path(user).resolve() != LOCAL_KUBECONFIG.resolve():
+        cluster = Cluster(kubeconfig=Path(user), local=False)
+    else:
+        subprocess.run(["bash", str(ROOT / "hack" / "cluster.sh"), "up"], check=True)
+        cluster = Cluster(kubeconfig=LOCAL_KUBECONFIG, local=True)
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
+    cluster.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
+
+    bench_nodes(cluster, create=True)
+    rows: list[Row] = []
+    try:
+        for n in sizes:
+            print(f"N={n}", flush=True)
+            rows.append(run_size(cluster, n, args.timeout))
+    finally:
+        bench_nodes(cluster, create=False)
+
+    print()
+    print("| N | floor: Deployments exist | operator: Deployments exist | ratio | floor: Deployments Ready | operator: MDs Ready | operator peak RSS |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r.n} | {r.floor_exist_s:.2f} s | {r.op_exist_s:.2f} s | {r.exist_ratio:.2f}x "
+            f"| {r.floor_ready_s:.2f} s | {r.op_ready_s:.2f} s | {r.op_peak_rss_mb:.0f} MB |"
+        )
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"scale-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out.write_text(json.dumps([asdict(r) | {"exist_ratio": r.exist_ratio} for r in rows], indent=2))
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
