@@ -1,5 +1,68 @@
-def main() -> None:
-    raise SystemExit("not implemented yet")
+"""``python -m modelship_operator`` (= ``modelship-operator``): run the operator.
+
+    modelship-operator [--all-namespaces | --namespace NS ...] [--kubeconfig PATH]
+                       [--health-port 8080] [--metrics-port 9090]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Sequence
+
+from modelship_operator.settings import Settings
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Settings:
+    defaults = Settings()
+    parser = argparse.ArgumentParser(prog="modelship-operator", description="Run the modelship operator.")
+    scope = parser.add_mutually_exclusive_group()
+    scope.add_argument("--namespace", "-n", action="append", default=[], metavar="NS",
+                       help="watch this namespace (repeatable); default: all namespaces")  # fmt: skip
+    scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch all namespaces (default)")
+    parser.add_argument("--kubeconfig", default=None,
+                        help="kubeconfig file; default: in-cluster config, else $KUBECONFIG or ~/.kube/config")  # fmt: skip
+    parser.add_argument("--health-port", type=int, default=defaults.health_port,
+                        help=f"liveness endpoint port, GET /healthz (default {defaults.health_port})")  # fmt: skip
+    parser.add_argument("--metrics-port", type=int, default=defaults.metrics_port,
+                        help=f"Prometheus /metrics port (default {defaults.metrics_port})")  # fmt: skip
+    parser.add_argument("--resync-seconds", type=float, default=defaults.resync_seconds,
+                        help=f"safety-net resync interval (default {defaults.resync_seconds:g})")  # fmt: skip
+    parser.add_argument("--log-level", default=os.environ.get("MODELSHIP_LOG_LEVEL", defaults.log_level),
+                        help="DEBUG, INFO, WARNING... (default INFO, or $MODELSHIP_LOG_LEVEL)")  # fmt: skip
+    args = parser.parse_args(argv)
+    return Settings(
+        namespaces=tuple(dict.fromkeys(args.namespace)),
+        kubeconfig=args.kubeconfig,
+        health_port=args.health_port,
+        metrics_port=args.metrics_port,
+        resync_seconds=args.resync_seconds,
+        log_level=args.log_level.upper(),
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    settings = parse_args(argv)
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    # Imported here: the CLI (--help) must work without touching kopf or the cluster.
+    import kopf
+
+    from modelship_operator import handlers, kube, metrics
+    from modelship_operator.reconcile import Reconciler
+
+    kube.load_config(settings.kubeconfig)
+    registry = handlers.build_registry(Reconciler(kube.Kube()), settings)
+    metrics.serve(settings.metrics_port)
+    kopf.run(
+        registry=registry,
+        settings=settings.kopf_settings(),
+        clusterwide=settings.clusterwide,
+        namespaces=list(settings.namespaces),
+        liveness_endpoint=settings.liveness_endpoint,
+        standalone=True,  # one replica (Recreate); no KopfPeering CRDs needed
+    )
 
 
 if __name__ == "__main__":

@@ -564,8 +564,12 @@ def parse(body: Mapping[str, Any]) -> ModelDeployment:
         spec = ModelDeploymentSpec.model_validate(body["spec"])
     except ValidationError as error:
         raise InvalidSpec(format_errors(error, "spec")) from error
+    return ModelDeployment(metadata=dict(body.get("metadata") or {}), spec=spec, status=parse_status(body))
+
+
+def parse_status(body: Mapping[str, Any]) -> ModelDeploymentStatus:
+    """The status as last written; an unreadable one counts as empty (the operator rewrites it)."""
     try:
-        status = ModelDeploymentStatus.model_validate(body.get("status") or {})
+        return ModelDeploymentStatus.model_validate(body.get("status") or {})
     except ValidationError:
-        status = ModelDeploymentStatus()  # only the operator writes status; it rewrites it whole
-    return ModelDeployment(metadata=dict(body.get("metadata") or {}), spec=spec, status=status)
+        return ModelDeploymentStatus()

@@ -22,6 +22,9 @@ Obj = dict[str, Any]
 Resolved = Literal["surge", "no-surge"]
 
 MANAGER = "modelship"
+#: On every child and pod template: the owning ModelDeployment's name, in full (a label value
+#: could not hold a 253-char name), so a watch event on a pod leads back to its owner.
+OWNER_ANNOTATION = "modelship.io/modeldeployment"
 CONTAINER = "server"
 PORT_NAME = "http"
 READY_PATH = "/health"
@@ -86,6 +89,18 @@ def labels(md: api.ModelDeployment, image: str | None = None) -> dict[str, str]:
     }
 
 
+def owner_name(obj: Any) -> str | None:
+    """The ModelDeployment a child or pod belongs to, from the annotation or the controller ref."""
+    meta = obj.get("metadata") or {}
+    name = (meta.get("annotations") or {}).get(OWNER_ANNOTATION)
+    if name:
+        return str(name)
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("kind") == api.KIND and str(ref.get("apiVersion", "")).startswith(f"{api.GROUP}/"):
+            return str(ref.get("name"))
+    return None
+
+
 def selector_string(md: api.ModelDeployment) -> str:
     """The selector as `status.selector` carries it for the scale subresource."""
     return ",".join(f"{k}={v}" for k, v in sorted(selector_labels(md).items()))
@@ -108,6 +123,7 @@ def _metadata(md: api.ModelDeployment, image: str | None = None) -> Obj:
         "name": child_name(md.name),
         "namespace": md.namespace,
         "labels": labels(md, image),
+        "annotations": {OWNER_ANNOTATION: md.name},
         "ownerReferences": [owner_reference(md)],
     }
 
@@ -247,6 +263,7 @@ def pod_template(md: api.ModelDeployment, image: str) -> Obj:
         "metadata": {
             "labels": labels(md, image),
             "annotations": {
+                OWNER_ANNOTATION: md.name,
                 "prometheus.io/scrape": "true",
                 "prometheus.io/port": str(spec.serving.port),
                 "prometheus.io/path": "/metrics",

@@ -129,25 +129,27 @@ def set_condition(
 
 
 def _conditions(
-    md: api.ModelDeployment, now: datetime, ready: tuple[str, str, str], progressing: tuple[str, str, str],
-    degraded: tuple[str, str, str],
-) -> list[api.Condition]:
-    prev, gen = md.status.conditions, md.generation
-    out = [
-        set_condition(prev, "Ready", *ready, gen, now),
-        set_condition(prev, "Progressing", *progressing, gen, now),
-        set_condition(prev, "Degraded", *degraded, gen, now),
-        set_condition(prev, "Reconciling", progressing[0], progressing[1], progressing[2], gen, now),
-        set_condition(prev, "Stalled", degraded[0], degraded[1], degraded[2], gen, now),
+    previous: api.ModelDeploymentStatus, generation: int, now: datetime, ready: tuple[str, str, str],
+    progressing: tuple[str, str, str], degraded: tuple[str, str, str],
+) -> list[api.Condition]:  # fmt: skip
+    prev = previous.conditions
+    return [
+        set_condition(prev, "Ready", *ready, generation, now),
+        set_condition(prev, "Progressing", *progressing, generation, now),
+        set_condition(prev, "Degraded", *degraded, generation, now),
+        set_condition(prev, "Reconciling", *progressing, generation, now),
+        set_condition(prev, "Stalled", *degraded, generation, now),
     ]
-    return out
 
 
-def invalid_status(md: api.ModelDeployment, message: str, now: datetime) -> api.ModelDeploymentStatus:
-    """The status of a ModelDeployment the operator cannot act on; children are left alone."""
-    why = ("False", "InvalidSpec", message)
-    conditions = _conditions(md, now, why, why, ("True", "InvalidSpec", message))
-    return md.status.model_copy(update={"observed_generation": md.generation, "conditions": conditions})
+def problem_status(
+    previous: api.ModelDeploymentStatus, generation: int, reason: str, message: str, now: datetime
+) -> api.ModelDeploymentStatus:
+    """The status of a ModelDeployment the operator cannot act on (InvalidSpec, a name taken by
+    an object it does not own, ...). Children are left as they are; counts keep their last values."""
+    why = ("False", reason, message)
+    conditions = _conditions(previous, generation, now, why, why, ("True", reason, message))
+    return previous.model_copy(update={"observed_generation": generation, "conditions": conditions})
 
 
 def _history(md: api.ModelDeployment, serving: bool, now: datetime) -> list[api.HistoryEntry]:
@@ -183,8 +185,8 @@ def derive_status(
     if deployment is None:
         creating = ("True", "Creating", "creating the Deployment")
         conditions = _conditions(
-            md, now, ("False", "DeploymentMissing", "the Deployment does not exist yet"), creating,
-            ("False", "AsExpected", ""),
+            md.status, md.generation, now, ("False", "DeploymentMissing", "the Deployment does not exist yet"),
+            creating, ("False", "AsExpected", ""),
         )
         return md.status.model_copy(
             update={**base, "conditions": conditions, "replicas": 0, "ready_replicas": 0,
@@ -242,7 +244,7 @@ def derive_status(
             **counts,
             "image": serving_image,
             "stable_image": want_image if serving else md.status.stable_image,
-            "conditions": _conditions(md, now, ready, progressing, degraded),
+            "conditions": _conditions(md.status, md.generation, now, ready, progressing, degraded),
             "history": _history(md, serving, now),
         }
     )

@@ -288,3 +288,15 @@ def test_pdb_on(budget, key, value):
 
 def test_builders_are_deterministic():
     assert builders.desired_deployment(md(gpu=GPU)) == builders.desired_deployment(md(gpu=GPU))
+
+
+def test_owner_is_found_from_children_and_pods():
+    long = "x" * 200
+    m = md(name=long)
+    dep = builders.desired_deployment(m)
+    assert builders.owner_name(dep) == long
+    pod = {"metadata": dep["spec"]["template"]["metadata"]}
+    assert builders.owner_name(pod) == long
+    bare = {"metadata": {"ownerReferences": dep["metadata"]["ownerReferences"]}}
+    assert builders.owner_name(bare) == long
+    assert builders.owner_name({"metadata": {}}) is None

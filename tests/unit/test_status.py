@@ -189,7 +189,7 @@ def test_history_is_bounded():
 
 
 def test_invalid_status():
-    st = status.invalid_status(md(), "spec.model.format: Input should be ...", NOW)
+    st = status.problem_status(md().status, 3, "InvalidSpec", "spec.model.format: Input should be ...", NOW)
     assert (cond(st, "Degraded").status, cond(st, "Degraded").reason) == ("True", "InvalidSpec")
     assert cond(st, "Ready").status == "False" and cond(st, "Ready").reason == "InvalidSpec"
     assert st.observed_generation == 3

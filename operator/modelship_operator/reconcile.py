@@ -1,0 +1,171 @@
+"""One reconcile pass: read -> build -> apply the whole children -> derive status -> events.
+
+Imperative shell around the pure core (``builders``, ``status``). Every pass re-reads the
+ModelDeployment, so it is idempotent and needs no memory between passes: a restarted operator
+picks up from what the API shows. Passes for the same object are serialized by a lock (kopf
+runs handlers for the object and for its children in parallel threads).
+
+Rollouts plug in between "parse" and "apply": a ``plan_rollout``-style decision can choose the
+image and surge mode passed to ``builders.desired_deployment`` and add its own conditions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from modelship_operator import api, builders, kube, status
+
+logger = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+
+
+def utcnow() -> dt.datetime:
+    """Now, in UTC, to the second (conditions and events carry seconds)."""
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+
+
+class Cluster(Protocol):
+    """What a reconcile needs from the API (``kube.Kube``; a fake in unit tests)."""
+
+    def get_model_deployment(self, namespace: str, name: str) -> Obj | None: ...
+    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None: ...
+    def apply(self, obj: Mapping[str, Any]) -> Obj: ...
+    def get(self, kind: str, namespace: str, name: str) -> Obj | None: ...
+    def delete_pdb(self, namespace: str, name: str) -> bool: ...
+    def list_pods(self, namespace: str, selector: str) -> list[Obj]: ...
+    def event(self, owner: Mapping[str, Any], type_: str, reason: str, message: str, now: dt.datetime) -> None: ...
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a pass did; ``problem`` is set when the spec cannot be served as written."""
+
+    skipped: bool = False
+    problem: str | None = None
+    status_written: bool = False
+
+
+class ChildConflict(Exception):
+    """A child's name is taken by an object this ModelDeployment does not control."""
+
+
+def _controlled_by(obj: Mapping[str, Any], uid: str) -> bool:
+    return any(ref.get("uid") == uid and ref.get("controller") for ref in obj["metadata"].get("ownerReferences") or [])
+
+
+class Reconciler:
+    def __init__(self, cluster: Cluster, clock: Callable[[], dt.datetime] = utcnow) -> None:
+        self.cluster = cluster
+        self.clock = clock
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    def _lock(self, namespace: str, name: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault((namespace, name), threading.Lock())
+
+    def reconcile(self, namespace: str, name: str, *, apply: bool = True) -> Result:
+        """One pass. ``apply=False`` refreshes status only (pod events need no writes)."""
+        with self._lock(namespace, name):
+            body = self.cluster.get_model_deployment(namespace, name)
+            if body is None or body.get("metadata", {}).get("deletionTimestamp"):
+                return Result(skipped=True)  # gone or going: garbage collection handles children
+            now = self.clock()
+            try:
+                md = api.parse(body)
+            except api.InvalidSpec as error:
+                return self._problem(body, "InvalidSpec", str(error), now)
+            try:
+                deployment = self._apply_children(md, body, now) if apply else None
+            except kube.Rejected as error:
+                return self._problem(body, "InvalidSpec", f"the API server rejected a child: {error}", now)
+            except ChildConflict as error:
+                return self._problem(body, "NameConflict", str(error), now)
+            child = builders.child_name(md.name)
+            if deployment is None:
+                deployment = self.cluster.get("Deployment", namespace, child)
+            pods = self.cluster.list_pods(namespace, builders.selector_string(md)) if deployment else []
+            new = status.derive_status(md, deployment, pods, now=now)
+            return Result(status_written=self._write_status(body, md.status, new, now))
+
+    # -- children -----------------------------------------------------------------------
+
+    def _apply_children(self, md: api.ModelDeployment, body: Obj, now: dt.datetime) -> Obj:
+        """Apply Deployment, Service and PDB (or delete a PDB no longer wanted); returns the
+        Deployment as stored."""
+        spec_changed = md.status.observed_generation != md.generation
+        deployment = self._apply_one(builders.desired_deployment(md), md, body, spec_changed, now)
+        self._apply_one(builders.desired_service(md), md, body, spec_changed, now)
+        pdb = builders.desired_pdb(md)
+        child = builders.child_name(md.name)
+        if pdb is not None:
+            self._apply_one(pdb, md, body, spec_changed, now)
+        else:
+            existing = self.cluster.get("PodDisruptionBudget", md.namespace, child)
+            if existing is not None and _controlled_by(existing, md.metadata["uid"]):
+                if self.cluster.delete_pdb(md.namespace, child):
+                    self._event(body, "Normal", "Deleted", f"PodDisruptionBudget {child} deleted (no budget in spec)", now)
+        return deployment
+
+    def _apply_one(self, desired: Obj, md: api.ModelDeployment, body: Obj, spec_changed: bool, now: dt.datetime) -> Obj:
+        kind, name = desired["kind"], desired["metadata"]["name"]
+        before = self.cluster.get(kind, md.namespace, name)
+        if before is not None and not _controlled_by(before, md.metadata["uid"]):
+            raise ChildConflict(f"a {kind} named {name} already exists and is not controlled by this ModelDeployment")
+        after = self.cluster.apply(desired)
+        if before is None:
+            self._event(body, "Normal", "Created", f"{kind} {name} created", now)
+        elif before["metadata"].get("resourceVersion") != after["metadata"].get("resourceVersion"):
+            if spec_changed:
+                self._event(body, "Normal", "Updated", f"{kind} {name} updated to match the spec", now)
+            else:
+                self._event(body, "Normal", "DriftCorrected", f"{kind} {name} was changed outside modelship; restored", now)
+        return after
+
+    # -- status and events --------------------------------------------------------------
+
+    def _problem(self, body: Obj, reason: str, message: str, now: dt.datetime) -> Result:
+        previous = api.parse_status(body)
+        generation = int(body.get("metadata", {}).get("generation") or 0)
+        new = status.problem_status(previous, generation, reason, message, now)
+        self._write_status(body, previous, new, now)
+        logger.warning("%s/%s: %s: %s", body["metadata"].get("namespace"), body["metadata"].get("name"), reason, message)
+        return Result(problem=message)
+
+    def _write_status(
+        self, body: Obj, old: api.ModelDeploymentStatus, new: api.ModelDeploymentStatus, now: dt.datetime
+    ) -> bool:
+        if new.wire() == old.wire():
+            return False
+        meta = body["metadata"]
+        self.cluster.patch_status(meta.get("namespace", "default"), meta["name"], new.wire())
+        self._transition_events(body, old, new, now)
+        return True
+
+    def _transition_events(
+        self, body: Obj, old: api.ModelDeploymentStatus, new: api.ModelDeploymentStatus, now: dt.datetime
+    ) -> None:
+        """One Event per decision a user cares about: became ready, degraded (and why), recovered."""
+        before = {c.type: c for c in old.conditions}
+        for cond in new.conditions:
+            prev = before.get(cond.type)
+            same = prev is not None and (prev.status, prev.reason, prev.message) == (cond.status, cond.reason, cond.message)
+            if same:
+                continue
+            if cond.type == "Ready" and cond.status == "True" and (prev is None or prev.status != "True"):
+                self._event(body, "Normal", "Ready", cond.message, now)
+            elif cond.type == "Degraded" and cond.status == "True" and (
+                prev is None or (prev.status, prev.reason) != (cond.status, cond.reason)
+            ):
+                self._event(body, "Warning", cond.reason, cond.message, now)
+            elif cond.type == "Degraded" and cond.status == "False" and prev is not None and prev.status == "True":
+                self._event(body, "Normal", "Recovered", f"no longer degraded (was: {prev.reason})", now)
+
+    def _event(self, body: Obj, type_: str, reason: str, message: str, now: dt.datetime) -> None:
+        self.cluster.event(body, type_, reason, message, now)

@@ -1,0 +1,44 @@
+"""The CLI contract other areas rely on (e2e tests, the Helm chart, the demo)."""
+
+import kopf
+import pytest
+
+from modelship_operator import __main__ as cli
+from modelship_operator import handlers, reconcile, settings
+
+
+def test_defaults_watch_all_namespaces():
+    s = cli.parse_args([])
+    assert s.clusterwide and s.namespaces == ()
+    assert (s.health_port, s.metrics_port) == (8080, 9090)
+    assert s.kubeconfig is None
+    assert s.liveness_endpoint == "http://0.0.0.0:8080/healthz"
+
+
+def test_flags():
+    s = cli.parse_args(["--namespace", "a", "-n", "b", "--namespace", "a", "--kubeconfig", "/k",
+                        "--health-port", "1", "--metrics-port", "2"])  # fmt: skip
+    assert s.namespaces == ("a", "b") and not s.clusterwide
+    assert (s.kubeconfig, s.health_port, s.metrics_port) == ("/k", 1, 2)
+    assert cli.parse_args(["--all-namespaces"]).clusterwide
+
+
+def test_namespace_and_all_namespaces_are_exclusive():
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--all-namespaces", "--namespace", "a"])
+
+
+def test_kopf_settings_keep_progress_out_of_status():
+    ks = settings.Settings().kopf_settings()
+    assert isinstance(ks.persistence.progress_storage, kopf.AnnotationsProgressStorage)
+    assert isinstance(ks.persistence.diffbase_storage, kopf.AnnotationsDiffBaseStorage)
+
+
+def test_registry_has_every_trigger():
+    registry = handlers.build_registry(reconcile.Reconciler(None), settings.Settings())  # type: ignore[arg-type]
+    resources = set()
+    for sub in (registry._changing, registry._watching, registry._spawning):
+        for handler in sub.get_all_handlers():
+            resources.add((handler.selector.group, handler.selector.plural or handler.selector.any_name))
+    assert {("modelship.io", "modeldeployments"), ("apps", "deployments"), ("", "services"),
+            ("policy", "poddisruptionbudgets"), ("", "pods")} <= resources  # fmt: skip

@@ -1,0 +1,232 @@
+"""The handler shell's one pass against an in-memory fake of ``kube.Kube``: apply, drift,
+ownership, invalid specs, status writes and events. (The real API is the e2e tier's job.)"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import itertools
+
+import pytest
+
+from modelship_operator import builders, kube
+from modelship_operator.reconcile import Reconciler
+
+from .samples import body
+
+NOW = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.timezone.utc)
+
+
+class FakeCluster:
+    """Stores objects by (kind, ns, name); bumps resourceVersion only on real changes, like SSA."""
+
+    def __init__(self, md: dict) -> None:
+        self.md = md
+        self.objects: dict[tuple[str, str, str], dict] = {}
+        self.events: list[tuple[str, str, str]] = []
+        self.status_patches = 0
+        self.pods: list[dict] = []
+        self._rv = itertools.count(1)
+        self.reject: str | None = None
+
+    def get_model_deployment(self, namespace, name):
+        return copy.deepcopy(self.md) if self.md and self.md["metadata"]["name"] == name else None
+
+    def patch_status(self, namespace, name, status):
+        self.status_patches += 1
+        self.md["status"] = {**self.md.get("status", {}), **copy.deepcopy(dict(status))}
+
+    def apply(self, obj):
+        if self.reject:
+            raise kube.Rejected(self.reject)
+        key = (obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"])
+        old = self.objects.get(key)
+        new = copy.deepcopy(dict(obj))
+        new.setdefault("status", (old or {}).get("status", {}))
+        if old is not None and {k: v for k, v in old.items() if k != "metadata"} | {"metadata": {
+                k: v for k, v in old["metadata"].items() if k != "resourceVersion"}} == new:  # fmt: skip
+            return copy.deepcopy(old)
+        new["metadata"]["resourceVersion"] = str(next(self._rv))
+        self.objects[key] = new
+        return copy.deepcopy(new)
+
+    def get(self, kind, namespace, name):
+        obj = self.objects.get((kind, namespace, name))
+        return copy.deepcopy(obj) if obj else None
+
+    def delete_pdb(self, namespace, name):
+        return self.objects.pop(("PodDisruptionBudget", namespace, name), None) is not None
+
+    def list_pods(self, namespace, selector):
+        return copy.deepcopy(self.pods)
+
+    def event(self, owner, type_, reason, message, now):
+        self.events.append((type_, reason, message))
+
+
+def _reasons(fake):
+    return [r for _, r, _ in fake.events]
+
+
+def _cond(fake, type_):
+    return next(c for c in fake.md["status"]["conditions"] if c["type"] == type_)
+
+
+def _make(**spec):
+    fake = FakeCluster(body(**spec))
+    return fake, Reconciler(fake, clock=lambda: NOW)
+
+
+def test_first_pass_creates_children_and_reports_progress():
+    fake, rec = _make(disruptionBudget={"maxUnavailable": 1})
+    result = rec.reconcile("ml", "resnet")
+    assert result.status_written and not result.problem
+    assert {k[0] for k in fake.objects} == {"Deployment", "Service", "PodDisruptionBudget"}
+    assert _reasons(fake).count("Created") == 3
+    assert _cond(fake, "Ready")["status"] == "False"
+    assert fake.md["status"]["observedGeneration"] == 3
+
+
+def test_second_pass_is_a_no_op():
+    fake, rec = _make()
+    rec.reconcile("ml", "resnet")
+    events, patches = len(fake.events), fake.status_patches
+    assert not rec.reconcile("ml", "resnet").status_written
+    assert (len(fake.events), fake.status_patches) == (events, patches)
+
+
+def test_ready_when_the_deployment_is_rolled_out():
+    fake, rec = _make()
+    rec.reconcile("ml", "resnet")
+    dep = fake.objects[("Deployment", "ml", "resnet")]
+    dep["metadata"]["generation"] = 1
+    dep["status"] = {"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2,
+                     "availableReplicas": 2}  # fmt: skip
+    rec.reconcile("ml", "resnet", apply=False)
+    assert _cond(fake, "Ready")["status"] == "True"
+    assert fake.md["status"]["image"] == fake.md["spec"]["image"]
+    assert "Ready" in _reasons(fake)
+
+
+def test_drift_is_corrected_with_an_event():
+    fake, rec = _make()
+    rec.reconcile("ml", "resnet")
+    fake.md["status"]["observedGeneration"] = 3
+    dep = fake.objects[("Deployment", "ml", "resnet")]
+    dep["spec"]["replicas"] = 7
+    rec.reconcile("ml", "resnet")
+    assert fake.objects[("Deployment", "ml", "resnet")]["spec"]["replicas"] == 2
+    assert "DriftCorrected" in _reasons(fake)
+
+
+def test_deleted_child_is_recreated():
+    fake, rec = _make()
+    rec.reconcile("ml", "resnet")
+    del fake.objects[("Service", "ml", "resnet")]
+    rec.reconcile("ml", "resnet")
+    assert ("Service", "ml", "resnet") in fake.objects
+
+
+def test_pdb_removed_from_spec_is_deleted():
+    fake, rec = _make(disruptionBudget={"minAvailable": 1})
+    rec.reconcile("ml", "resnet")
+    del fake.md["spec"]["disruptionBudget"]
+    rec.reconcile("ml", "resnet")
+    assert ("PodDisruptionBudget", "ml", "resnet") not in fake.objects
+    assert "Deleted" in _reasons(fake)
+
+
+def test_foreign_pdb_is_left_alone():
+    fake, rec = _make()
+    fake.objects[("PodDisruptionBudget", "ml", "resnet")] = {"metadata": {"name": "resnet", "ownerReferences": []}}
+    rec.reconcile("ml", "resnet")
+    assert ("PodDisruptionBudget", "ml", "resnet") in fake.objects
+
+
+def test_name_taken_by_a_foreign_object_is_a_conflict_not_a_takeover():
+    fake, rec = _make()
+    foreign = {"kind": "Deployment", "metadata": {"name": "resnet", "namespace": "ml", "resourceVersion": "9"}}
+    fake.objects[("Deployment", "ml", "resnet")] = foreign
+    result = rec.reconcile("ml", "resnet")
+    assert result.problem and "not controlled" in result.problem
+    assert fake.objects[("Deployment", "ml", "resnet")] is foreign
+    assert _cond(fake, "Degraded")["reason"] == "NameConflict"
+
+
+def test_invalid_spec_sets_degraded_once_and_touches_nothing():
+    fake, rec = _make(model={"name": "m", "uri": "/m", "format": "onnx"})
+    result = rec.reconcile("ml", "resnet")
+    assert result.problem and "spec.model.format" in result.problem
+    assert fake.objects == {}
+    assert (_cond(fake, "Degraded")["status"], _cond(fake, "Degraded")["reason"]) == ("True", "InvalidSpec")
+    assert _cond(fake, "Ready")["status"] == "False"
+    assert fake.events == [("Warning", "InvalidSpec", result.problem)]
+    rec.reconcile("ml", "resnet")
+    assert len(fake.events) == 1  # resyncs do not repeat the event
+
+
+def test_fixing_the_spec_recovers():
+    fake, rec = _make(model={"name": "m", "uri": "/m", "format": "onnx"})
+    rec.reconcile("ml", "resnet")
+    fake.md["spec"]["model"]["format"] = "torchscript"
+    fake.md["metadata"]["generation"] = 4
+    rec.reconcile("ml", "resnet")
+    assert _cond(fake, "Degraded")["status"] == "False"
+    assert "Recovered" in _reasons(fake)
+
+
+def test_rejected_child_becomes_invalid_spec():
+    fake, rec = _make()
+    fake.reject = "apply Deployment ml/resnet: quantities must match the regular expression"
+    result = rec.reconcile("ml", "resnet")
+    assert "rejected a child" in result.problem
+    assert _cond(fake, "Degraded")["reason"] == "InvalidSpec"
+
+
+def test_gone_or_deleting_model_deployment_is_skipped():
+    fake, rec = _make()
+    fake.md["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    assert rec.reconcile("ml", "resnet").skipped
+    assert rec.reconcile("ml", "other").skipped
+    assert fake.objects == {}
+
+
+def test_pod_failures_reach_status_and_events():
+    fake, rec = _make()
+    rec.reconcile("ml", "resnet")
+    fake.pods = [{
+        "metadata": {"name": "resnet-1"},
+        "spec": {"containers": [{"name": "server", "image": fake.md["spec"]["image"]}]},
+        "status": {"containerStatuses": [{"name": "server", "restartCount": 5,
+                                          "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]},
+    }]  # fmt: skip
+    rec.reconcile("ml", "resnet", apply=False)
+    assert _cond(fake, "Degraded")["reason"] == "CrashLoopBackOff"
+    assert ("Warning", "CrashLoopBackOff") in [(t, r) for t, r, _ in fake.events]
+
+
+def test_selector_for_the_scale_subresource():
+    fake, rec = _make()
+    rec.reconcile("ml", "resnet")
+    assert fake.md["status"]["selector"] == "app.kubernetes.io/instance=resnet,app.kubernetes.io/name=modelship-server"
+
+
+@pytest.mark.parametrize("apply", [True, False])
+def test_retryable_errors_propagate(apply):
+    fake, rec = _make()
+
+    def boom(*_a, **_k):
+        raise kube.Retryable("HTTP 429")
+
+    fake.get_model_deployment = boom
+    with pytest.raises(kube.Retryable):
+        rec.reconcile("ml", "resnet", apply=apply)
+
+
+def test_child_names_for_long_model_deployment_names():
+    long = "a" * 100
+    data = body()
+    data["metadata"]["name"] = long
+    fake = FakeCluster(data)
+    Reconciler(fake, clock=lambda: NOW).reconcile("ml", long)
+    assert {k[2] for k in fake.objects} == {builders.child_name(long)}
