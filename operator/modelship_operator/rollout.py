@@ -235,18 +235,19 @@ class _State:
     @classmethod
     def load(cls, status: Obj) -> _State:
         r = dict(status.get("rollout") or {})
+        evidence = dict(r.get("evidence") or {})
         return cls(
             history=[dict(e) for e in status.get("history") or () if isinstance(e, Mapping)],
-            spec_hash=r.get("specHash"),
-            phase=r.get("phase"),
-            serving=r.get("servingRevision"),
-            stable=r.get("stableRevision"),
+            spec_hash=r.get("specHash") or None,
+            phase=r.get("phase") or None,
+            serving=r.get("servingRevision") or None,
+            stable=r.get("stableRevision") or None,
             manual=bool(r.get("manual")),
             no_surge=bool(r.get("noSurge")),
-            no_surge_since=r.get("noSurgeSince"),
-            evidence=dict(r["evidence"]) if r.get("evidence") else None,
-            handled_retry=r.get("handledRetry"),
-            handled_rollback=r.get("handledRollbackTo"),
+            no_surge_since=r.get("noSurgeSince") or None,
+            evidence=evidence if evidence.get("key") else None,
+            handled_retry=r.get("handledRetry") or None,
+            handled_rollback=r.get("handledRollbackTo") or None,
             image=status.get("image"),
             message=r.get("message") or "",
         )
@@ -280,17 +281,19 @@ class _State:
             "image": self.image,
             "stableImage": stable.get("image") if stable else None,
             "history": self.history,
+            # Never None below: status is merge-patched, where an omitted key keeps its old value,
+            # so "cleared" must be written as "" / 0 (the empty values load() reads back as unset).
             "rollout": {
-                "specHash": self.spec_hash,
-                "phase": self.phase,
-                "servingRevision": self.serving,
-                "stableRevision": self.stable,
+                "specHash": self.spec_hash or "",
+                "phase": self.phase or "",
+                "servingRevision": self.serving or 0,
+                "stableRevision": self.stable or 0,
                 "manual": self.manual,
                 "noSurge": self.no_surge,
-                "noSurgeSince": self.no_surge_since,
-                "evidence": self.evidence,
-                "handledRetry": self.handled_retry,
-                "handledRollbackTo": self.handled_rollback,
+                "noSurgeSince": self.no_surge_since or "",
+                "evidence": self.evidence or {"key": "", "kind": "", "message": "", "firstSeen": ""},
+                "handledRetry": self.handled_retry or "",
+                "handledRollbackTo": self.handled_rollback or "",
                 "message": self.message,
             },
         }
@@ -506,7 +509,7 @@ def _evidence(p: _Pass, spec: Obj, observed: Observed, entry: Obj) -> ev.Evidenc
     if surge_auto and not p.st.no_surge and gpu_waits and _budget_allows_no_surge(spec):
         _surge_switch(p, spec, gpu_waits)
         candidates = [c for c in candidates if c not in gpu_waits]
-    switched_at = ev.parse_time(p.st.no_surge_since)
+    switched_at = ev.parse_time(p.st.no_surge_since) if p.st.no_surge else None
     best: tuple[dt.datetime, ev.Evidence] | None = None
     pending: tuple[dt.datetime, ev.Evidence] | None = None
     for cand in candidates:
