@@ -94,6 +94,38 @@ def test_rbac_least_privilege(values: Path) -> None:
             assert set(rule["verbs"]) <= {"get", "list", "watch"}, (where, rule)
 
 
+#: Exactly what the operator calls (operator/modelship_operator/kube.py, handlers.py) and
+#: what kopf needs (watch + annotation patches, peering heartbeats, CRD discovery). A new
+#: API call in the operator must be added here and in templates/rbac.yaml on purpose.
+EXPECTED_CLUSTER_RULES = {
+    ("modelship.io", "modeldeployments"): {"get", "list", "watch", "patch"},
+    ("modelship.io", "modeldeployments/status"): {"patch"},
+    ("modelship.io", "modeldeployments/finalizers"): {"update"},
+    ("apps", "deployments"): {"get", "list", "watch", "create", "patch"},
+    ("", "services"): {"get", "list", "watch", "create", "patch"},
+    ("policy", "poddisruptionbudgets"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("", "pods"): {"list", "watch"},
+    ("", "events"): {"create"},
+    ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
+}
+
+
+def _flat(rules: list[dict[str, Any]]) -> dict[tuple[str, str], set[str]]:
+    out: dict[tuple[str, str], set[str]] = {}
+    for rule in rules:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                out.setdefault((group, resource), set()).update(rule["verbs"])
+    return out
+
+
+def test_rbac_is_exactly_what_the_operator_uses() -> None:
+    role = one(render(), "ClusterRole")
+    assert _flat(role["rules"]) == EXPECTED_CLUSTER_RULES
+    ha = one(render(set_values=["replicas=2", "peering.enabled=true"]), "ClusterRole")
+    assert _flat(ha["rules"]) == EXPECTED_CLUSTER_RULES | {("kopf.dev", "clusterkopfpeerings"): {"list", "watch", "patch"}}
+
+
 def test_every_rbac_rule_says_why() -> None:
     """Each rule in the RBAC template is preceded by a comment line explaining it."""
     lines = (CHART / "templates" / "rbac.yaml").read_text().splitlines()
@@ -144,7 +176,7 @@ def test_ha_uses_kopf_peering() -> None:
     peering = one(docs, "ClusterKopfPeering")
     assert peering["metadata"]["name"] == "modelship"
     peering_rules = [rule for _, rule in _rules(docs) if "clusterkopfpeerings" in rule["resources"]]
-    assert peering_rules and set(peering_rules[0]["verbs"]) == {"get", "list", "watch", "patch"}
+    assert peering_rules and set(peering_rules[0]["verbs"]) == {"list", "watch", "patch"}
     # The peering CRDs come from crds/ (installed before templates, shared, never deleted).
     crds = {d["metadata"]["name"] for d in by_kind(docs, "CustomResourceDefinition")}
     assert {"clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"} <= crds
