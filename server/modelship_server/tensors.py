@@ -149,7 +149,8 @@ def decode_binary(raw: bytes, dtype: DType, shape: Any, where: str) -> np.ndarra
     need = math.prod(dims) * dtype.numpy.itemsize
     if len(raw) != need:
         raise errors.InvalidInput(f"{where}: binary data has {len(raw)} bytes, shape {dims} needs {need}")
-    return np.frombuffer(raw, dtype=dtype.numpy.newbyteorder("<")).reshape(dims)
+    # copy: frombuffer is read-only (torch warns) and may need a byte swap on big-endian hosts
+    return np.frombuffer(raw, dtype=dtype.numpy.newbyteorder("<")).astype(dtype.numpy).reshape(dims)
 
 
 def _shape(shape: Any, where: str) -> list[int]:

@@ -1,0 +1,110 @@
+"""Issue item 6: bad input is a 4xx naming the problem, never a 500, never a dead worker."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from server_support import ModelFiles, Running, serve
+
+
+@pytest.fixture(scope="module")
+def server(models: ModelFiles) -> Iterator[Running]:
+    with serve(model_name="tiny", model_uri=str(models.mlp_ts), max_body_bytes=4096) as running:
+        yield running
+
+
+def v2(data: Any = None, **fields: Any) -> dict[str, Any]:
+    tensor = {"name": "input__0", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4] if data is None else data}
+    tensor.update(fields)
+    return {"inputs": [{k: v for k, v in tensor.items() if v is not ...}]}
+
+
+V1 = "/v1/models/tiny:predict"
+V2 = "/v2/models/tiny/infer"
+
+# (case, path, body (dict → JSON, bytes → raw), status, words the detail must contain)
+CASES: list[tuple[str, str, Any, int, str]] = [
+    ("v1 wrong shape", V1, {"instances": [[1, 2, 3]]}, 400, "shape [1, 3]"),
+    ("v1 wrong rank", V1, {"instances": [1, 2, 3, 4]}, 400, "shape [4]"),
+    ("v1 ragged rows", V1, {"instances": [[1, 2, 3, 4], [1, 2]]}, 400, "rectangular"),
+    ("v1 non-numeric", V1, {"instances": [["a", "b", "c", "d"]]}, 400, "non-numeric"),
+    ("v1 numbers as strings", V1, {"instances": [["1", "2", "3", "4"]]}, 400, "non-numeric"),
+    ("v1 null inside", V1, {"instances": [[1, None, 3, 4]]}, 400, "non-numeric"),
+    ("v1 booleans", V1, {"instances": [[True, False, True, False]]}, 400, "FP32"),
+    ("v1 nan", V1, b'{"instances": [[NaN, 1, 2, 3]]}', 400, "JSON"),
+    ("v1 missing instances", V1, {"rows": [[1, 2, 3, 4]]}, 400, "instances"),
+    ("v1 empty instances", V1, {"instances": []}, 400, "non-empty"),
+    ("v1 instances not a list", V1, {"instances": "x"}, 400, "non-empty list"),
+    ("v1 body is a list", V1, [[1, 2, 3, 4]], 400, "JSON object"),
+    ("v1 malformed JSON", V1, b'{"instances": [[1, 2', 400, "not valid JSON"),
+    ("v1 empty body", V1, b"", 400, "empty"),
+    ("v1 unknown model", "/v1/models/nope:predict", {"instances": [[1, 2, 3, 4]]}, 404, "'nope'"),
+    ("v1 too many rows", V1, {"instances": [[1, 2, 3, 4]] * 33}, 400, "max_batch_size"),
+    ("v2 wrong shape", V2, v2(shape=[1, 3], data=[1, 2, 3]), 400, "shape [1, 3]"),
+    ("v2 shape/data mismatch", V2, v2(shape=[2, 4]), 400, "needs 8 values"),
+    ("v2 negative dim", V2, v2(shape=[-1, 4]), 400, "non-negative"),
+    ("v2 wrong datatype", V2, v2(datatype="INT64"), 400, "INT64 does not match"),
+    ("v2 unknown datatype", V2, v2(datatype="FLOAT"), 400, "unknown datatype"),
+    ("v2 BYTES datatype", V2, v2(datatype="BYTES"), 400, "not supported"),
+    ("v2 non-numeric", V2, v2(data=["a", "b", "c", "d"]), 400, "non-numeric"),
+    ("v2 data is an object", V2, v2(data={"a": 1}), 400, "list of numbers"),
+    ("v2 missing data", V2, v2(data=...), 400, "'data'"),
+    ("v2 missing datatype", V2, v2(datatype=...), 400, "'datatype'"),
+    ("v2 missing shape", V2, v2(shape=...), 400, "'shape'"),
+    ("v2 missing name", V2, v2(name=...), 400, "'name'"),
+    ("v2 unknown input name", V2, v2(name="pixels"), 400, "'pixels' is not an input"),
+    ("v2 missing inputs", V2, {"id": "1"}, 400, "'inputs'"),
+    ("v2 inputs not objects", V2, {"inputs": [1]}, 400, "must be an object"),
+    ("v2 unknown output", V2, {**v2(), "outputs": [{"name": "logits"}]}, 400, "'logits'"),
+    ("v2 malformed JSON", V2, b"{nope", 400, "not valid JSON"),
+    ("v2 unknown model", "/v2/models/nope/infer", v2(), 404, "'nope'"),
+    ("v2 unknown version", "/v2/models/tiny/versions/9/infer", v2(), 404, "version '9'"),
+    ("v2 metadata unknown model", "/v2/models/nope", None, 404, "'nope'"),
+    ("v2 ready unknown model", "/v2/models/nope/ready", None, 404, "'nope'"),
+    ("body over the limit", V1, {"instances": [[1.0, 2.0, 3.0, 4.0]] * 400}, 413, "exceeds the limit"),
+]
+
+
+@pytest.mark.parametrize(("case", "path", "body", "status", "words"), CASES, ids=[c[0] for c in CASES])
+def test_bad_input_gets_4xx_with_detail(server: Running, case: str, path: str, body: Any, status: int, words: str) -> None:
+    with server.client() as client:
+        if body is None:
+            response = client.get(path)
+        else:
+            content = body if isinstance(body, bytes) else json.dumps(body).encode()
+            response = client.post(path, content=content, headers={"Content-Type": "application/json"})
+        assert response.status_code == status, response.text
+        detail = response.json()["detail"]
+        assert words in str(detail), detail
+        if path.startswith("/v2"):
+            assert response.json()["error"] == str(detail)  # what Triton/KServe v2 clients read
+        # the worker survived: a good request still works
+        good = client.post(V1, json={"instances": [[1, 2, 3, 4]]})
+        assert good.status_code == 200
+
+
+def test_binary_extension_errors_are_4xx(server: Running) -> None:
+    header = json.dumps(v2(data=..., parameters={"binary_data_size": 16})).encode()
+    with server.client() as client:
+        short = client.post(V2, content=header + b"\0" * 8, headers={"Inference-Header-Content-Length": str(len(header))})
+        assert short.status_code == 400 and "binary_data_size" in short.json()["detail"]
+        wrong = client.post(V2, content=header + b"\0" * 16, headers={"Inference-Header-Content-Length": "99999"})
+        assert wrong.status_code == 400 and "outside" in wrong.json()["detail"]
+        garbage = client.post(V2, content=header, headers={"Inference-Header-Content-Length": "abc"})
+        assert garbage.status_code == 400
+
+
+def test_chunked_body_over_the_limit_is_413(server: Running) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"instances": ['
+        for _ in range(600):
+            yield b"[1.0, 2.0, 3.0, 4.0],"
+        yield b"[1, 2, 3, 4]]}"
+
+    with server.client() as client:
+        response = client.post(V1, content=chunks())
+        assert response.status_code == 413, response.text
+        assert "exceeds" in response.json()["detail"]

@@ -1,0 +1,162 @@
+"""Every endpoint against real TorchScript and torch.export models (MLP and CNN)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+from server_support import ModelFiles, Running, serve
+
+
+def expected(module: torch.nn.Module, rows: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return module(torch.from_numpy(rows)).numpy()
+
+
+VARIANTS = {
+    "mlp-torchscript": ("mlp", "mlp_ts", "torchscript", "input__0", (4,)),
+    "mlp-export": ("mlp", "mlp_export", "torch-export", "x", (4,)),
+    "cnn-torchscript": ("cnn", "cnn_ts", "torchscript", "input__0", (1, 12, 12)),
+    "cnn-export": ("cnn", "cnn_export", "torch-export", "x", (1, 12, 12)),
+}
+
+
+@pytest.fixture(scope="module", params=list(VARIANTS))
+def variant(request: pytest.FixtureRequest, models: ModelFiles) -> Iterator[tuple[Running, torch.nn.Module, str, tuple]]:
+    module_attr, file_attr, fmt, input_name, row_shape = VARIANTS[request.param]
+    with serve(model_name="tiny", model_uri=str(getattr(models, file_attr)), model_format=fmt) as running:
+        yield running, getattr(models, module_attr), input_name, row_shape
+
+
+@pytest.fixture(scope="module")
+def mlp_server(models: ModelFiles) -> Iterator[Running]:
+    with serve(model_name="tiny", model_uri=str(models.mlp_ts)) as running:
+        yield running
+
+
+def test_v1_predict_matches_the_eager_model(variant: tuple) -> None:
+    running, module, _, row_shape = variant
+    rows = np.random.default_rng(0).normal(size=(3, *row_shape)).astype(np.float32)
+    with running.client() as client:
+        response = client.post("/v1/models/tiny:predict", json={"instances": rows.tolist()})
+    assert response.status_code == 200, response.text
+    np.testing.assert_allclose(np.array(response.json()["predictions"]), expected(module, rows), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_v2_infer_with_flat_or_nested_data(variant: tuple, nested: bool) -> None:
+    running, module, input_name, row_shape = variant
+    rows = np.random.default_rng(1).normal(size=(2, *row_shape)).astype(np.float32)
+    data = rows.tolist() if nested else rows.reshape(-1).tolist()
+    request = {"id": "req-7", "inputs": [{"name": input_name, "shape": list(rows.shape), "datatype": "FP32", "data": data}]}
+    with running.client() as client:
+        response = client.post("/v2/models/tiny/infer", json=request)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["model_name"] == "tiny" and body["id"] == "req-7"
+        (out,) = body["outputs"]
+        assert out["name"] == "output__0" and out["datatype"] == "FP32"
+        want = expected(module, rows)
+        assert out["shape"] == list(want.shape)
+        np.testing.assert_allclose(np.array(out["data"]).reshape(out["shape"]), want, rtol=1e-5, atol=1e-5)
+        # the versioned path answers the same
+        assert client.post("/v2/models/tiny/versions/1/infer", json=request).json()["outputs"] == body["outputs"]
+
+
+def test_v2_metadata_describes_inputs_and_outputs(variant: tuple) -> None:
+    running, _, input_name, row_shape = variant
+    with running.client() as client:
+        meta = client.get("/v2/models/tiny").json()
+        assert meta["name"] == "tiny" and meta["versions"] == ["1"]
+        assert meta["inputs"] == [{"name": input_name, "datatype": "FP32", "shape": [-1, *row_shape]}]
+        assert meta["outputs"][0]["datatype"] == "FP32" and meta["outputs"][0]["shape"][0] == -1
+        assert client.get("/v2/models/tiny/versions/1").json() == meta
+
+
+def test_health_live_and_readiness_endpoints(mlp_server: Running) -> None:
+    with mlp_server.client() as client:
+        health = client.get("/health")
+        assert health.status_code == 200
+        body = health.json()
+        assert body["ready"] is True and body["status"] == "ready" and body["reason"] is None
+        assert body["device"]["device"] == "cpu" and body["device"]["threads"] >= 1
+        assert body["model"]["load_seconds"] is not None
+        assert client.get("/health/live").json() == {"live": True}
+        assert client.get("/v2/health/live").json() == {"live": True}
+        assert client.get("/v2/health/ready").json() == {"ready": True}
+        assert client.get("/v2/models/tiny/ready").json() == {"name": "tiny", "ready": True}
+        assert client.get("/v1/models/tiny").json() == {"name": "tiny", "ready": True}
+        assert client.get("/v1/models").json() == {"models": ["tiny"]}
+        server_meta = client.get("/v2").json()
+        assert server_meta["name"] == "modelship" and "binary_tensor_data" in server_meta["extensions"]
+
+
+def test_v2_binary_tensor_extension(mlp_server: Running, models: ModelFiles) -> None:
+    rows = np.arange(8, dtype=np.float32).reshape(2, 4) / 10
+    header = json.dumps({
+        "inputs": [{"name": "input__0", "shape": [2, 4], "datatype": "FP32", "parameters": {"binary_data_size": 32}}],
+        "outputs": [{"name": "output__0", "parameters": {"binary_data": True}}],
+    }).encode()
+    with mlp_server.client() as client:
+        response = client.post(
+            "/v2/models/tiny/infer",
+            content=header + rows.tobytes(),
+            headers={"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"},
+        )
+    assert response.status_code == 200, response.text
+    split = int(response.headers["Inference-Header-Content-Length"])
+    meta = json.loads(response.content[:split])
+    (out,) = meta["outputs"]
+    assert out["parameters"]["binary_data_size"] == 2 * 3 * 4
+    got = np.frombuffer(response.content[split:], dtype="<f4").reshape(out["shape"])
+    np.testing.assert_allclose(got, expected(models.mlp, rows), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_tritonclient_works_unchanged(mlp_server: Running, models: ModelFiles, binary: bool) -> None:
+    import tritonclient.http as triton
+
+    client = triton.InferenceServerClient(mlp_server.url.removeprefix("http://"))
+    try:
+        assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("tiny")
+        meta = client.get_model_metadata("tiny")
+        assert meta["inputs"][0]["name"] == "input__0"
+        rows = np.random.default_rng(2).normal(size=(5, 4)).astype(np.float32)
+        tensor = triton.InferInput("input__0", list(rows.shape), "FP32")
+        tensor.set_data_from_numpy(rows, binary_data=binary)
+        result = client.infer("tiny", [tensor], outputs=[triton.InferRequestedOutput("output__0", binary_data=binary)])
+        np.testing.assert_allclose(result.as_numpy("output__0"), expected(models.mlp, rows), rtol=1e-5, atol=1e-5)
+        with pytest.raises(triton.InferenceServerException, match="does not match"):
+            client.infer("tiny", [triton.InferInput("input__0", [1, 4], "FP64").set_data_from_numpy(np.zeros((1, 4)))])
+    finally:
+        client.close()
+
+
+def test_metrics_expose_requests_latency_batches_queue_device(mlp_server: Running) -> None:
+    with mlp_server.client() as client:
+        client.post("/v1/models/tiny:predict", json={"instances": [[0, 0, 0, 0]]})
+        client.post("/v1/models/tiny:predict", json={"instances": [[0, 0, 0]]})
+        text = client.get("/metrics").text
+    for needle in [
+        'modelship_requests_total{endpoint="/v1/models/{name}:predict",method="POST",status="200"}',
+        'modelship_requests_total{endpoint="/v1/models/{name}:predict",method="POST",status="400"}',
+        'modelship_request_duration_seconds_bucket{endpoint="/v1/models/{name}:predict"',
+        "modelship_batch_size_bucket",
+        "modelship_batch_duration_seconds_bucket",
+        "modelship_queue_depth 0.0",
+        "modelship_requests_in_flight",
+        'modelship_model_load_seconds{model="tiny"}',
+        'modelship_model_ready{model="tiny"} 1.0',
+        'modelship_device_info{device="cpu",dtype="float32"',
+    ]:
+        assert needle in text, f"{needle} missing from /metrics"
+
+
+def test_unknown_routes_and_methods_answer_with_detail(mlp_server: Running) -> None:
+    with mlp_server.client() as client:
+        assert client.get("/nope").json() == {"detail": "Not Found"}
+        response = client.get("/v2/models/tiny/infer")
+        assert response.status_code == 405 and "detail" in response.json()
