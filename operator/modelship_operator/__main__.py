@@ -2,6 +2,7 @@
 
     modelship-operator [--all-namespaces | --namespace NS ...] [--kubeconfig PATH]
                        [--health-port 8080] [--metrics-port 9090]
+                       [--peering NAME [--peering-lifetime 60]]
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import random
 from collections.abc import Sequence
 
 from modelship_operator.settings import Settings
@@ -31,6 +33,12 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
                         help=f"safety-net resync interval (default {defaults.resync_seconds:g})")  # fmt: skip
     parser.add_argument("--log-level", default=os.environ.get("MODELSHIP_LOG_LEVEL", defaults.log_level),
                         help="DEBUG, INFO, WARNING... (default INFO, or $MODELSHIP_LOG_LEVEL)")  # fmt: skip
+    parser.add_argument("--peering", default=None, metavar="NAME",
+                        help="kopf peering object for HA (replicas > 1); default: standalone")  # fmt: skip
+    parser.add_argument("--peering-lifetime", type=int, default=defaults.peering_lifetime, metavar="S",
+                        help=f"failover time after a peer dies, s (default {defaults.peering_lifetime})")  # fmt: skip
+    parser.add_argument("--peering-priority", type=int, default=None, metavar="N",
+                        help="kopf peering priority (default: random, so peers never tie)")  # fmt: skip
     args = parser.parse_args(argv)
     return Settings(
         namespaces=tuple(dict.fromkeys(args.namespace)),
@@ -39,6 +47,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         metrics_port=args.metrics_port,
         resync_seconds=args.resync_seconds,
         log_level=args.log_level.upper(),
+        peering=args.peering,
+        peering_lifetime=args.peering_lifetime,
+        peering_priority=args.peering_priority if args.peering_priority is not None else random.randint(1, 2**30),
     )
 
 
@@ -61,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         clusterwide=settings.clusterwide,
         namespaces=list(settings.namespaces),
         liveness_endpoint=settings.liveness_endpoint,
-        standalone=True,  # one replica (Recreate); no KopfPeering CRDs needed
+        standalone=not settings.peering,
     )
 
 

@@ -48,6 +48,17 @@ class Settings:
     log_level: str = "INFO"
     """Python logging level for the operator."""
 
+    peering: str | None = None
+    """kopf peering object name for HA (several replicas, one active); None = standalone, the
+    right mode for the default single replica (no KopfPeering CRDs needed)."""
+
+    peering_lifetime: int = 60
+    """How long, s, a silent peer is still considered alive: the failover time after a crash."""
+
+    peering_priority: int = 0
+    """kopf peering priority; peers with the same priority would all pause, so ``main()`` gives
+    each process a random one unless set."""
+
     @property
     def clusterwide(self) -> bool:
         return not self.namespaces
@@ -74,4 +85,12 @@ class Settings:
         settings.watching.server_timeout = self.watch_server_timeout
         settings.watching.client_timeout = self.watch_server_timeout + 30
         settings.networking.request_timeout = self.request_timeout
+        if self.peering:
+            settings.peering.name = self.peering
+            settings.peering.mandatory = True
+            settings.peering.lifetime = self.peering_lifetime
+            settings.peering.priority = self.peering_priority
+            settings.peering.clusterwide = self.clusterwide
+        else:
+            settings.peering.standalone = True
         return settings

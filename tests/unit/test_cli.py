@@ -42,3 +42,13 @@ def test_registry_has_every_trigger():
             resources.add((handler.selector.group, handler.selector.plural or handler.selector.any_name))
     assert {("modelship.io", "modeldeployments"), ("apps", "deployments"), ("", "services"),
             ("policy", "poddisruptionbudgets"), ("", "pods")} <= resources  # fmt: skip
+
+
+def test_standalone_by_default_peering_on_request():
+    assert cli.parse_args([]).kopf_settings().peering.standalone
+    s = cli.parse_args(["--peering", "modelship", "--peering-lifetime", "15"])
+    ks = s.kopf_settings()
+    assert (ks.peering.name, ks.peering.lifetime, ks.peering.mandatory) == ("modelship", 15, True)
+    assert not ks.peering.standalone and ks.peering.clusterwide
+    assert s.peering_priority > 0
+    assert cli.parse_args(["--peering", "p", "--peering-priority", "7"]).peering_priority == 7
