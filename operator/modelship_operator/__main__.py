@@ -63,7 +63,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     from modelship_operator import handlers, kube, metrics
     from modelship_operator.reconcile import Reconciler
 
-    kube.load_config(settings.kubeconfig)
+    try:
+        kube.load_config(settings.kubeconfig)
+    except Exception as error:  # ConfigException, FileNotFoundError, bad YAML: all fatal here
+        raise SystemExit(f"modelship-operator: cannot load the Kubernetes client config: {error}") from error
     registry = handlers.build_registry(Reconciler(kube.Kube()), settings)
     metrics.serve(settings.metrics_port)
     kopf.run(
