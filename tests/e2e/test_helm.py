@@ -1,0 +1,411 @@
+"""The Helm chart against the real local control plane.
+
+The chart's own operator pod is a KWOK pod here (no container runs), so besides
+`helm install` / `helm upgrade` / `helm uninstall` these tests run the operator
+process locally, with the flags from the *installed* Deployment and a kubeconfig
+holding a token of the chart's ServiceAccount (`kubectl create token`): whatever
+the operator manages to do, the chart's RBAC allowed; whatever it needs and the
+chart forgot fails the test. `kubectl auth can-i --as=system:serviceaccount:...`
+shows what the identity cannot do. HA: two such processes with kopf peering; the
+active one is SIGKILLed and the other takes over.
+
+The session's admin operator (conftest `operator`) is stopped for these tests, so
+every reconcile seen here was made by the operator under test.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from e2e_support import (
+    CRD_NAME,
+    ROOT,
+    Cluster,
+    OperatorProcess,
+    condition,
+    free_port,
+    model_deployment,
+    wait_until,
+)
+from kubernetes.client.exceptions import ApiException
+
+# The chart helpers live with the chart tests (tests/helm); this tier reuses them.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "helm"))
+from helm_support import CHART, helm_binary, run_helm  # noqa: E402
+
+OUT = ROOT / "_out" / "e2e" / "helm"
+CONVERGE_S = 90
+#: peering.lifetime for the HA test: a SIGKILLed leader's record expires after this.
+PEERING_LIFETIME_S = 10
+
+
+@pytest.fixture(scope="module")
+def helm() -> Path:
+    try:
+        return helm_binary()
+    except FileNotFoundError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture
+def sole_operator(operator: OperatorProcess) -> Iterator[None]:
+    """Stop the session's admin operator for this test; start it again afterwards."""
+    operator.stop()
+    yield
+    operator.start()
+
+
+class Release:
+    """One helm release of the chart, uninstalled at teardown whatever happened."""
+
+    def __init__(self, cluster: Cluster, namespace: str, name: str | None = None):
+        self.cluster = cluster
+        self.namespace = namespace
+        self.name = name or f"ms-{uuid.uuid4().hex[:6]}"
+        self.installed = False
+
+    @property
+    def fullname(self) -> str:
+        return f"{self.name}-modelship"
+
+    @property
+    def service_account(self) -> str:
+        return f"system:serviceaccount:{self.namespace}:{self.fullname}"
+
+    def helm(self, *args: str, timeout: float = 180) -> str:
+        return run_helm(*args, kubeconfig=self.cluster.kubeconfig, timeout=timeout).stdout
+
+    def install(self, *sets: str) -> str:
+        out = self.helm("install", self.name, str(CHART), "-n", self.namespace, "--wait", "--timeout", "120s",
+                        *[a for s in sets for a in ("--set", s)])  # fmt: skip
+        self.installed = True
+        return out
+
+    def upgrade(self, *sets: str) -> str:
+        return self.helm("upgrade", self.name, str(CHART), "-n", self.namespace, "--wait", "--timeout", "120s",
+                         *[a for s in sets for a in ("--set", s)])  # fmt: skip
+
+    def uninstall(self) -> str:
+        out = self.helm("uninstall", self.name, "-n", self.namespace, "--wait", "--timeout", "120s")
+        self.installed = False
+        return out
+
+    def operator_args(self) -> list[str]:
+        """The container args of the installed operator Deployment."""
+        dep = self.cluster.deployment(self.namespace, self.fullname)
+        return list(dep["spec"]["template"]["spec"]["containers"][0]["args"])
+
+    def token_kubeconfig(self) -> Path:
+        """A kubeconfig authenticating as the chart's ServiceAccount (a bound token)."""
+        token = self.cluster.kubectl(
+            "create", "token", self.fullname, "-n", self.namespace, "--duration=1h"
+        ).stdout.strip()
+        admin = yaml.safe_load(self.cluster.kubeconfig.read_text())
+        ctx = next(c for c in admin["contexts"] if c["name"] == admin["current-context"])["context"]
+        cluster_entry = next(c for c in admin["clusters"] if c["name"] == ctx["cluster"])["cluster"]
+        cluster_entry = dict(cluster_entry)
+        ca = cluster_entry.get("certificate-authority")
+        if ca and not Path(ca).is_absolute():  # relative to the admin kubeconfig
+            cluster_entry["certificate-authority"] = str((self.cluster.kubeconfig.parent / ca).resolve())
+        config = {
+            "apiVersion": "v1", "kind": "Config", "current-context": "sa",
+            "clusters": [{"name": "local", "cluster": cluster_entry}],
+            "users": [{"name": "sa", "user": {"token": token}}],
+            "contexts": [{"name": "sa", "context": {"cluster": "local", "user": "sa"}}],
+        }  # fmt: skip
+        OUT.mkdir(parents=True, exist_ok=True)
+        path = OUT / f"{self.name}.kubeconfig"
+        path.write_text(yaml.safe_dump(config))
+        path.chmod(0o600)
+        return path
+
+    def cleanup(self) -> None:
+        if self.installed:
+            run_helm("uninstall", self.name, "-n", self.namespace, "--wait", "--timeout", "60s",
+                     kubeconfig=self.cluster.kubeconfig, check=False)  # fmt: skip
+
+
+@pytest.fixture
+def release(cluster: Cluster, crd: str, ns: str, helm: Path) -> Iterator[Release]:
+    rel = Release(cluster, ns)
+    yield rel
+    rel.cleanup()
+
+
+class ChartOperator(OperatorProcess):
+    """The operator process with the installed Deployment's flags and the ServiceAccount's token."""
+
+    def __init__(self, cluster: Cluster, log_path: Path, args: list[str], kubeconfig: Path):
+        super().__init__(cluster, log_path)
+        self.args = [a for a in args if not a.startswith(("--health-port", "--metrics-port"))]
+        self.kubeconfig = kubeconfig
+
+    def start(self) -> None:
+        assert not self.running(), "operator already running"
+        self.starts += 1
+        cmd = [self.python, "-m", "modelship_operator", *self.args, "--kubeconfig", str(self.kubeconfig),
+               f"--health-port={free_port()}", f"--metrics-port={free_port()}"]  # fmt: skip
+        env = self.cluster.env() | {"KUBECONFIG": str(self.kubeconfig)}
+        with self.log_path.open("ab") as log:
+            log.write(f"\n===== start #{self.starts}: {' '.join(cmd)}\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+        try:
+            code = self.proc.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            return
+        raise AssertionError(f"operator exited at start with code {code}:\n{self.log_tail()}")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def _rbac_trouble(log: str) -> list[str]:
+    """Log lines that mean the identity lacked a permission."""
+    needles = ("forbidden", "not enough permissions")
+    return [line for line in log.splitlines() if any(n in line.lower() for n in needles)]
+
+
+def _ready_md(cluster: Cluster, ns: str, name: str) -> dict[str, Any] | None:
+    md = cluster.md(ns, name)
+    cond = condition(md, "Ready")
+    status = md.get("status") or {}
+    if cond and cond["status"] == "True" and status.get("observedGeneration") == md["metadata"]["generation"]:
+        return md
+    return None
+
+
+def _managers(obj: dict[str, Any]) -> set[str]:
+    return {m["manager"] for m in obj["metadata"].get("managedFields") or []}
+
+
+# -- helm install / upgrade / uninstall ------------------------------------------------
+
+
+def test_install_upgrade_uninstall(cluster: Cluster, release: Release) -> None:
+    # The CRD already exists (the `crd` fixture applied deploy/crds/): let this release
+    # adopt it, the way a user moves from `kubectl apply` to the chart.
+    adopt = [f"meta.helm.sh/release-name={release.name}", f"meta.helm.sh/release-namespace={release.namespace}"]
+    cluster.kubectl("annotate", "--overwrite", f"crd/{CRD_NAME}", *adopt)
+    cluster.kubectl("label", "--overwrite", f"crd/{CRD_NAME}", "app.kubernetes.io/managed-by=Helm")
+    try:
+        out = release.install()
+        # NOTES.txt tells the user what to do next.
+        assert "kubectl apply -n ml -f examples/" in out and f"deployment/{release.fullname}" in out, out
+        dep = cluster.deployment(release.namespace, release.fullname)
+        assert dep["status"].get("readyReplicas") == 1
+        args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert "--all-namespaces" in args
+        cluster.kubectl("get", f"serviceaccount/{release.fullname}", "-n", release.namespace)
+        cluster.kubectl("get", f"clusterrole/{release.fullname}", f"clusterrolebinding/{release.fullname}")
+        crd_obj = cluster.get_json(f"crd/{CRD_NAME}")
+        assert crd_obj["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+        assert crd_obj["metadata"]["labels"]["helm.sh/chart"] == "modelship-0.1.0"
+        # crds/ (kopf's peering CRDs) is installed before the templates.
+        cluster.kubectl("get", "crd/clusterkopfpeerings.kopf.dev", "crd/kopfpeerings.kopf.dev")
+
+        # Upgrade: HA with peering, metrics Service on.
+        release.upgrade("replicas=2", "peering.enabled=true", "metrics.service.enabled=true")
+        dep = cluster.deployment(release.namespace, release.fullname)
+        assert dep["status"].get("readyReplicas") == 2
+        assert f"--peering={release.fullname}" in dep["spec"]["template"]["spec"]["containers"][0]["args"]
+        cluster.kubectl("get", f"clusterkopfpeering/{release.fullname}")
+        svc = cluster.get_json(f"service/{release.fullname}-metrics", "-n", release.namespace)
+        assert svc["spec"]["ports"][0]["port"] == 9090
+        history = json.loads(release.helm("history", release.name, "-n", release.namespace, "-o", "json"))
+        assert [h["revision"] for h in history] == [1, 2] and history[-1]["status"] == "deployed"
+
+        # Upgrade back to the defaults: what is no longer rendered is removed.
+        release.upgrade()
+        assert cluster.kubectl("get", f"service/{release.fullname}-metrics", "-n", release.namespace,
+                               check=False).returncode != 0  # fmt: skip
+        assert cluster.kubectl("get", f"clusterkopfpeering/{release.fullname}", check=False).returncode != 0
+
+        release.uninstall()
+        for what in (f"deployment/{release.fullname}", f"serviceaccount/{release.fullname}"):
+            assert cluster.kubectl("get", what, "-n", release.namespace, check=False).returncode != 0, what
+        assert cluster.kubectl("get", f"clusterrole/{release.fullname}", check=False).returncode != 0
+        # The keep policy: the CRD (and so every ModelDeployment) survives the uninstall.
+        cluster.kubectl("get", f"crd/{CRD_NAME}")
+    finally:
+        cluster.kubectl("annotate", f"crd/{CRD_NAME}", "meta.helm.sh/release-name-",
+                        "meta.helm.sh/release-namespace-", "helm.sh/resource-policy-", check=False)  # fmt: skip
+
+
+def test_misspelled_value_fails_the_install(cluster: Cluster, release: Release) -> None:
+    proc = run_helm("install", release.name, str(CHART), "-n", release.namespace, "--set", "replica=2",
+                    kubeconfig=cluster.kubeconfig, check=False)  # fmt: skip
+    assert proc.returncode != 0 and "replica" in proc.stderr, proc.stderr
+    assert cluster.kubectl("get", f"deployment/{release.fullname}", "-n", release.namespace,
+                           check=False).returncode != 0  # fmt: skip
+
+
+# -- what the chart's identity may and may not do ----------------------------------------
+
+
+def _can_i(cluster: Cluster, sa: str, verb: str, resource: str, namespace: str | None) -> bool:
+    where = ["-n", namespace] if namespace else []
+    resource, _, sub = resource.partition("/")  # "pods/exec": kubectl wants --subresource
+    extra = [f"--subresource={sub}"] if sub else []
+    proc = cluster.kubectl("auth", "can-i", verb, resource, *extra, f"--as={sa}", *where, check=False)
+    answer = proc.stdout.strip()
+    assert answer in ("yes", "no"), f"kubectl auth can-i {verb} {resource}: {proc.stdout}{proc.stderr}"
+    return answer == "yes"
+
+
+ALLOWED = [
+    ("patch", "deployments.apps"), ("create", "deployments.apps"), ("watch", "deployments.apps"),
+    ("patch", "services"), ("delete", "poddisruptionbudgets.policy"), ("list", "pods"), ("watch", "pods"),
+    ("create", "events"), ("patch", "modeldeployments.modelship.io"),
+    ("patch", "modeldeployments.modelship.io/status"),
+]  # fmt: skip
+DENIED = [
+    ("get", "secrets"), ("list", "secrets"), ("watch", "secrets"), ("get", "configmaps"),
+    ("delete", "deployments.apps"), ("delete", "services"), ("create", "pods"), ("delete", "pods"),
+    ("patch", "pods"), ("create", "pods/exec"), ("get", "pods/log"), ("list", "replicasets.apps"),
+    ("update", "modeldeployments.modelship.io"), ("delete", "modeldeployments.modelship.io"),
+    ("create", "serviceaccounts/token"), ("create", "rolebindings.rbac.authorization.k8s.io"),
+    ("impersonate", "serviceaccounts"), ("patch", "events"),
+]  # fmt: skip
+CLUSTER_DENIED = [
+    ("delete", "nodes"), ("patch", "nodes"), ("get", "nodes"), ("list", "secrets"),
+    ("create", "clusterrolebindings.rbac.authorization.k8s.io"), ("escalate", "clusterroles.rbac.authorization.k8s.io"),
+    ("delete", "customresourcedefinitions.apiextensions.k8s.io"), ("patch", "customresourcedefinitions.apiextensions.k8s.io"),
+    ("delete", "namespaces"), ("create", "namespaces"),
+]  # fmt: skip
+
+
+def test_cluster_wide_identity_can_only_do_what_it_needs(cluster: Cluster, release: Release) -> None:
+    release.install("crds.enabled=false")
+    sa = release.service_account
+    for namespace in (release.namespace, "default"):
+        for verb, resource in ALLOWED:
+            assert _can_i(cluster, sa, verb, resource, namespace), f"{sa} cannot {verb} {resource} in {namespace}"
+        for verb, resource in DENIED:
+            assert not _can_i(cluster, sa, verb, resource, namespace), f"{sa} CAN {verb} {resource} in {namespace}"
+    for verb, resource in CLUSTER_DENIED:
+        assert not _can_i(cluster, sa, verb, resource, None), f"{sa} CAN {verb} {resource}"
+    assert not _can_i(cluster, sa, "list", "secrets", None) and not _can_i(cluster, sa, "get", "secrets", "kube-system")
+
+
+def test_namespaced_identity_is_confined_to_its_namespaces(cluster: Cluster, release: Release, ns: str) -> None:
+    served = f"{ns[:50]}-app"
+    cluster.kubectl("create", "namespace", served)
+    try:
+        release.install("crds.enabled=false", f"watch.namespaces={{{served}}}")
+        sa = release.service_account
+        for verb, resource in ALLOWED:
+            assert _can_i(cluster, sa, verb, resource, served), f"{sa} cannot {verb} {resource} in {served}"
+            # ...and nowhere else, not even in its own release namespace.
+            assert not _can_i(cluster, sa, verb, resource, "default"), f"{sa} CAN {verb} {resource} in default"
+        for verb, resource in DENIED:
+            assert not _can_i(cluster, sa, verb, resource, served), f"{sa} CAN {verb} {resource} in {served}"
+        # Cluster-wide it only reads what kopf's discovery needs.
+        assert _can_i(cluster, sa, "watch", "customresourcedefinitions.apiextensions.k8s.io", None)
+        assert _can_i(cluster, sa, "list", "namespaces", None)
+        for verb, resource in CLUSTER_DENIED:
+            assert not _can_i(cluster, sa, verb, resource, None), f"{sa} CAN {verb} {resource}"
+    finally:
+        cluster.kubectl("delete", "namespace", served, "--wait=false", "--ignore-not-found", check=False)
+
+
+# -- the operator process under the chart's identity -------------------------------------
+
+
+@pytest.mark.parametrize("scope", ["all-namespaces", "namespaced"])
+def test_operator_reconciles_under_the_chart_identity(
+    cluster: Cluster, release: Release, ns: str, sole_operator: None, scope: str
+) -> None:
+    sets = ["crds.enabled=false"] + ([f"watch.namespaces={{{ns}}}"] if scope == "namespaced" else [])
+    release.install(*sets)
+    args = release.operator_args()
+    assert ("--all-namespaces" in args) == (scope == "all-namespaces"), args
+    op = ChartOperator(cluster, OUT / f"{release.name}-operator.log", args, release.token_kubeconfig())
+    op.start()
+    try:
+        cluster.apply(model_deployment("chart-rbac", replicas=2, disruptionBudget={"minAvailable": 1}, namespace=ns))
+        dep = wait_until(lambda: cluster.deployment(ns, "chart-rbac"), timeout=CONVERGE_S, what="Deployment chart-rbac")
+        assert "modelship" in _managers(dep), _managers(dep)
+        cluster.policy.read_namespaced_pod_disruption_budget("chart-rbac", ns)
+        cluster.core.read_namespaced_service("chart-rbac", ns)
+        md = wait_until(lambda: _ready_md(cluster, ns, "chart-rbac"), timeout=CONVERGE_S, what="md/chart-rbac Ready")
+        assert md["status"]["readyReplicas"] == 2
+
+        # A spec change (new image, PDB dropped) goes through the same identity.
+        new_image = "registry.example.com/ml/modelship-server:1.0.1"
+        cluster.apply(model_deployment("chart-rbac", image=new_image, replicas=2, namespace=ns))
+        wait_until(
+            lambda: cluster.deployment(ns, "chart-rbac")["spec"]["template"]["spec"]["containers"][0]["image"]
+            == new_image,
+            timeout=CONVERGE_S, what="Deployment on the new image",
+        )  # fmt: skip
+
+        def pdb_gone() -> bool:
+            try:
+                cluster.policy.read_namespaced_pod_disruption_budget("chart-rbac", ns)
+            except ApiException as exc:
+                return exc.status == 404
+            return False
+
+        wait_until(pdb_gone, timeout=CONVERGE_S, what="PDB deleted after disruptionBudget was dropped")
+        wait_until(lambda: _ready_md(cluster, ns, "chart-rbac"), timeout=CONVERGE_S, what="Ready on the new image")
+        assert op.running(), op.log_tail()
+        assert not _rbac_trouble(op.log()), "the operator hit RBAC limits:\n" + "\n".join(_rbac_trouble(op.log()))
+    finally:
+        op.stop()
+
+
+def test_ha_two_replicas_hand_over_when_the_active_one_is_killed(
+    cluster: Cluster, release: Release, ns: str, sole_operator: None
+) -> None:
+    release.install("crds.enabled=false", "replicas=2", "peering.enabled=true",
+                    f"peering.lifetime={PEERING_LIFETIME_S}")  # fmt: skip
+    args = release.operator_args()
+    assert f"--peering={release.fullname}" in args, args
+    kubeconfig = release.token_kubeconfig()
+    first = ChartOperator(cluster, OUT / f"{release.name}-a.log", args, kubeconfig)
+    second = ChartOperator(cluster, OUT / f"{release.name}-b.log", args, kubeconfig)
+    first.start()
+    try:
+        # Identical flags, like two pods of the Deployment. The first takes the lead...
+        cluster.apply(model_deployment("ha-one", namespace=ns))
+        wait_until(lambda: cluster.deployment(ns, "ha-one"), timeout=CONVERGE_S, what="Deployment ha-one")
+        # ...the second joins the peering and pauses (exactly one of them says so).
+        second.start()
+        paused = wait_until(
+            lambda: [op for op in (first, second) if "Pausing operations" in op.log()],
+            timeout=CONVERGE_S, what="one replica pausing in favour of the other",
+        )  # fmt: skip
+        assert len(paused) == 1, "both replicas paused (equal peering priorities?)"
+        standby = paused[0]
+        active = second if standby is first else first
+        peering = cluster.get_json(f"clusterkopfpeering/{release.fullname}")
+        assert len(peering.get("status") or {}) == 2, peering
+
+        # While the standby waits, only the active replica works; kill it like a node loss.
+        active.kill()
+        cluster.apply(model_deployment("ha-two", namespace=ns))
+        wait_until(lambda: cluster.deployment(ns, "ha-two"), timeout=PEERING_LIFETIME_S + CONVERGE_S,
+                   what="Deployment ha-two, made by the standby after the hand-over")  # fmt: skip
+        wait_until(lambda: _ready_md(cluster, ns, "ha-two"), timeout=CONVERGE_S, what="md/ha-two Ready")
+        assert standby.running(), standby.log_tail()
+        assert "Resuming operations" in standby.log(), standby.log_tail()
+        assert not _rbac_trouble(standby.log()), "\n".join(_rbac_trouble(standby.log()))
+    finally:
+        first.stop()
+        second.stop()
