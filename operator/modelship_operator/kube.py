@@ -20,6 +20,7 @@ from typing import Any
 
 import kopf
 import kubernetes
+import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from modelship_operator import api
@@ -88,6 +89,21 @@ def connection_info(kubeconfig: str | None) -> kopf.ConnectionInfo:
     )
 
 
+_MISSING = object()
+
+
+def _call(what: str, fn: Any, *args: Any, missing: Any = _MISSING, **kwargs: Any) -> Any:
+    """Run one API call; 404 returns ``missing`` when given; every failure is classified."""
+    try:
+        return fn(*args, **kwargs)
+    except ApiException as error:
+        if error.status == 404 and missing is not _MISSING:
+            return missing
+        raise _classify(error, what) from error
+    except (urllib3.exceptions.HTTPError, OSError) as error:  # connection refused, timeouts, TLS
+        raise Retryable(f"{what}: {error}") from error
+
+
 class Kube:
     """Typed entry points over one ApiClient (thread-safe: handlers run in kopf's executor)."""
 
@@ -105,23 +121,19 @@ class Kube:
     # -- ModelDeployments ---------------------------------------------------------------
 
     def get_model_deployment(self, namespace: str, name: str) -> Obj | None:
-        try:
-            return self.custom.get_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL, name)
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise _classify(error, f"get {api.KIND} {namespace}/{name}") from error
+        return _call(
+            f"get {api.KIND} {namespace}/{name}", self.custom.get_namespaced_custom_object,
+            api.GROUP, api.VERSION, namespace, api.PLURAL, name, missing=None,
+        )  # fmt: skip
 
     def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        """Merge-patch ``status`` (lists such as conditions are replaced whole)."""
-        try:
-            self.custom.patch_namespaced_custom_object_status(
-                api.GROUP, api.VERSION, namespace, api.PLURAL, name, {"status": dict(status)}, _content_type=MERGE
-            )
-        except ApiException as error:
-            if error.status == 404:
-                return  # deleted meanwhile: nothing to report on
-            raise _classify(error, f"patch status of {api.KIND} {namespace}/{name}") from error
+        """Merge-patch ``status`` (lists such as conditions are replaced whole). A ModelDeployment
+        deleted meanwhile (404) needs no status."""
+        _call(
+            f"patch status of {api.KIND} {namespace}/{name}", self.custom.patch_namespaced_custom_object_status,
+            api.GROUP, api.VERSION, namespace, api.PLURAL, name, {"status": dict(status)},
+            _content_type=MERGE, missing=None,
+        )  # fmt: skip
 
     # -- children -----------------------------------------------------------------------
 
@@ -133,13 +145,10 @@ class Kube:
             "Service": self.core.patch_namespaced_service,
             "PodDisruptionBudget": self.policy.patch_namespaced_pod_disruption_budget,
         }[kind]
-        try:
-            result = method(
-                meta["name"], meta["namespace"], dict(obj),
-                field_manager=FIELD_MANAGER, force=True, _content_type=APPLY,
-            )  # fmt: skip
-        except ApiException as error:
-            raise _classify(error, f"apply {kind} {meta['namespace']}/{meta['name']}") from error
+        result = _call(
+            f"apply {kind} {meta['namespace']}/{meta['name']}", method, meta["name"], meta["namespace"], dict(obj),
+            field_manager=FIELD_MANAGER, force=True, _content_type=APPLY,
+        )  # fmt: skip
         return self._plain(result)
 
     def get(self, kind: str, namespace: str, name: str) -> Obj | None:
@@ -148,34 +157,27 @@ class Kube:
             "Service": self.core.read_namespaced_service,
             "PodDisruptionBudget": self.policy.read_namespaced_pod_disruption_budget,
         }[kind]
-        try:
-            return self._plain(method(name, namespace))
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise _classify(error, f"get {kind} {namespace}/{name}") from error
+        result = _call(f"get {kind} {namespace}/{name}", method, name, namespace, missing=None)
+        return None if result is None else self._plain(result)
 
     def delete_pdb(self, namespace: str, name: str) -> bool:
         """Delete the PodDisruptionBudget; False if there was none."""
-        try:
-            self.policy.delete_namespaced_pod_disruption_budget(name, namespace)
-            return True
-        except ApiException as error:
-            if error.status == 404:
-                return False
-            raise _classify(error, f"delete PodDisruptionBudget {namespace}/{name}") from error
+        deleted = _call(
+            f"delete PodDisruptionBudget {namespace}/{name}", self.policy.delete_namespaced_pod_disruption_budget,
+            name, namespace, missing=False,
+        )  # fmt: skip
+        return deleted is not False
 
     def list_pods(self, namespace: str, selector: str) -> list[Obj]:
-        try:
-            return self._plain(self.core.list_namespaced_pod(namespace, label_selector=selector)).get("items", [])
-        except ApiException as error:
-            raise _classify(error, f"list pods {namespace} {selector}") from error
+        pods = _call(f"list pods {namespace} {selector}", self.core.list_namespaced_pod, namespace,
+                     label_selector=selector)  # fmt: skip
+        return self._plain(pods).get("items", [])
 
     # -- events -------------------------------------------------------------------------
 
     def event(self, owner: Mapping[str, Any], type_: str, reason: str, message: str, now: dt.datetime) -> None:
         """Record a core/v1 Event on the ModelDeployment. Best effort: an Event that cannot be
-        written must never fail a reconcile."""
+        written is logged and must never fail a reconcile."""
         meta = owner.get("metadata", {})
         stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
         body = {
@@ -199,6 +201,6 @@ class Kube:
             "count": 1,
         }
         try:
-            self.core.create_namespaced_event(meta.get("namespace"), body)
-        except ApiException as error:
-            logger.warning("could not record event %s on %s: HTTP %s", reason, meta.get("name"), error.status)
+            _call(f"record event {reason}", self.core.create_namespaced_event, meta.get("namespace"), body)
+        except KubeError as error:
+            logger.warning("could not record event %s on %s: %s", reason, meta.get("name"), error)
