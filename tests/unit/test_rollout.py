@@ -9,6 +9,7 @@ import pytest
 
 from modelship_operator import evidence as ev
 from modelship_operator import rollout as r
+from modelship_operator import rollout_steps as steps
 
 pytestmark = pytest.mark.unit
 
@@ -435,7 +436,7 @@ def test_budget_arithmetic(replicas: int, budget: dict[str, Any] | None, ok: boo
     s = spec(replicas=replicas)
     if budget:
         s["disruptionBudget"] = budget
-    assert r._budget_allows_no_surge(s) is ok
+    assert steps.budget_allows_no_surge(s) is ok
 
 
 # ------------------------------------------------------------------ retry and manual rollback
@@ -547,3 +548,13 @@ def test_history_is_bounded_but_keeps_the_stable_revision() -> None:
         w.step(11 + 10 * i, deployment=deployment(2 + i, updated=1, total=3), pods=pods, policy=policy)
     revisions = [e["revision"] for e in w.status["history"]]
     assert revisions == [1, 5, 6, 7] and w.status["rollout"]["stableRevision"] == 1
+
+
+def test_first_revision_short_of_gpus_does_not_switch_surge_and_halts() -> None:
+    w = World(spec(gpu={"count": 2}, replicas=3))
+    w.step(0)
+    pods = [pod(1, unschedulable=GPU_MSG, unschedulable_since=1, created=0)]
+    plan = w.step(10, deployment=deployment(1, replicas=3, updated=3, available=2), pods=pods)
+    assert plan.surge_mode == "surge" and not any(e.reason == "SurgeDisabled" for e in plan.events)
+    plan = w.step(25, deployment=deployment(1, replicas=3, updated=3, available=2), pods=pods)
+    assert plan.phase == "Halted" and "nvidia.com/gpu" in cond(plan, "Degraded").message
