@@ -302,3 +302,26 @@ def test_schema_describes_every_top_level_value() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert set(values) == set(schema["properties"])
     assert schema["additionalProperties"] is False
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=CI_IDS)
+def test_rendered_flags_are_the_operators_flags(values: Path) -> None:
+    """The chart's container args parse with the operator's own CLI, meaning what the values say."""
+    from modelship_operator.__main__ import parse_args
+
+    docs = render([values])
+    (container,) = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    settings = parse_args(container["args"])
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert settings.health_port == ports["health"] and settings.metrics_port == ports["metrics"]
+    values_doc = yaml.safe_load(values.read_text()) or {}
+    assert list(settings.namespaces) == (values_doc.get("watch") or {}).get("namespaces", [])
+    peering = values_doc.get("peering") or {}
+    if peering.get("enabled"):
+        assert settings.peering == "modelship"
+        assert settings.peering_lifetime == peering.get("lifetime", 60)
+        # Kinds the operator's peering mode needs are rendered: the peering object itself.
+        kind = "KopfPeering" if settings.namespaces else "ClusterKopfPeering"
+        assert {p["metadata"]["name"] for p in by_kind(docs, kind)} == {"modelship"}
+    else:
+        assert settings.peering is None
