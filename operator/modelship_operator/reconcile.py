@@ -59,6 +59,13 @@ def _controlled_by(obj: Mapping[str, Any], uid: str) -> bool:
     return any(ref.get("uid") == uid and ref.get("controller") for ref in obj["metadata"].get("ownerReferences") or [])
 
 
+def _essence(obj: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What an apply can change. Not resourceVersion: controllers bump it with status updates
+    between our read and our apply, which would look like drift."""
+    meta = obj.get("metadata", {})
+    return obj.get("spec"), meta.get("labels"), meta.get("ownerReferences")
+
+
 class Reconciler:
     def __init__(self, cluster: Cluster, clock: Callable[[], dt.datetime] = utcnow) -> None:
         self.cluster = cluster
@@ -121,7 +128,7 @@ class Reconciler:
         after = self.cluster.apply(desired)
         if before is None:
             self._event(body, "Normal", "Created", f"{kind} {name} created", now)
-        elif before["metadata"].get("resourceVersion") != after["metadata"].get("resourceVersion"):
+        elif _essence(before) != _essence(after):
             if spec_changed:
                 self._event(body, "Normal", "Updated", f"{kind} {name} updated to match the spec", now)
             else:
