@@ -325,3 +325,17 @@ def test_rendered_flags_are_the_operators_flags(values: Path) -> None:
         assert {p["metadata"]["name"] for p in by_kind(docs, kind)} == {"modelship"}
     else:
         assert settings.peering is None
+
+
+def test_packaged_chart_is_self_contained(tmp_path: Path) -> None:
+    """`helm package` carries the generated CRD and crds/; the .tgz renders on its own."""
+    import tarfile
+
+    run_helm("package", str(CHART), "--destination", str(tmp_path))
+    (tgz,) = tmp_path.glob("modelship-*.tgz")
+    names = set(tarfile.open(tgz).getnames())
+    assert {"modelship/files/crds/modelship.io_modeldeployments.yaml", "modelship/crds/kopf.dev_peerings.yaml",
+            "modelship/values.schema.json", "modelship/templates/NOTES.txt"} <= names  # fmt: skip
+    text = run_helm("template", "x", str(tgz), "--include-crds").stdout
+    kinds = [d["kind"] for d in yaml.safe_load_all(text) if d]
+    assert kinds.count("CustomResourceDefinition") == 3 and "Deployment" in kinds
