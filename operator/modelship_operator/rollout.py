@@ -200,7 +200,7 @@ def plan_rollout(
     if serving is None:  # damaged status (entry trimmed or hand-edited): restart from the spec
         steps.begin(p, desired, desired_hash, why="StatusReset", force=True)
         serving = st.history[-1]
-    if steps.converged(observed.deployment, st.serving)[0]:
+    if steps.converged(observed.deployment, st.serving, int(spec.get("replicas", 1) or 0))[0]:
         st.image = serving.get("image")
     st.trim(policy.history_limit)
     conditions, blocker = _conditions(st, desired_hash)

@@ -154,14 +154,15 @@ def apply_annotations(p: Pass, annotations: Obj, desired: dict[str, Any], desire
             _manual_rollback(p, target)
 
 
-def converged(deployment: Obj | None, revision: int | None) -> tuple[bool, str]:
-    """Is the Deployment fully on ``revision``? Also returns an "updated/ready" progress text."""
+def converged(deployment: Obj | None, revision: int | None, replicas: int) -> tuple[bool, str]:
+    """Is the Deployment fully on ``revision``? Also returns an "updated/available" progress text
+    (the same text for a Deployment not created yet, so the first two passes agree)."""
     if not deployment or revision is None:
-        return False, "no Deployment yet"
+        return False, f"0/{replicas} updated, 0/{replicas} available"
     spec = deployment.get("spec") or {}
     status = deployment.get("status") or {}
     labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
-    want = int(spec.get("replicas", 1) or 0)
+    want = int(spec.get("replicas", replicas) or 0)
     updated = int(status.get("updatedReplicas") or 0)
     available = int(status.get("availableReplicas") or 0)
     total = int(status.get("replicas") or 0)
@@ -258,7 +259,7 @@ def evaluate(p: Pass, spec: Obj, observed: Observed) -> None:
     entry = st.entry(st.serving)
     if entry is None or entry.get("outcome") not in IN_FLIGHT:
         return
-    done, progress = converged(observed.deployment, st.serving)
+    done, progress = converged(observed.deployment, st.serving, int(spec.get("replicas", 1) or 0))
     if done:
         finish(entry, Outcome.SUCCEEDED, p.now, "RolloutComplete", f"all replicas on {entry.get('image')}")
         st.stable, st.phase, st.evidence, st.manual = st.serving, Phase.COMPLETE, None, False
