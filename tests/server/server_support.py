@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -92,6 +93,7 @@ def build_models(folder: Path) -> ModelFiles:
                           str(files.cnn_export))
     files.handlers.mkdir()
     (files.handlers / "test_handlers.py").write_text(HANDLERS)
+    shutil.copy(files.cnn_ts, files.handlers / "cnn.pt")
     return files
 
 
@@ -99,6 +101,7 @@ HANDLERS = '''
 """Handlers for the server tier (format=handler), loaded from this folder by the server."""
 import os
 import time
+import warnings
 
 import torch
 
@@ -126,6 +129,7 @@ class SlowCNN:
     inputs = [{"name": "input__0", "datatype": "FP32", "shape": [-1, 1, 12, 12]}]
 
     def load(self, path, device):
+        warnings.simplefilter("ignore", FutureWarning)
         self.model = torch.jit.load(os.path.join(os.path.dirname(path), "cnn.pt"), map_location=device)
         self.batches = []
 

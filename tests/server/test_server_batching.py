@@ -1,0 +1,116 @@
+"""Dynamic batching, overload, timeouts, failure isolation, and the SIGTERM drain."""
+
+from __future__ import annotations
+
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from server_support import ModelFiles, Running, serve, serve_subprocess, wait_until
+
+
+def _post_many(running: Running, bodies: list[dict], path: str = "/v1/models/m:predict") -> list[httpx.Response]:
+    clients = [httpx.Client(base_url=running.url, timeout=30) for _ in bodies]  # built up front: slow
+    try:
+        with ThreadPoolExecutor(len(bodies)) as pool:
+            return list(pool.map(lambda pair: pair[0].post(path, json=pair[1]), zip(clients, bodies, strict=True)))
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_batched_results_equal_unbatched(models: ModelFiles) -> None:
+    rng = np.random.default_rng(3)
+    images = [rng.normal(size=(1 + i % 3, 1, 12, 12)).astype(np.float32) for i in range(12)]
+    with serve(model_name="m", model_uri=str(models.handlers / "test_handlers.py"), model_format="handler",
+               model_handler="test_handlers:SlowCNN", max_batch_size=16, max_latency_ms=20) as running:
+        responses = _post_many(running, [{"instances": img.tolist()} for img in images])
+        batches = running.dataplane.model.predict_fn.__self__.batches
+        metrics = running.http.get("/metrics").text
+    for img, response in zip(images, responses, strict=True):
+        assert response.status_code == 200, response.text
+        with torch.no_grad():
+            alone = models.cnn(torch.from_numpy(img)).numpy()  # unbatched reference
+        np.testing.assert_allclose(np.array(response.json()["predictions"]), alone, rtol=1e-4, atol=1e-5)
+    assert max(batches) > 3, f"requests were never batched together: {batches}"
+    assert sum(batches) >= sum(len(img) for img in images)
+    assert "modelship_batch_size_count" in metrics
+
+
+def test_overload_is_503_with_retry_after(models: ModelFiles, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MS_TEST_DELAY_S", "0.3")
+    with serve(model_name="m", model_uri=str(models.handlers), model_format="handler",
+               model_handler="test_handlers:Doubler", max_batch_size=1, max_queue=2, retry_after_s=3) as running:
+        responses = _post_many(running, [{"instances": [[i, 0, 0]]} for i in range(10)])
+    codes = sorted(r.status_code for r in responses)
+    assert set(codes) == {200, 503}, codes
+    for response in responses:
+        if response.status_code == 503:
+            assert response.headers["Retry-After"] == "3"
+            assert "queue is full" in response.json()["detail"]
+        else:
+            (row,) = response.json()["predictions"]
+            assert row[1:] == [0, 0] and row[0] % 2 == 0
+
+
+def test_request_timeout_is_504(models: ModelFiles, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MS_TEST_DELAY_S", "0.6")
+    with serve(model_name="m", model_uri=str(models.handlers), model_format="handler",
+               model_handler="test_handlers:Doubler", request_timeout_s=0.2, warmup=False) as running:
+        response = running.http.post("/v1/models/m:predict", json={"instances": [[1, 2, 3]]})
+    assert response.status_code == 504
+    assert "0.2s" in response.json()["detail"]
+
+
+def test_failing_batch_fails_only_its_own_request(models: ModelFiles, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MS_TEST_DELAY_S", "0.1")
+    with serve(model_name="m", model_uri=str(models.handlers), model_format="handler",
+               model_handler="test_handlers:Doubler", max_batch_size=32, max_latency_ms=50) as running:
+        bodies = [{"instances": [[i, 1, 1]]} for i in range(8)] + [{"instances": [[-999, 1, 1]]}]
+        responses = _post_many(running, bodies)
+    *good, poisoned = responses
+    assert poisoned.status_code == 500 and "poisoned row" in poisoned.json()["detail"]
+    for i, response in enumerate(good):
+        assert response.status_code == 200, response.text
+        assert response.json()["predictions"] == [[2 * i, 2, 2]]
+
+
+def test_sigterm_drains_in_flight_and_queued_requests(models: ModelFiles) -> None:
+    env = {"MS_TEST_DELAY_S": "0.4", "MODELSHIP_MODEL_NAME": "m"}
+    args = ["--model-uri", str(models.handlers), "--model-format", "handler",
+            "--model-handler", "test_handlers:Doubler", "--max-batch-size", "1",
+            "--shutdown-delay-s", "0.5", "--graceful-timeout-s", "20"]
+    with serve_subprocess(env, args) as (proc, url):
+        count = 5
+        clients = [httpx.Client(base_url=url, timeout=30) for _ in range(count)]  # built up front: slow
+        with ThreadPoolExecutor(count) as pool:
+            def call(i: int) -> httpx.Response:
+                return clients[i].post("/v1/models/m:predict", json={"instances": [[i, 0, 0]]})
+
+            futures = [pool.submit(call, i) for i in range(count)]
+
+            def all_in() -> bool:  # every caller is inside the server (in flight or queued)
+                text = httpx.get(f"{url}/metrics", timeout=5).text
+                line = next(ln for ln in text.splitlines() if ln.startswith("modelship_requests_in_flight "))
+                return float(line.split()[1]) >= count + 1  # + this scrape
+
+            wait_until(all_in, timeout=20, what="all requests in flight")
+            proc.send_signal(signal.SIGTERM)
+            health = httpx.get(f"{url}/health", timeout=5)
+            assert health.status_code == 503
+            assert "shutting down" in health.json()["reason"]
+            results = [f.result(timeout=30) for f in futures]
+        for client in clients:
+            client.close()
+        assert [r.status_code for r in results] == [200] * count
+        assert [r.json()["predictions"] for r in results] == [[[2 * i, 0, 0]] for i in range(count)]
+        deadline = time.monotonic() + 20
+        while proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.returncode in (0, -signal.SIGTERM), proc.returncode
+        log = proc.stdout.read().decode() if proc.stdout else ""
+        assert "draining" in log and "Traceback" not in log, log
