@@ -45,6 +45,12 @@ SHA256_PATTERN = r"^[a-f0-9]{64}$"
 MODEL_NAME_PATTERN = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"
 DEVICE_PATTERN = r"^(auto|cpu|cuda|cuda:[0-9]+)$"
 PERCENT_PATTERN = r"^[0-9]{1,3}%$"
+#: A Kubernetes resource quantity (the regex controller-gen emits for resource.Quantity). An
+#: unparseable one would make the API server refuse the Deployment with an opaque HTTP 500.
+QUANTITY_PATTERN = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+_QUANTITY_MAP = {"additionalProperties": {"x-kubernetes-int-or-string": True, "pattern": QUANTITY_PATTERN}}
 
 #: Server env vars the operator derives from the spec; setting them in ``spec.env`` would
 #: silently fight the spec, so it is rejected. Other ``MODELSHIP_*`` vars (log level, queue
@@ -160,17 +166,25 @@ class ResourceRequirements(_Wire):
     requests: dict[str, IntOrString] = Field(
         default_factory=dict,
         description="Minimum resources, e.g. {cpu: '2', memory: 4Gi}. Default: none.",
+        json_schema_extra=_QUANTITY_MAP,
     )
     limits: dict[str, IntOrString] = Field(
         default_factory=dict,
         description="Maximum resources, e.g. {memory: 8Gi}. Default: none. "
         "nvidia.com/gpu is not allowed here: set gpu.count.",
+        json_schema_extra=_QUANTITY_MAP,
     )
 
     @model_validator(mode="after")
     def _no_gpu_here(self) -> ResourceRequirements:
         if GPU_RESOURCE in self.requests or GPU_RESOURCE in self.limits:
             raise ValueError("set GPUs with gpu.count, not resources.requests/limits nvidia.com/gpu")
+        for kind, values in (("requests", self.requests), ("limits", self.limits)):
+            for name, value in values.items():
+                if isinstance(value, str) and not re.match(QUANTITY_PATTERN, value):
+                    raise ValueError(f"resources.{kind}.{name}: {value!r} is not a quantity (e.g. 500m, 2Gi, 4)")
+                if isinstance(value, int) and value < 0:
+                    raise ValueError(f"resources.{kind}.{name} must not be negative")
         return self
 
 

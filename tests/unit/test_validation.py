@@ -91,3 +91,13 @@ def test_garbage_status_does_not_block_the_spec():
     data = body()
     data["status"] = {"conditions": "not a list", "kopf": {"x": 1}}
     assert api.parse(data).status.conditions == []
+
+
+@pytest.mark.parametrize("value", ["lots", "2GB", "1.5 Gi"])
+def test_resource_quantities_must_parse(value):
+    assert "is not a quantity" in _error(resources={"requests": {"memory": value}})
+
+
+def test_resource_quantities_accept_kubernetes_forms():
+    res = md(resources={"requests": {"cpu": "500m", "memory": "2Gi"}, "limits": {"cpu": 4, "memory": "1e9"}}).spec.resources
+    assert res.limits["cpu"] == 4
