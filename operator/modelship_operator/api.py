@@ -182,9 +182,9 @@ class ResourceRequirements(_Wire):
         for kind, values in (("requests", self.requests), ("limits", self.limits)):
             for name, value in values.items():
                 if isinstance(value, str) and not re.match(QUANTITY_PATTERN, value):
-                    raise ValueError(f"resources.{kind}.{name}: {value!r} is not a quantity (e.g. 500m, 2Gi, 4)")
+                    raise ValueError(f"{kind}.{name}: {value!r} is not a quantity (e.g. 500m, 2Gi, 4)")
                 if isinstance(value, int) and value < 0:
-                    raise ValueError(f"resources.{kind}.{name} must not be negative")
+                    raise ValueError(f"{kind}.{name} must not be negative")
         return self
 
 
