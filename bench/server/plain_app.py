@@ -1,0 +1,29 @@
+"""The comparison baseline: a minimal plain FastAPI + uvicorn app serving the same TorchScript
+file the way most tutorials do (pydantic request model, sync endpoint in the threadpool,
+``torch.tensor(list)`` in, ``.tolist()`` out). Run by bench/server/run.py, not a product."""
+
+import os
+
+import torch
+from fastapi import FastAPI
+from pydantic import BaseModel
+
+torch.set_num_threads(1)
+model = torch.jit.load(os.environ["PLAIN_MODEL"]).eval()
+app = FastAPI()
+
+
+class PredictRequest(BaseModel):
+    instances: list[list[float]]
+
+
+@app.post("/v1/models/tiny:predict")
+def predict(request: PredictRequest) -> dict:
+    with torch.inference_mode():
+        y = model(torch.tensor(request.instances))
+    return {"predictions": y.tolist()}
+
+
+@app.get("/health")
+def health() -> dict:
+    return {"ready": True}
