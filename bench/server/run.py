@@ -224,7 +224,13 @@ def main() -> int:
     parser.add_argument("--server-core", type=int, default=0)
     parser.add_argument("--load-core", type=int, default=1)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    parser.add_argument("--export-models", metavar="DIR", help="only write tiny.pt and cnn.pt to DIR and exit")
     args = parser.parse_args()
+    if args.export_models:
+        Path(args.export_models).mkdir(parents=True, exist_ok=True)
+        for name, path in build_models(Path(args.export_models)).items():
+            print(f"{name}: {path}")
+        return 0
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: apt-get install -y wrk (hack/setup.sh installs it)")
     with tempfile.TemporaryDirectory() as tmp:

@@ -133,7 +133,9 @@ class DataPlane:
         if self.batcher is not None:
             await self.batcher.close()
         self.metrics.model_ready.labels(self.settings.model_name).set(0)
+        self.batcher = None  # drop every reference to the weights before emptying the cache
         self.model = None
+        self._load_task = None
         if self.plan.is_cuda:
             torch.cuda.empty_cache()
 

@@ -162,8 +162,9 @@ def router(dataplane: DataPlane) -> APIRouter:
             raise errors.ModelNotReady(dataplane.not_ready_reason())
         return json_response({"name": name, "ready": True})
 
-    async def infer(name: str, request: Request, version: str | None = None) -> Response:
-        _check_version(version, name)
+    async def infer(request: Request) -> Response:
+        name = request.path_params["name"]
+        _check_version(request.path_params.get("version"), name)
         model = dataplane.model_named(name)
         body = await request.body()
         binary = b""
@@ -184,5 +185,5 @@ def router(dataplane: DataPlane) -> APIRouter:
     for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
         api.add_api_route(prefix, metadata, methods=["GET"])
         api.add_api_route(prefix + "/ready", model_ready, methods=["GET"])
-        api.add_api_route(prefix + "/infer", infer, methods=["POST"])
+        api.add_route(prefix + "/infer", infer, methods=["POST"])  # hot path: plain Starlette route
     return api
