@@ -86,9 +86,9 @@ class Batcher:
             raise errors.ModelNotReady("server is shutting down")
         if len(self._queue) >= self._max_queue:
             raise errors.Overloaded(f"inference queue is full ({self._max_queue} requests waiting)")
+        # A request larger than max_batch_size is not refused: it runs as a batch of its own
+        # (the body-size limit already bounds it).
         rows = int(arrays[0].shape[0]) if arrays and arrays[0].ndim else 1
-        if rows > self._max_rows and self._dynamic:
-            raise errors.InvalidInput(f"batch of {rows} rows exceeds max_batch_size {self._max_rows}")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[np.ndarray]] = loop.create_future()
         signature = tuple((a.dtype.str, a.shape[1:]) for a in arrays)

@@ -114,3 +114,12 @@ def test_sigterm_drains_in_flight_and_queued_requests(models: ModelFiles) -> Non
         assert proc.returncode in (0, -signal.SIGTERM), proc.returncode
         log = proc.stdout.read().decode() if proc.stdout else ""
         assert "draining" in log and "Traceback" not in log, log
+
+
+def test_lone_caller_does_not_wait_for_max_latency(models: ModelFiles) -> None:
+    with serve(model_name="m", model_uri=str(models.mlp_ts), max_latency_ms=2000) as running:
+        for _ in range(5):
+            started = time.perf_counter()
+            response = running.http.post("/v1/models/m:predict", json={"instances": [[1, 2, 3, 4]]})
+            assert response.status_code == 200
+            assert time.perf_counter() - started < 1.0, "a lone request waited for companions"
