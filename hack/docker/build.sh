@@ -9,6 +9,7 @@
 #                  made on demand); python:3.11-slim-bookworm for the official one
 #   IMAGE_TAG      default dev  → modelship-server:dev / modelship-operator:dev
 #   TORCH_VARIANT  passed to Dockerfile.server (only used without a wheelhouse)
+#   REVISION       the org.opencontainers.image.revision label (default: git HEAD)
 # When wheelhouse/<image>/ holds wheels the build runs with --network none: proof
 # that nothing is downloaded inside it.
 set -euo pipefail
@@ -25,7 +26,7 @@ if [ "$base" = "modelship-base:bookworm" ]; then
   bash hack/docker/base-image.sh import
 fi
 version=$(python3 -c 'import tomllib; print(tomllib.load(open("pyproject.toml","rb"))["project"]["version"])')
-revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+revision=${REVISION:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}
 network=()
 if ls "wheelhouse/$what/"*.whl >/dev/null 2>&1; then
   network=(--network none)

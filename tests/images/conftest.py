@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -67,19 +68,37 @@ def wheelhouse() -> None:
     script("wheelhouse.sh", "server", log=OUT / "wheelhouse-server.log")
 
 
-def _build(docker: Docker, what: str) -> str:
+@dataclass(frozen=True)
+class Built:
+    tag: str
+    #: the revision label it was built with (others commit while the tier runs)
+    revision: str
+
+
+def _build(what: str) -> Built:
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False)
+    revision = head.stdout.strip() or "unknown"
     started = time.monotonic()
-    script("build.sh", what, log=OUT / f"build-{what}.log", timeout=BUILD_TIMEOUT_S)
-    tag = f"modelship-{what}:{os.environ.get('IMAGE_TAG', 'dev')}"
+    script("build.sh", what, log=OUT / f"build-{what}.log", timeout=BUILD_TIMEOUT_S, env={"REVISION": revision})
     (OUT / f"build-{what}.seconds").write_text(f"{time.monotonic() - started:.1f}\n")
-    return tag
+    return Built(f"modelship-{what}:{os.environ.get('IMAGE_TAG', 'dev')}", revision)
 
 
 @pytest.fixture(scope="session")
-def operator_image(docker: Docker, wheelhouse: None) -> str:
-    return _build(docker, "operator")
+def operator_build(docker: Docker, wheelhouse: None) -> Built:
+    return _build("operator")
 
 
 @pytest.fixture(scope="session")
-def server_image(docker: Docker, wheelhouse: None) -> str:
-    return _build(docker, "server")
+def server_build(docker: Docker, wheelhouse: None) -> Built:
+    return _build("server")
+
+
+@pytest.fixture(scope="session")
+def operator_image(operator_build: Built) -> str:
+    return operator_build.tag
+
+
+@pytest.fixture(scope="session")
+def server_image(server_build: Built) -> str:
+    return server_build.tag

@@ -50,9 +50,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def script(name: str, *args: str, log: Path | None = None, timeout: float = 3600) -> None:
+def script(name: str, *args: str, log: Path | None = None, timeout: float = 3600,
+           env: dict[str, str] | None = None) -> None:
     """Run hack/docker/<name> (output to ``log``); fail with the log's tail."""
-    env = {**os.environ, "DOCKER_HOST": DOCKER_HOST, "DOCKER_BUILDKIT": "1"}
+    env = {**os.environ, "DOCKER_HOST": DOCKER_HOST, "DOCKER_BUILDKIT": "1", **(env or {})}
     OUT.mkdir(parents=True, exist_ok=True)
     log = log or OUT / f"{name.split('.')[0]}.log"
     with log.open("w") as fh:

@@ -26,12 +26,14 @@ def test_dockerfile_habits(name: str) -> None:
     text = (ROOT / name).read_text()
     assert not re.search(r"^#\s*syntax=", text, re.M), "a syntax line makes BuildKit pull a frontend image"
     assert "ARG BASE_IMAGE=python:3.11-slim-bookworm" in text
-    assert len(re.findall(r"^FROM ", text, re.M)) == 2  # builder + runtime
+    stages = re.findall(r"^FROM (\S+) AS (\S+)$", text, re.M)
+    assert [name for _, name in stages] == ["deps", "venv", "app", "runtime"], stages
     assert "USER 10001:10001" in text
     assert re.search(r'^ENTRYPOINT \["', text, re.M), "exec form, so SIGTERM reaches the process"
     assert "curl" not in text.split("HEALTHCHECK", 1)[1].split("\n\n", 1)[0]
     runtime = text.split("AS runtime", 1)[1]
-    assert "COPY --from=builder /opt/venv /opt/venv" in runtime
+    # The dependency venv (GBs, unchanged between commits) first, the code overlay after it.
+    assert runtime.index("COPY --from=venv /opt/venv /opt/venv") < runtime.index("COPY --from=app /overlay/ /")
     assert "pip install" not in runtime  # the runtime stage installs nothing
     for label in ("source", "version", "revision"):
         assert f"org.opencontainers.image.{label}=" in text

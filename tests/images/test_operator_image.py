@@ -24,8 +24,9 @@ def test_operator_image_metadata_and_contents(docker: Docker, operator_image: st
     assert config["Entrypoint"] == ["modelship-operator"]
     assert config["Healthcheck"]["Test"][:2] == ["CMD", "python3"]
     assert config["Labels"]["org.opencontainers.image.title"] == "modelship-operator"
-    probe = ("import importlib.util as u; "
-             "print([m for m in ('torch', 'fastapi', 'uvicorn', 'modelship_server', 'pip') if u.find_spec(m)])")  # fmt: skip
+    probe = ("import importlib.util as u, shutil; "
+             "print([m for m in ('torch', 'fastapi', 'uvicorn', 'modelship_server', 'pip') if u.find_spec(m)]"
+             " + [s for s in ('modelship-server', 'pip') if shutil.which(s)])")  # fmt: skip
     out = docker("run", "--rm", "--network", "none", "--entrypoint", "python3", operator_image, "-c", probe).stdout
     assert out.strip() == "[]"
     help_text = docker("run", "--rm", "--network", "none", operator_image, "--help").stdout

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import threading
 import warnings
 from collections.abc import Iterator
@@ -107,23 +106,23 @@ def _exited(c: Container) -> bool:
     return not c.state()["Running"]
 
 
-def test_image_metadata_follows_the_contract(docker: Docker, server_image: str) -> None:
-    config = docker.inspect(server_image, "image")["Config"]
+def test_image_metadata_follows_the_contract(docker: Docker, server_build) -> None:  # type: ignore[no-untyped-def]
+    config = docker.inspect(server_build.tag, "image")["Config"]
     assert config["User"] == f"{UID}:{GID}"
     assert config["Entrypoint"] == ["modelship-server"]
     assert "8000/tcp" in config["ExposedPorts"]
     assert config["Healthcheck"]["Test"][:2] == ["CMD", "python3"]  # urllib, not curl
     labels = config["Labels"]
-    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
-    assert labels["org.opencontainers.image.revision"] == (head or "unknown")
+    assert labels["org.opencontainers.image.revision"] == server_build.revision
     assert labels["org.opencontainers.image.version"] == "0.1.0"
     assert labels["org.opencontainers.image.source"].startswith("https://")
     assert labels["org.opencontainers.image.base.name"] == "modelship-base:bookworm"
 
 
 def test_server_image_has_no_operator_dependencies(docker: Docker, server_image: str) -> None:
-    probe = ("import importlib.util as u; "
-             "print([m for m in ('kopf', 'kubernetes', 'modelship_operator', 'pip') if u.find_spec(m)])")  # fmt: skip
+    probe = ("import importlib.util as u, shutil; "
+             "print([m for m in ('kopf', 'kubernetes', 'modelship_operator', 'pip') if u.find_spec(m)]"
+             " + [s for s in ('modelship-operator', 'kubectl-modelship', 'pip') if shutil.which(s)])")  # fmt: skip
     out = docker("run", "--rm", "--network", "none", "--entrypoint", "python3", server_image, "-c", probe).stdout
     assert out.strip() == "[]"
 
