@@ -73,9 +73,8 @@ class ServedModel:
         learn the output specs from what comes back."""
         if not self.inputs:
             return
-        for rows in dict.fromkeys([1, 1, batch_rows if self.dynamic_batch else 1]):
+        for rows in (1, batch_rows if self.dynamic_batch else 1, 1):  # full batch: allocator, kernels
             outs = self.run([_zeros(spec, rows) for spec in self.inputs])
-        outs = self.run([_zeros(spec, 1) for spec in self.inputs])
         if not self.outputs:
             self.outputs = [
                 tensors.TensorSpec(
