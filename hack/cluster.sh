@@ -101,16 +101,18 @@ cmd_up() {
     kube_version=$("$KUBEBUILDER_ASSETS/kube-apiserver" --version | awk '{print $2}')
   fi
   log "starting kube $kube_version, etcd $ETCD_VERSION, kwok $KWOK_VERSION"
-  # kwokctl needs kubectl on PATH as well as by option.
+  # kwokctl needs kubectl on PATH as well as by option. Versions go by env
+  # (KWOK_KUBE_VERSION, KWOK_ETCD_VERSION): kwokctl picks component flags by them.
   PATH="$(dirname "$(resolve kubectl)"):$PATH" \
   KWOK_KUBE_VERSION=$kube_version \
-  KWOK_KUBE_APISERVER_BINARY=$(resolve kube-apiserver) \
-  KWOK_KUBE_CONTROLLER_MANAGER_BINARY=$(resolve kube-controller-manager) \
-  KWOK_KUBE_SCHEDULER_BINARY=$(resolve kube-scheduler) \
+  KWOK_ETCD_VERSION=${ETCD_VERSION#v} \
   KWOK_KUBECTL_BINARY=$(resolve kubectl) \
-  KWOK_ETCD_BINARY=$(resolve etcd) \
-  KWOK_KWOK_CONTROLLER_BINARY=$(resolve kwok) \
     kwokctl_ create cluster \
+      --kube-apiserver-binary "$(resolve kube-apiserver)" \
+      --kube-controller-manager-binary "$(resolve kube-controller-manager)" \
+      --kube-scheduler-binary "$(resolve kube-scheduler)" \
+      --etcd-binary "$(resolve etcd)" \
+      --kwok-controller-binary "$(resolve kwok)" \
       --config "$ROOT/hack/cluster/kwok.yaml" \
       --kubeconfig "$KUBECONFIG_PATH" \
       --wait 120s \

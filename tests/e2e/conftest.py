@@ -151,11 +151,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
         if ns and isinstance(cluster, Cluster):
             try:
                 objs = cluster.kubectl(
-                    "-n", ns, "get", "md,deploy,rs,pods,svc,pdb,events", "-o", "wide", check=False, timeout=20
+                    "-n", ns, "get", "deploy,rs,pods,svc,pdb,events", "-o", "wide", check=False, timeout=20
                 )
                 report.sections.append((f"objects in {ns}", objs.stdout + objs.stderr))
-                mds = cluster.kubectl("-n", ns, "get", "md", "-o", "yaml", check=False, timeout=20)
-                report.sections.append((f"ModelDeployments in {ns}", mds.stdout[-8000:]))
+                if "crd" in item.fixturenames:
+                    mds = cluster.kubectl("-n", ns, "get", "md", "-o", "yaml", check=False, timeout=20)
+                    report.sections.append((f"ModelDeployments in {ns}", mds.stdout[-8000:]))
             except (subprocess.SubprocessError, ApiException) as exc:
                 report.sections.append(("objects", f"could not list: {exc}"))
     return report

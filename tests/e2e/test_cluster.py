@@ -42,7 +42,7 @@ def _pod(name: str, image: str, *, gpu: int = 0) -> dict[str, Any]:
         "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "seccompProfile": {"type": "RuntimeDefault"}},
     }
     if gpu:
-        container["resources"] = {"limits": {"nvidia.com/gpu": gpu}}
+        container["resources"] = {"limits": {"nvidia.com/gpu": str(gpu)}}
         spec["nodeSelector"] = {"nvidia.com/gpu.product": GPU_PRODUCT}
         spec["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
@@ -50,6 +50,10 @@ def _pod(name: str, image: str, *, gpu: int = 0) -> dict[str, Any]:
 
 def _status(cluster: Cluster, ns: str, name: str) -> dict[str, Any]:
     return cluster.core.read_namespaced_pod(name, ns).to_dict()["status"]
+
+
+def _when(value: dict[str, Any], test: Any) -> dict[str, Any] | None:
+    return value if test(value) else None
 
 
 def _ready(status: dict[str, Any]) -> bool:
@@ -80,7 +84,7 @@ def test_api_server_listens_on_loopback_only(local: Cluster) -> None:
 
 def test_default_image_becomes_ready_on_a_cpu_node(local: Cluster, ns: str) -> None:
     local.core.create_namespaced_pod(ns, _pod("ok", IMAGE_OK))
-    status = wait_until(lambda: (s := _status(local, ns, "ok")) if _ready(s) else None, timeout=30, what="pod Ready")
+    status = wait_until(lambda: _when(_status(local, ns, "ok"), _ready), timeout=30, what="pod Ready")
     assert status["phase"] == "Running"
     assert local.core.read_namespaced_pod("ok", ns).spec.node_name in CPU_NODES
 
@@ -120,7 +124,7 @@ def test_crashloop_image_restarts_with_rising_count(local: Cluster, ns: str) -> 
 def test_neverready_image_runs_but_is_never_ready(local: Cluster, ns: str) -> None:
     local.core.create_namespaced_pod(ns, _pod("slow", IMAGE_NEVERREADY))
     status = wait_until(
-        lambda: (s := _status(local, ns, "slow")) if s["phase"] == "Running" else None, timeout=30, what="Running"
+        lambda: _when(_status(local, ns, "slow"), lambda s: s["phase"] == "Running"), timeout=30, what="Running"
     )
     container = status["container_statuses"][0]
     assert container["state"].get("running") and not container["ready"] and not container["started"]

@@ -69,7 +69,7 @@ BAD_SPECS: list[tuple[str, dict[str, Any], str]] = [
     ("unknown-surge-mode", _spec(rollout={"surge": "fast"}), 'Unsupported value: "fast"'),
     ("zero-startup-budget", _spec(probes={"startupTimeoutSeconds": 0}),
      "spec.probes.startupTimeoutSeconds: Invalid value: 0"),
-    ("misspelled-field", _spec(replica=2), 'unknown field "spec.replica"'),
+    ("misspelled-field", _spec(replica=2), ".spec.replica: field not declared in schema"),
 ]  # fmt: skip
 
 
