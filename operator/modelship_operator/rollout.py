@@ -186,11 +186,12 @@ def plan_rollout(
     p = steps.Pass(st, now, policy)
     desired = pod_template(spec)
     desired_hash = revision_hash(desired)
-    if not st.history:
-        # First pass: annotations from before the object existed have nothing to act on.
+    if st.spec_hash is None:
+        # First pass (or lost state): annotations from before have nothing to act on.
         st.handled_retry = (annotations or {}).get(RETRY_ANNOTATION)
         st.handled_rollback = (annotations or {}).get(ROLLBACK_TO_ANNOTATION)
-        steps.begin(p, desired, desired_hash, why="Created")
+        if not steps.adopt(p, observed.deployment, desired, desired_hash):
+            steps.begin(p, desired, desired_hash, why="Created" if not st.history else "StateLost")
     else:
         steps.apply_annotations(p, annotations or {}, desired, desired_hash)
         if st.spec_hash != desired_hash:  # after annotations: a spec change takes precedence

@@ -16,6 +16,7 @@ from modelship_operator.rollout_model import (
     DEFAULT_STARTUP_TIMEOUT_S,
     IN_FLIGHT,
     RETRY_ANNOTATION,
+    REVISION_HASH_LABEL,
     REVISION_LABEL,
     ROLLBACK_TO_ANNOTATION,
     Event,
@@ -76,7 +77,7 @@ def begin(p: Pass, template: dict[str, Any], hash_: str, *, why: str, force: boo
         "revision": revision,
         "hash": hash_,
         "image": template.get("image"),
-        "model": (template.get("model") or {}).get("uri") or (template.get("model") or {}).get("name"),
+        "model": _model_of(template),
         "template": template,
         "startedAt": format_time(p.now),
         "finishedAt": None,
@@ -91,6 +92,41 @@ def begin(p: Pass, template: dict[str, Any], hash_: str, *, why: str, force: boo
     st.message = f"rolling out {describe(entry)}"
     p.started = True
     p.emit("Normal", "RolloutStarted", f"rolling out {describe(entry)} ({why}); stable is {describe(stable)}")
+
+
+def adopt(p: Pass, deployment: Obj | None, template: dict[str, Any], hash_: str) -> bool:
+    """Recover lost rollout state from the Deployment's revision labels. True if adopted.
+
+    Status can vanish (restored from a backup, pruned by an older CRD, edited by hand). Without
+    this, every pass would see "spec changed" and start a new revision - a new ReplicaSet each
+    time. If the Deployment already carries this spec's hash, that revision simply continues.
+    """
+    st = p.st
+    labels = ((((deployment or {}).get("spec") or {}).get("template") or {}).get("metadata") or {}).get("labels") or {}
+    number = str(labels.get(REVISION_LABEL) or "")
+    if st.spec_hash is not None or labels.get(REVISION_HASH_LABEL) != hash_ or not number.isdigit():
+        return False
+    revision = int(number)
+    entry = st.entry(revision)
+    if entry is None:
+        entry = {"revision": revision, "image": template.get("image"), "startedAt": format_time(p.now),
+                 "finishedAt": None, "outcome": Outcome.PROGRESSING, "reason": "Adopted", "message": ""}
+        st.history.append(entry)
+        st.history.sort(key=lambda e: int(e.get("revision") or 0))
+    entry.update(hash=hash_, template=template, model=_model_of(template))
+    st.spec_hash, st.serving = hash_, revision
+    if entry.get("outcome") == Outcome.SUCCEEDED:
+        st.stable, st.phase = revision, Phase.COMPLETE
+    else:
+        entry["outcome"], st.phase = Outcome.PROGRESSING, Phase.PROGRESSING
+    st.message = f"resumed {describe(entry)} from the Deployment (rollout state was missing)"
+    p.emit("Normal", "RolloutResumed", st.message)
+    return True
+
+
+def _model_of(template: Obj) -> str | None:
+    model = template.get("model") or {}
+    return model.get("uri") or model.get("name")
 
 
 def _parse_rollback(value: str) -> str:

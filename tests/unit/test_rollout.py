@@ -558,3 +558,28 @@ def test_first_revision_short_of_gpus_does_not_switch_surge_and_halts() -> None:
     assert plan.surge_mode == "surge" and not any(e.reason == "SurgeDisabled" for e in plan.events)
     plan = w.step(25, deployment=deployment(1, replicas=3, updated=3, available=2), pods=pods)
     assert plan.phase == "Halted" and "nvidia.com/gpu" in cond(plan, "Degraded").message
+
+
+def _labelled(revision: int, hash_: str, **kw: Any) -> dict[str, Any]:
+    dep = deployment(revision, **kw)
+    dep["spec"]["template"]["metadata"]["labels"][r.REVISION_HASH_LABEL] = hash_
+    return dep
+
+
+def test_lost_state_is_recovered_from_the_deployment_labels() -> None:
+    w = World(spec())
+    w.stable_on(GOOD1, 0)
+    w.spec = spec(GOOD2)
+    plan = w.step(10, deployment=deployment(1))
+    hash2 = plan.serving_hash
+    for lost in ({}, {"history": w.status["history"]}):  # whole status gone / only the rollout state gone
+        plan = r.plan_rollout(w.spec, lost, {}, r.Observed(_labelled(2, hash2, updated=1, available=1)), now=at(20))
+        assert not plan.started and plan.serving_revision == 2 and plan.phase == "Progressing"
+        assert [e.reason for e in plan.events] == ["RolloutResumed"]
+        again = r.plan_rollout(w.spec, plan.status, {}, r.Observed(_labelled(2, hash2)), now=at(25))
+        assert again.phase == "Complete" and again.serving_revision == 2 and not again.started
+
+
+def test_lost_state_with_a_different_deployment_starts_fresh() -> None:
+    plan = r.plan_rollout(spec(), {}, {}, r.Observed(_labelled(7, "otherhash")), now=T0)
+    assert plan.started and plan.serving_revision == 1
