@@ -67,8 +67,12 @@ class CNN(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.features = torch.nn.Sequential(
-            torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-            torch.nn.Conv2d(16, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(2),
+            torch.nn.Conv2d(3, 16, 3, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.MaxPool2d(2),
+            torch.nn.Conv2d(16, 32, 3, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.AdaptiveAvgPool2d(2),
         )
         self.head = torch.nn.Linear(32 * 4, 10)
 
@@ -79,13 +83,27 @@ class CNN(torch.nn.Module):
 def build(folder: Path) -> dict[str, Any]:
     torch.manual_seed(7)
     mlp, cnn = MLP().eval(), CNN().eval()
-    meta = lambda shape: {"modelship.json": json.dumps({"inputs": [{"name": "input__0", "datatype": "FP32", "shape": shape}]})}  # noqa: E731
+
+    def meta(shape: list[int]) -> dict[str, str]:
+        spec = {"inputs": [{"name": "input__0", "datatype": "FP32", "shape": shape}]}
+        return {"modelship.json": json.dumps(spec)}
+
     batch = torch.export.Dim("batch", min=1, max=1024)
     with torch.no_grad():
-        torch.jit.save(torch.jit.trace(cnn, torch.zeros(2, 3, 32, 32)), str(folder / "cnn.pt"), _extra_files=meta([-1, 3, 32, 32]))
+        torch.jit.save(
+            torch.jit.trace(cnn, torch.zeros(2, 3, 32, 32)),
+            str(folder / "cnn.pt"),
+            _extra_files=meta([-1, 3, 32, 32]),
+        )
         torch.jit.save(torch.jit.script(mlp), str(folder / "mlp.pt"), _extra_files=meta([-1, 16]))
-        torch.export.save(torch.export.export(mlp, (torch.zeros(2, 16),), dynamic_shapes={"x": {0: batch}}), str(folder / "mlp.pt2"))
-        torch.export.save(torch.export.export(cnn, (torch.zeros(2, 3, 32, 32),), dynamic_shapes={"x": {0: batch}}), str(folder / "cnn.pt2"))
+        torch.export.save(
+            torch.export.export(mlp, (torch.zeros(2, 16),), dynamic_shapes={"x": {0: batch}}),
+            str(folder / "mlp.pt2"),
+        )
+        torch.export.save(
+            torch.export.export(cnn, (torch.zeros(2, 3, 32, 32),), dynamic_shapes={"x": {0: batch}}),
+            str(folder / "cnn.pt2"),
+        )
     return {"mlp": mlp, "cnn": cnn}
 
 
@@ -110,19 +128,32 @@ def serve(**settings: Any) -> Iterator[tuple[str, Any]]:
         thread.join(timeout=20)
 
 
-def serve_and_compare(device: str, name: str, fmt: str, half: bool, refs: dict[str, Any], folder: Path) -> dict[str, Any]:
+def serve_and_compare(
+    device: str, name: str, fmt: str, half: bool, refs: dict[str, Any], folder: Path
+) -> dict[str, Any]:
     kind = "cnn" if name.startswith("cnn") else "mlp"
     module = refs[kind]
     on_gpu = device.startswith("cuda")
-    rows = np.random.default_rng(11).normal(size=(6, 3, 32, 32) if kind == "cnn" else (6, 16)).astype(np.float32)
+    rows = (
+        np.random.default_rng(11).normal(size=(6, 3, 32, 32) if kind == "cnn" else (6, 16)).astype(np.float32)
+    )
     with torch.no_grad():
         want = module(torch.from_numpy(rows)).numpy()  # CPU float32 eager reference
     tol = 3e-2 if (half and on_gpu) else 2e-4
     label = f"{name}/{'fp16' if half else 'fp32'}"
     result: dict[str, Any] = {"case": label}
-    with serve(model_name="m", model_uri=str(folder / name), model_format=fmt, device=device,
-               half_precision=half, require_gpu=on_gpu, max_batch_size=64) as (url, _app), \
-            httpx.Client(base_url=url, timeout=60) as client:
+    with (
+        serve(
+            model_name="m",
+            model_uri=str(folder / name),
+            model_format=fmt,
+            device=device,
+            half_precision=half,
+            require_gpu=on_gpu,
+            max_batch_size=64,
+        ) as (url, _app),
+        httpx.Client(base_url=url, timeout=60) as client,
+    ):
         health = client.get("/health")
         body = health.json()
         check(health.status_code == 200, f"{label}: /health {health.status_code} {body.get('reason')}")
@@ -142,8 +173,19 @@ def serve_and_compare(device: str, name: str, fmt: str, half: bool, refs: dict[s
         err = float(np.abs(got - want).max()) if got.shape == want.shape else float("inf")
         check(err <= tol * max(1.0, float(np.abs(want).max())), f"{label}: v1 max error {err} > {tol}")
         meta = client.get("/v2/models/m").json()
-        v2 = client.post("/v2/models/m/infer", json={"inputs": [{
-            "name": meta["inputs"][0]["name"], "shape": list(rows.shape), "datatype": "FP32", "data": rows.reshape(-1).tolist()}]})
+        v2 = client.post(
+            "/v2/models/m/infer",
+            json={
+                "inputs": [
+                    {
+                        "name": meta["inputs"][0]["name"],
+                        "shape": list(rows.shape),
+                        "datatype": "FP32",
+                        "data": rows.reshape(-1).tolist(),
+                    }
+                ]
+            },
+        )
         out = v2.json()["outputs"][0] if v2.status_code == 200 else {"data": [], "shape": [0]}
         got2 = np.asarray(out["data"], dtype=np.float32).reshape(out["shape"])
         err2 = float(np.abs(got2 - want).max()) if got2.shape == want.shape else float("inf")
@@ -153,7 +195,9 @@ def serve_and_compare(device: str, name: str, fmt: str, half: bool, refs: dict[s
         metrics = client.get("/metrics").text
         if on_gpu:
             check("modelship_gpu_memory_total_bytes{" in metrics, f"{label}: no GPU memory metric")
-            check(f'gpu_name="{dev.get("gpu_name")}"' in metrics, f"{label}: no gpu_name label in device_info")
+            check(
+                f'gpu_name="{dev.get("gpu_name")}"' in metrics, f"{label}: no gpu_name label in device_info"
+            )
     return result
 
 
@@ -163,11 +207,14 @@ async def _blast(url: str, body: bytes, concurrency: int, seconds: float) -> tup
     stop = time.perf_counter() + seconds
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+
         async def worker() -> None:
             nonlocal done
             while time.perf_counter() < stop:
                 t0 = time.perf_counter()
-                response = await client.post("/v1/models/m:predict", content=body, headers={"Content-Type": "application/json"})
+                response = await client.post(
+                    "/v1/models/m:predict", content=body, headers={"Content-Type": "application/json"}
+                )
                 latencies.append(time.perf_counter() - t0)
                 if response.status_code == 200:
                     done += 1
@@ -182,8 +229,9 @@ async def _blast(url: str, body: bytes, concurrency: int, seconds: float) -> tup
 def throughput(device: str, folder: Path, seconds: float) -> dict[str, Any]:
     rows = np.random.default_rng(5).normal(size=(4, 3, 32, 32)).astype(np.float32)
     body = json.dumps({"instances": rows.tolist()}).encode()
-    with serve(model_name="m", model_uri=str(folder / "cnn.pt"), device=device, max_batch_size=256,
-               max_latency_ms=5) as (url, app):
+    with serve(
+        model_name="m", model_uri=str(folder / "cnn.pt"), device=device, max_batch_size=256, max_latency_ms=5
+    ) as (url, app):
         model = app.state.dataplane.model
         big = np.random.default_rng(6).normal(size=(256, 3, 32, 32)).astype(np.float32)
         model.run([big])
@@ -206,14 +254,18 @@ def throughput(device: str, folder: Path, seconds: float) -> dict[str, Any]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu (dry run)")
     parser.add_argument("--seconds", type=float, default=4.0, help="load per throughput run")
     parser.add_argument("--json", help="also write the summary here")
     args = parser.parse_args()
     started = time.perf_counter()
     summary: dict[str, Any] = {
-        "torch": torch.__version__, "python": sys.version.split()[0], "device_requested": args.device,
+        "torch": torch.__version__,
+        "python": sys.version.split()[0],
+        "device_requested": args.device,
         "cuda_available": torch.cuda.is_available(),
     }
     if args.device.startswith("cuda"):
@@ -225,9 +277,14 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             refs = build(folder)
-            cases = [("cnn.pt", "torchscript", False), ("cnn.pt", "torchscript", True),
-                     ("cnn.pt2", "torch-export", False), ("cnn.pt2", "torch-export", True),
-                     ("mlp.pt", "torchscript", True), ("mlp.pt2", "torch-export", False)]
+            cases = [
+                ("cnn.pt", "torchscript", False),
+                ("cnn.pt", "torchscript", True),
+                ("cnn.pt2", "torch-export", False),
+                ("cnn.pt2", "torch-export", True),
+                ("mlp.pt", "torchscript", True),
+                ("mlp.pt2", "torch-export", False),
+            ]
             summary["cases"] = [serve_and_compare(args.device, n, f, h, refs, folder) for n, f, h in cases]
             summary["throughput_c32"] = [throughput("cpu", folder, args.seconds)]
             if args.device != "cpu":

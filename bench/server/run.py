@@ -55,12 +55,18 @@ def build_models(folder: Path) -> dict[str, Path]:
         def __init__(self, hidden: int = 2048) -> None:
             super().__init__()
             self.features = torch.nn.Sequential(
-                torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-                torch.nn.Conv2d(16, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+                torch.nn.Conv2d(1, 16, 3, padding=1),
+                torch.nn.ReLU(),
+                torch.nn.MaxPool2d(2),
+                torch.nn.Conv2d(16, 32, 3, padding=1),
+                torch.nn.ReLU(),
+                torch.nn.MaxPool2d(2),
             )
             self.head = torch.nn.Sequential(
-                torch.nn.Linear(32 * 4 * 4, hidden), torch.nn.ReLU(),
-                torch.nn.Linear(hidden, hidden), torch.nn.ReLU(),
+                torch.nn.Linear(32 * 4 * 4, hidden),
+                torch.nn.ReLU(),
+                torch.nn.Linear(hidden, hidden),
+                torch.nn.ReLU(),
                 torch.nn.Linear(hidden, 10),
             )
 
@@ -70,7 +76,11 @@ def build_models(folder: Path) -> dict[str, Path]:
     torch.manual_seed(0)
 
     def meta(shape: list[int]) -> dict[str, str]:
-        return {"modelship.json": json.dumps({"inputs": [{"name": "input__0", "datatype": "FP32", "shape": shape}]})}
+        return {
+            "modelship.json": json.dumps(
+                {"inputs": [{"name": "input__0", "datatype": "FP32", "shape": shape}]}
+            )
+        }
 
     paths = {"tiny": folder / "tiny.pt", "cnn": folder / "cnn.pt"}
     with torch.no_grad():
@@ -106,10 +116,22 @@ class Server:
         self.name = name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        full_env = {**{k: v for k, v in os.environ.items() if not k.startswith("MODELSHIP_")}, **env,
-                    "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-        cmd = ["taskset", "-c", str(core), sys.executable, *[a.replace("{port}", str(self.port)) for a in argv]]
-        self.proc = subprocess.Popen(cmd, env=full_env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        full_env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("MODELSHIP_")},
+            **env,
+            "OMP_NUM_THREADS": "1",
+            "PYTHONWARNINGS": "ignore",
+        }
+        cmd = [
+            "taskset",
+            "-c",
+            str(core),
+            sys.executable,
+            *[a.replace("{port}", str(self.port)) for a in argv],
+        ]
+        self.proc = subprocess.Popen(
+            cmd, env=full_env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
 
     def __enter__(self) -> Server:
         wait_ready(self.url, self.proc)
@@ -151,20 +173,62 @@ def parse_wrk(output: str) -> dict[str, Any]:
 
 
 def wrk(url: str, body: Path, connections: int, seconds: float, core: int) -> dict[str, Any]:
-    cmd = ["taskset", "-c", str(core), "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency",
-           "-s", str(HERE / "post.lua"), url]
-    out = subprocess.run(cmd, env={**os.environ, "BODY_FILE": str(body)}, capture_output=True, text=True, check=True)
+    cmd = [
+        "taskset",
+        "-c",
+        str(core),
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--latency",
+        "-s",
+        str(HERE / "post.lua"),
+        url,
+    ]
+    out = subprocess.run(
+        cmd, env={**os.environ, "BODY_FILE": str(body)}, capture_output=True, text=True, check=True
+    )
     return parse_wrk(out.stdout)
 
 
-def run_once(args: argparse.Namespace, models: dict[str, Path], bodies: dict[str, Path]) -> list[dict[str, Any]]:
+def run_once(
+    args: argparse.Namespace, models: dict[str, Path], bodies: dict[str, Path]
+) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    serve_ms = ["-m", "modelship_server", "--host", "127.0.0.1", "--port", "{port}", "--num-threads", "1",
-                "--model-name", "tiny", "--max-queue", "4096"]
+    serve_ms = [
+        "-m",
+        "modelship_server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "{port}",
+        "--num-threads",
+        "1",
+        "--model-name",
+        "tiny",
+        "--max-queue",
+        "4096",
+    ]
     targets = [
-        ("plain FastAPI", ["-m", "uvicorn", "plain_app:app", "--app-dir", str(HERE), "--host", "127.0.0.1",
-                           "--port", "{port}", "--no-access-log", "--log-level", "warning"],
-         {"PLAIN_MODEL": str(models["tiny"])}),
+        (
+            "plain FastAPI",
+            [
+                "-m",
+                "uvicorn",
+                "plain_app:app",
+                "--app-dir",
+                str(HERE),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "{port}",
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ],
+            {"PLAIN_MODEL": str(models["tiny"])},
+        ),
         ("modelship", [*serve_ms, "--model-uri", str(models["tiny"])], {}),
     ]
     for name, argv, env in targets:
@@ -176,7 +240,15 @@ def run_once(args: argparse.Namespace, models: dict[str, Path], bodies: dict[str
                 rows.append({"model": "tiny MLP", "server": name, "concurrency": conns, **result})
                 print(json.dumps(rows[-1]), flush=True)
     for name, batch in (("modelship unbatched", 1), ("modelship batched", 32)):
-        argv = [*serve_ms, "--model-uri", str(models["cnn"]), "--max-batch-size", str(batch), "--max-latency-ms", "5"]
+        argv = [
+            *serve_ms,
+            "--model-uri",
+            str(models["cnn"]),
+            "--max-batch-size",
+            str(batch),
+            "--max-latency-ms",
+            "5",
+        ]
         with Server(name, argv, {}, args.server_core) as server:
             url = server.url + "/v1/models/tiny:predict"
             wrk(url, bodies["cnn"], 32, args.warmup, args.load_core)
@@ -201,7 +273,10 @@ def median_rows(rounds: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    out = ["| model | server | c | rps | p50 ms | p99 ms | ratio vs baseline |", "|---|---|---:|---:|---:|---:|---:|"]
+    out = [
+        "| model | server | c | rps | p50 ms | p99 ms | ratio vs baseline |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
     base: dict[tuple[str, int], float] = {}
     for row in rows:
         if row["server"] in ("plain FastAPI", "modelship unbatched"):
@@ -211,20 +286,26 @@ def table(rows: list[dict[str, Any]]) -> str:
         is_base = row["server"] in ("plain FastAPI", "modelship unbatched")
         ratio = "1.00 (baseline)" if is_base else (f"{row['rps'] / ref:.2f}x" if ref else "")
         errs = f" ({row['non2xx']} non-2xx)" if row["non2xx"] else ""
-        out.append(f"| {row['model']} | {row['server']} | {row['concurrency']} | {row['rps']:.0f}{errs} | "
-                   f"{row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {ratio} |")
+        out.append(
+            f"| {row['model']} | {row['server']} | {row['concurrency']} | {row['rps']:.0f}{errs} | "
+            f"{row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {ratio} |"
+        )
     return "\n".join(out)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per wrk run")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of discarded load per server")
     parser.add_argument("--rounds", type=int, default=1, help="repeat everything; cells are medians")
     parser.add_argument("--server-core", type=int, default=0)
     parser.add_argument("--load-core", type=int, default=1)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
-    parser.add_argument("--export-models", metavar="DIR", help="only write tiny.pt and cnn.pt to DIR and exit")
+    parser.add_argument(
+        "--export-models", metavar="DIR", help="only write tiny.pt and cnn.pt to DIR and exit"
+    )
     args = parser.parse_args()
     if args.export_models:
         Path(args.export_models).mkdir(parents=True, exist_ok=True)
@@ -247,8 +328,12 @@ def main() -> int:
     rows = median_rows(rounds) if args.rounds > 1 else rounds[0]
     report = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "loadavg_before": load, "loadavg_after": os.getloadavg(), "cpus": os.cpu_count(),
-        "duration_s": args.duration, "rounds": args.rounds, "rows": rows,
+        "loadavg_before": load,
+        "loadavg_after": os.getloadavg(),
+        "cpus": os.cpu_count(),
+        "duration_s": args.duration,
+        "rounds": args.rounds,
+        "rows": rows,
     }
     Path(args.out).mkdir(parents=True, exist_ok=True)
     path = Path(args.out) / f"server-{time.strftime('%Y%m%d-%H%M%S')}.json"

@@ -96,8 +96,12 @@ class DataPlane:
         self._set("ready", None)
         log.info(
             "model %s ready on %s (%s) in %.2fs; inputs %s outputs %s",
-            s.model_name, self.plan.device, str(self.plan.dtype).removeprefix("torch."), seconds,
-            [i.as_metadata() for i in model.inputs], [o.as_metadata() for o in model.outputs],
+            s.model_name,
+            self.plan.device,
+            str(self.plan.dtype).removeprefix("torch."),
+            seconds,
+            [i.as_metadata() for i in model.inputs],
+            [o.as_metadata() for o in model.outputs],
         )
 
     def _load_blocking(self) -> loading.ServedModel:
@@ -107,13 +111,20 @@ class DataPlane:
         path: Path | None = None
         if s.model_uri is not None:
             path = sources.resolve(
-                s.model_uri, cache_dir=s.cache_dir, sha256=s.model_sha256,
-                require_sha256=s.require_sha256, timeout_s=s.download_timeout_s,
+                s.model_uri,
+                cache_dir=s.cache_dir,
+                sha256=s.model_sha256,
+                require_sha256=s.require_sha256,
+                timeout_s=s.download_timeout_s,
             )
         model = loading.load_model(
             path,  # type: ignore[arg-type]
-            name=s.model_name, fmt=s.model_format, plan=self.plan, handler=s.model_handler,
-            input_shape=s.shape(), input_datatype=s.input_datatype,
+            name=s.model_name,
+            fmt=s.model_format,
+            plan=self.plan,
+            handler=s.model_handler,
+            input_shape=s.shape(),
+            input_datatype=s.input_datatype,
         )
         if s.warmup:
             model.warm_up(s.max_batch_size)
@@ -193,7 +204,9 @@ class DataPlane:
     def model_named(self, name: str) -> loading.ServedModel:
         """The served model by name; 404 for another name, 503 while it cannot serve."""
         if name != self.settings.model_name:
-            raise errors.ModelNotFound(f"model {name!r} is not served here (this server serves {self.settings.model_name!r})")
+            raise errors.ModelNotFound(
+                f"model {name!r} is not served here (this server serves {self.settings.model_name!r})"
+            )
         if self.model is None or self.state != "ready":
             raise errors.ModelNotReady(f"model {name!r} is not ready: {self.reason or self.state}")
         return self.model

@@ -60,7 +60,9 @@ def plan_device(
             f"torch {torch.__version__}, built for CUDA {torch.version.cuda})"
         )
         if not gpu_fallback:
-            return DevicePlan(torch.device("cpu"), unavailable=reason + "; set gpu_fallback=true to serve on CPU")
+            return DevicePlan(
+                torch.device("cpu"), unavailable=reason + "; set gpu_fallback=true to serve on CPU"
+            )
         notes.append(reason + "; serving on CPU because gpu_fallback=true")
         target = torch.device("cpu")
     dtype = torch.float32

@@ -106,8 +106,11 @@ def _flatten_outputs(result: Any) -> list[torch.Tensor]:
 def _specs_from_json(raw: Any, where: str) -> list[tensors.TensorSpec]:
     try:
         return [
-            tensors.TensorSpec(str(item["name"]), tensors.dtype_named(item.get("datatype", "FP32"), where).name,
-                               tuple(int(d) for d in item["shape"]))
+            tensors.TensorSpec(
+                str(item["name"]),
+                tensors.dtype_named(item.get("datatype", "FP32"), where).name,
+                tuple(int(d) for d in item["shape"]),
+            )
             for item in raw
         ]
     except (KeyError, TypeError, ValueError, tensors.errors.InvalidInput) as exc:
@@ -117,7 +120,9 @@ def _specs_from_json(raw: Any, where: str) -> list[tensors.TensorSpec]:
 def _settings_spec(shape: list[int] | None, datatype: str) -> list[tensors.TensorSpec] | None:
     if shape is None:
         return None
-    return [tensors.TensorSpec("input__0", tensors.dtype_named(datatype, "input_datatype").name, tuple(shape))]
+    return [
+        tensors.TensorSpec("input__0", tensors.dtype_named(datatype, "input_datatype").name, tuple(shape))
+    ]
 
 
 def load_model(
@@ -167,8 +172,9 @@ def _load_torchscript(path: Path, name: str, plan: DevicePlan, override: Any) ->
             f"{path}: TorchScript carries no input shapes; set MODELSHIP_INPUT_SHAPE (e.g. -1,3,32,32) "
             f"or save the model with a {METADATA_FILE} extra file"
         )
-    return ServedModel(name, "pytorch_torchscript", plan, specs, dynamic_batch=specs[0].shape[:1] == (-1,),
-                       predict_fn=module)
+    return ServedModel(
+        name, "pytorch_torchscript", plan, specs, dynamic_batch=specs[0].shape[:1] == (-1,), predict_fn=module
+    )
 
 
 def _load_export(path: Path, name: str, plan: DevicePlan, override: Any) -> ServedModel:

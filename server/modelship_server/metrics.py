@@ -48,28 +48,44 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
-            "modelship_requests", "HTTP requests by endpoint, method and status code",
-            ["endpoint", "method", "status"], registry=r,
+            "modelship_requests",
+            "HTTP requests by endpoint, method and status code",
+            ["endpoint", "method", "status"],
+            registry=r,
         )
         self.latency = Histogram(
-            "modelship_request_duration_seconds", "HTTP request latency by endpoint and status code",
-            ["endpoint", "method", "status"], buckets=LATENCY_BUCKETS, registry=r,
+            "modelship_request_duration_seconds",
+            "HTTP request latency by endpoint and status code",
+            ["endpoint", "method", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.in_flight = Gauge("modelship_requests_in_flight", "HTTP requests being handled", registry=r)
         self.batch_size = Histogram(
-            "modelship_batch_size", "Rows per model call", buckets=BATCH_BUCKETS, registry=r,
+            "modelship_batch_size",
+            "Rows per model call",
+            buckets=BATCH_BUCKETS,
+            registry=r,
         )
         self.batch_seconds = Histogram(
-            "modelship_batch_duration_seconds", "Model call time per batch", buckets=LATENCY_BUCKETS, registry=r,
+            "modelship_batch_duration_seconds",
+            "Model call time per batch",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.queue_depth = Gauge("modelship_queue_depth", "Requests waiting for the model", registry=r)
         self.load_seconds = Gauge(
-            "modelship_model_load_seconds", "Time to fetch, load and warm up the model", ["model"], registry=r,
+            "modelship_model_load_seconds",
+            "Time to fetch, load and warm up the model",
+            ["model"],
+            registry=r,
         )
         self.model_ready = Gauge("modelship_model_ready", "1 when the model serves", ["model"], registry=r)
         self.device_info = Gauge(
-            "modelship_device_info", "Where the model runs (value always 1)",
-            ["device", "dtype", "gpu_name", "torch_version", "threads"], registry=r,
+            "modelship_device_info",
+            "Where the model runs (value always 1)",
+            ["device", "dtype", "gpu_name", "torch_version", "threads"],
+            registry=r,
         )
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._gpu: GpuCollector | None = None
@@ -79,7 +95,10 @@ class Metrics:
         children = self._children.get(key)
         if children is None:  # labels() is slow-ish; cache the children per label set
             code = str(status)
-            children = (self.requests.labels(endpoint, method, code), self.latency.labels(endpoint, method, code))
+            children = (
+                self.requests.labels(endpoint, method, code),
+                self.latency.labels(endpoint, method, code),
+            )
             self._children[key] = children
         children[0].inc()
         children[1].observe(seconds)
@@ -91,7 +110,11 @@ class Metrics:
     def set_device(self, dev: torch.device, dtype: torch.dtype, threads: int) -> None:
         facts = device_mod.gpu_facts(dev)
         self.device_info.labels(
-            str(dev), str(dtype).removeprefix("torch."), str(facts.get("gpu_name", "")), torch.__version__, str(threads)
+            str(dev),
+            str(dtype).removeprefix("torch."),
+            str(facts.get("gpu_name", "")),
+            torch.__version__,
+            str(threads),
         ).set(1)
         if dev.type == "cuda" and self._gpu is None:
             self._gpu = GpuCollector(dev)

@@ -43,7 +43,9 @@ def router(dataplane: DataPlane) -> APIRouter:
         if instances is None:
             raise errors.InvalidInput("missing field 'instances' (a list with one entry per input row)")
         if len(model.inputs) != 1:
-            raise errors.InvalidInput(f"model {name!r} takes {len(model.inputs)} inputs; use the v2 infer endpoint")
+            raise errors.InvalidInput(
+                f"model {name!r} takes {len(model.inputs)} inputs; use the v2 infer endpoint"
+            )
         array = tensors.decode_rows(instances, model.inputs[0], "instances")
         outputs = await dataplane.infer(name, [array])
         return json_response({"predictions": _predictions(outputs, [o.name for o in model.outputs])})

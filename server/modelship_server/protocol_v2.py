@@ -46,17 +46,23 @@ def _decode_inputs(model: ServedModel, payload: dict[str, Any], binary: bytes) -
         where = f"input {name!r}"
         spec = specs.get(name) if isinstance(name, str) else None
         if spec is None:
-            raise errors.InvalidInput(f"{where} is not an input of model {model.name!r} (inputs: {sorted(specs)})")
+            raise errors.InvalidInput(
+                f"{where} is not an input of model {model.name!r} (inputs: {sorted(specs)})"
+            )
         if name in by_name:
             raise errors.InvalidInput(f"{where} given twice")
         dtype = tensors.dtype_named(item["datatype"], where)
         if dtype.name != spec.datatype:
-            raise errors.InvalidInput(f"{where}: datatype {dtype.name} does not match the model's {spec.datatype}")
+            raise errors.InvalidInput(
+                f"{where}: datatype {dtype.name} does not match the model's {spec.datatype}"
+            )
         params = item.get("parameters") or {}
         size = params.get("binary_data_size") if isinstance(params, dict) else None
         if size is not None:
             if not isinstance(size, int) or size < 0 or offset + size > len(binary):
-                raise errors.InvalidInput(f"{where}: binary_data_size {size!r} does not fit the {len(binary)}-byte body")
+                raise errors.InvalidInput(
+                    f"{where}: binary_data_size {size!r} does not fit the {len(binary)}-byte body"
+                )
             array = tensors.decode_binary(binary[offset : offset + size], dtype, item["shape"], where)
             offset += size
         elif "data" in item:
@@ -88,10 +94,14 @@ def _requested_outputs(model: ServedModel, payload: dict[str, Any]) -> list[tupl
     for item in wanted:
         name = item.get("name") if isinstance(item, dict) else None
         if name not in index_of:
-            raise errors.InvalidInput(f"requested output {name!r} is not an output of model {model.name!r} "
-                                      f"(outputs: {sorted(index_of)})")
+            raise errors.InvalidInput(
+                f"requested output {name!r} is not an output of model {model.name!r} "
+                f"(outputs: {sorted(index_of)})"
+            )
         out_params = item.get("parameters") or {}
-        binary = out_params.get("binary_data", binary_default) if isinstance(out_params, dict) else binary_default
+        binary = (
+            out_params.get("binary_data", binary_default) if isinstance(out_params, dict) else binary_default
+        )
         result.append((index_of[name], bool(binary)))
     return result
 
@@ -147,13 +157,15 @@ def router(dataplane: DataPlane) -> APIRouter:
     async def metadata(name: str, version: str | None = None) -> Response:
         _check_version(version, name)
         model = dataplane.model_named(name)
-        return json_response({
-            "name": name,
-            "versions": VERSIONS,
-            "platform": model.platform,
-            "inputs": [spec.as_metadata() for spec in model.inputs],
-            "outputs": [spec.as_metadata() for spec in model.outputs],
-        })
+        return json_response(
+            {
+                "name": name,
+                "versions": VERSIONS,
+                "platform": model.platform,
+                "inputs": [spec.as_metadata() for spec in model.inputs],
+                "outputs": [spec.as_metadata() for spec in model.outputs],
+            }
+        )
 
     async def model_ready(name: str, version: str | None = None) -> Response:
         _check_version(version, name)
@@ -173,7 +185,9 @@ def router(dataplane: DataPlane) -> APIRouter:
             try:
                 split = int(header_length)
             except ValueError:
-                raise errors.MalformedRequest(f"{HEADER_LENGTH} must be an integer, got {header_length!r}") from None
+                raise errors.MalformedRequest(
+                    f"{HEADER_LENGTH} must be an integer, got {header_length!r}"
+                ) from None
             if not 0 < split <= len(body):
                 raise errors.MalformedRequest(f"{HEADER_LENGTH} {split} is outside the {len(body)}-byte body")
             body, binary = body[:split], body[split:]

@@ -163,7 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
         flag = "--" + name.replace("_", "-")
         doc = (field.description or "").strip()
         if _is_bool(hints[name]):
-            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=doc or None)
+            parser.add_argument(
+                flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=doc or None
+            )
         else:
             parser.add_argument(flag, dest=name, default=None, help=doc or None)
     return parser

@@ -178,4 +178,3 @@ def to_numpy(tensor: torch.Tensor) -> np.ndarray:
     if tensor.device.type != "cpu":
         tensor = tensor.cpu()
     return np.ascontiguousarray(tensor.numpy())
-

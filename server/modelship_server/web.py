@@ -107,13 +107,15 @@ class BodyLimitMiddleware:
     async def _reject(self, scope: dict[str, Any], send: Any, declared: int) -> None:
         detail = f"request body of {declared} bytes exceeds the limit of {self.max_bytes} bytes"
         body = json_dumps(_error_body(scope["path"], detail))
-        await send({
-            "type": "http.response.start",
-            "status": errors.STATUS[errors.PayloadTooLarge],
-            "headers": [
-                (b"content-type", JSON.encode()),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),  # the unread body must not be parsed as a request
-            ],
-        })
+        await send(
+            {
+                "type": "http.response.start",
+                "status": errors.STATUS[errors.PayloadTooLarge],
+                "headers": [
+                    (b"content-type", JSON.encode()),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),  # the unread body must not be parsed as a request
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})

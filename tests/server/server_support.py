@@ -44,8 +44,12 @@ class TinyCNN(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.features = torch.nn.Sequential(
-            torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-            torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(2),
+            torch.nn.Conv2d(1, 8, 3, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.MaxPool2d(2),
+            torch.nn.Conv2d(8, 16, 3, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.AdaptiveAvgPool2d(2),
         )
         self.head = torch.nn.Linear(16 * 2 * 2, 5)
 
@@ -58,7 +62,9 @@ CNN_SHAPE = [-1, 1, 12, 12]
 
 
 def _meta(shape: list[int]) -> dict[str, str]:
-    return {"modelship.json": json.dumps({"inputs": [{"name": "input__0", "datatype": "FP32", "shape": shape}]})}
+    return {
+        "modelship.json": json.dumps({"inputs": [{"name": "input__0", "datatype": "FP32", "shape": shape}]})
+    }
 
 
 @dataclass
@@ -79,18 +85,33 @@ class ModelFiles:
 def build_models(folder: Path) -> ModelFiles:
     torch.manual_seed(1234)
     mlp, cnn = TinyMLP().eval(), TinyCNN().eval()
-    files = ModelFiles(folder, mlp, cnn, folder / "mlp.pt", folder / "mlp-bare.pt", folder / "mlp.pt2",
-                       folder / "cnn.pt", folder / "cnn.pt2", folder / "handlers")
+    files = ModelFiles(
+        folder,
+        mlp,
+        cnn,
+        folder / "mlp.pt",
+        folder / "mlp-bare.pt",
+        folder / "mlp.pt2",
+        folder / "cnn.pt",
+        folder / "cnn.pt2",
+        folder / "handlers",
+    )
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, still served
         torch.jit.save(torch.jit.script(mlp), str(files.mlp_ts), _extra_files=_meta(MLP_SHAPE))
         torch.jit.save(torch.jit.script(mlp), str(files.mlp_ts_bare))
-        torch.jit.save(torch.jit.trace(cnn, torch.zeros(2, 1, 12, 12)), str(files.cnn_ts), _extra_files=_meta(CNN_SHAPE))
+        torch.jit.save(
+            torch.jit.trace(cnn, torch.zeros(2, 1, 12, 12)), str(files.cnn_ts), _extra_files=_meta(CNN_SHAPE)
+        )
         batch = torch.export.Dim("batch", min=1, max=1024)
-        torch.export.save(torch.export.export(mlp, (torch.zeros(2, 4),), dynamic_shapes={"x": {0: batch}}),
-                          str(files.mlp_export))
-        torch.export.save(torch.export.export(cnn, (torch.zeros(2, 1, 12, 12),), dynamic_shapes={"x": {0: batch}}),
-                          str(files.cnn_export))
+        torch.export.save(
+            torch.export.export(mlp, (torch.zeros(2, 4),), dynamic_shapes={"x": {0: batch}}),
+            str(files.mlp_export),
+        )
+        torch.export.save(
+            torch.export.export(cnn, (torch.zeros(2, 1, 12, 12),), dynamic_shapes={"x": {0: batch}}),
+            str(files.cnn_export),
+        )
     files.handlers.mkdir()
     (files.handlers / "test_handlers.py").write_text(HANDLERS)
     shutil.copy(files.cnn_ts, files.handlers / "cnn.pt")
@@ -179,8 +200,15 @@ def serve(wait_ready: bool = True, **settings: Any) -> Iterator[Running]:
     """The real app under uvicorn on 127.0.0.1:<free port>, in a thread of this process."""
     settings.setdefault("host", "127.0.0.1")
     app = create_app(Settings(**settings))
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False,
-                            lifespan="on", timeout_graceful_shutdown=5)
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=0,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
     thread.start()
@@ -208,20 +236,27 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve_subprocess(env_extra: dict[str, str], args: list[str]) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+def serve_subprocess(
+    env_extra: dict[str, str], args: list[str]
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """``python -m modelship_server`` as its own process (for real SIGTERM handling)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELSHIP_")}
     env.update(env_extra)
     proc = subprocess.Popen(
         [sys.executable, "-m", "modelship_server", "--host", "127.0.0.1", "--port", str(port), *args],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     try:
+
         def ready() -> bool:
             if proc.poll() is not None:
-                raise AssertionError(f"server exited early: {proc.stdout.read().decode() if proc.stdout else ''}")
+                raise AssertionError(
+                    f"server exited early: {proc.stdout.read().decode() if proc.stdout else ''}"
+                )
             try:
                 return httpx.get(url + "/health", timeout=1).status_code == 200
             except httpx.HTTPError:

@@ -17,7 +17,12 @@ def server(models: ModelFiles) -> Iterator[Running]:
 
 
 def v2(data: Any = None, **fields: Any) -> dict[str, Any]:
-    tensor = {"name": "input__0", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4] if data is None else data}
+    tensor = {
+        "name": "input__0",
+        "shape": [1, 4],
+        "datatype": "FP32",
+        "data": [1, 2, 3, 4] if data is None else data,
+    }
     tensor.update(fields)
     return {"inputs": [{k: v for k, v in tensor.items() if v is not ...}]}
 
@@ -68,7 +73,9 @@ CASES: list[tuple[str, str, Any, int, str]] = [
 
 
 @pytest.mark.parametrize(("case", "path", "body", "status", "words"), CASES, ids=[c[0] for c in CASES])
-def test_bad_input_gets_4xx_with_detail(server: Running, case: str, path: str, body: Any, status: int, words: str) -> None:
+def test_bad_input_gets_4xx_with_detail(
+    server: Running, case: str, path: str, body: Any, status: int, words: str
+) -> None:
     with server.client() as client:
         if body is None:
             response = client.get(path)
@@ -88,9 +95,13 @@ def test_bad_input_gets_4xx_with_detail(server: Running, case: str, path: str, b
 def test_binary_extension_errors_are_4xx(server: Running) -> None:
     header = json.dumps(v2(data=..., parameters={"binary_data_size": 16})).encode()
     with server.client() as client:
-        short = client.post(V2, content=header + b"\0" * 8, headers={"Inference-Header-Content-Length": str(len(header))})
+        short = client.post(
+            V2, content=header + b"\0" * 8, headers={"Inference-Header-Content-Length": str(len(header))}
+        )
         assert short.status_code == 400 and "binary_data_size" in short.json()["detail"]
-        wrong = client.post(V2, content=header + b"\0" * 16, headers={"Inference-Header-Content-Length": "99999"})
+        wrong = client.post(
+            V2, content=header + b"\0" * 16, headers={"Inference-Header-Content-Length": "99999"}
+        )
         assert wrong.status_code == 400 and "outside" in wrong.json()["detail"]
         garbage = client.post(V2, content=header, headers={"Inference-Header-Content-Length": "abc"})
         assert garbage.status_code == 400

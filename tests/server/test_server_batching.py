@@ -13,11 +13,15 @@ import torch
 from server_support import ModelFiles, Running, serve, serve_subprocess, wait_until
 
 
-def _post_many(running: Running, bodies: list[dict], path: str = "/v1/models/m:predict") -> list[httpx.Response]:
+def _post_many(
+    running: Running, bodies: list[dict], path: str = "/v1/models/m:predict"
+) -> list[httpx.Response]:
     clients = [httpx.Client(base_url=running.url, timeout=30) for _ in bodies]  # built up front: slow
     try:
         with ThreadPoolExecutor(len(bodies)) as pool:
-            return list(pool.map(lambda pair: pair[0].post(path, json=pair[1]), zip(clients, bodies, strict=True)))
+            return list(
+                pool.map(lambda pair: pair[0].post(path, json=pair[1]), zip(clients, bodies, strict=True))
+            )
     finally:
         for client in clients:
             client.close()
@@ -26,8 +30,14 @@ def _post_many(running: Running, bodies: list[dict], path: str = "/v1/models/m:p
 def test_batched_results_equal_unbatched(models: ModelFiles) -> None:
     rng = np.random.default_rng(3)
     images = [rng.normal(size=(1 + i % 3, 1, 12, 12)).astype(np.float32) for i in range(12)]
-    with serve(model_name="m", model_uri=str(models.handlers / "test_handlers.py"), model_format="handler",
-               model_handler="test_handlers:SlowCNN", max_batch_size=16, max_latency_ms=20) as running:
+    with serve(
+        model_name="m",
+        model_uri=str(models.handlers / "test_handlers.py"),
+        model_format="handler",
+        model_handler="test_handlers:SlowCNN",
+        max_batch_size=16,
+        max_latency_ms=20,
+    ) as running:
         responses = _post_many(running, [{"instances": img.tolist()} for img in images])
         batches = running.dataplane.model.predict_fn.__self__.batches
         metrics = running.http.get("/metrics").text
@@ -43,8 +53,15 @@ def test_batched_results_equal_unbatched(models: ModelFiles) -> None:
 
 def test_overload_is_503_with_retry_after(models: ModelFiles, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MS_TEST_DELAY_S", "0.3")
-    with serve(model_name="m", model_uri=str(models.handlers), model_format="handler",
-               model_handler="test_handlers:Doubler", max_batch_size=1, max_queue=2, retry_after_s=3) as running:
+    with serve(
+        model_name="m",
+        model_uri=str(models.handlers),
+        model_format="handler",
+        model_handler="test_handlers:Doubler",
+        max_batch_size=1,
+        max_queue=2,
+        retry_after_s=3,
+    ) as running:
         responses = _post_many(running, [{"instances": [[i, 0, 0]]} for i in range(10)])
     codes = sorted(r.status_code for r in responses)
     assert set(codes) == {200, 503}, codes
@@ -59,17 +76,31 @@ def test_overload_is_503_with_retry_after(models: ModelFiles, monkeypatch: pytes
 
 def test_request_timeout_is_504(models: ModelFiles, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MS_TEST_DELAY_S", "0.6")
-    with serve(model_name="m", model_uri=str(models.handlers), model_format="handler",
-               model_handler="test_handlers:Doubler", request_timeout_s=0.2, warmup=False) as running:
+    with serve(
+        model_name="m",
+        model_uri=str(models.handlers),
+        model_format="handler",
+        model_handler="test_handlers:Doubler",
+        request_timeout_s=0.2,
+        warmup=False,
+    ) as running:
         response = running.http.post("/v1/models/m:predict", json={"instances": [[1, 2, 3]]})
     assert response.status_code == 504
     assert "0.2s" in response.json()["detail"]
 
 
-def test_failing_batch_fails_only_its_own_request(models: ModelFiles, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failing_batch_fails_only_its_own_request(
+    models: ModelFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("MS_TEST_DELAY_S", "0.1")
-    with serve(model_name="m", model_uri=str(models.handlers), model_format="handler",
-               model_handler="test_handlers:Doubler", max_batch_size=32, max_latency_ms=50) as running:
+    with serve(
+        model_name="m",
+        model_uri=str(models.handlers),
+        model_format="handler",
+        model_handler="test_handlers:Doubler",
+        max_batch_size=32,
+        max_latency_ms=50,
+    ) as running:
         bodies = [{"instances": [[i, 1, 1]]} for i in range(8)] + [{"instances": [[-999, 1, 1]]}]
         responses = _post_many(running, bodies)
     *good, poisoned = responses
@@ -81,13 +112,25 @@ def test_failing_batch_fails_only_its_own_request(models: ModelFiles, monkeypatc
 
 def test_sigterm_drains_in_flight_and_queued_requests(models: ModelFiles) -> None:
     env = {"MS_TEST_DELAY_S": "0.4", "MODELSHIP_MODEL_NAME": "m"}
-    args = ["--model-uri", str(models.handlers), "--model-format", "handler",
-            "--model-handler", "test_handlers:Doubler", "--max-batch-size", "1",
-            "--shutdown-delay-s", "0.5", "--graceful-timeout-s", "20"]
+    args = [
+        "--model-uri",
+        str(models.handlers),
+        "--model-format",
+        "handler",
+        "--model-handler",
+        "test_handlers:Doubler",
+        "--max-batch-size",
+        "1",
+        "--shutdown-delay-s",
+        "0.5",
+        "--graceful-timeout-s",
+        "20",
+    ]
     with serve_subprocess(env, args) as (proc, url):
         count = 5
         clients = [httpx.Client(base_url=url, timeout=30) for _ in range(count)]  # built up front: slow
         with ThreadPoolExecutor(count) as pool:
+
             def call(i: int) -> httpx.Response:
                 return clients[i].post("/v1/models/m:predict", json={"instances": [[i, 0, 0]]})
 

@@ -25,7 +25,9 @@ VARIANTS = {
 
 
 @pytest.fixture(scope="module", params=list(VARIANTS))
-def variant(request: pytest.FixtureRequest, models: ModelFiles) -> Iterator[tuple[Running, torch.nn.Module, str, tuple]]:
+def variant(
+    request: pytest.FixtureRequest, models: ModelFiles
+) -> Iterator[tuple[Running, torch.nn.Module, str, tuple]]:
     module_attr, file_attr, fmt, input_name, row_shape = VARIANTS[request.param]
     with serve(model_name="tiny", model_uri=str(getattr(models, file_attr)), model_format=fmt) as running:
         yield running, getattr(models, module_attr), input_name, row_shape
@@ -43,7 +45,9 @@ def test_v1_predict_matches_the_eager_model(variant: tuple) -> None:
     with running.client() as client:
         response = client.post("/v1/models/tiny:predict", json={"instances": rows.tolist()})
     assert response.status_code == 200, response.text
-    np.testing.assert_allclose(np.array(response.json()["predictions"]), expected(module, rows), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        np.array(response.json()["predictions"]), expected(module, rows), rtol=1e-5, atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("nested", [False, True])
@@ -51,7 +55,10 @@ def test_v2_infer_with_flat_or_nested_data(variant: tuple, nested: bool) -> None
     running, module, input_name, row_shape = variant
     rows = np.random.default_rng(1).normal(size=(2, *row_shape)).astype(np.float32)
     data = rows.tolist() if nested else rows.reshape(-1).tolist()
-    request = {"id": "req-7", "inputs": [{"name": input_name, "shape": list(rows.shape), "datatype": "FP32", "data": data}]}
+    request = {
+        "id": "req-7",
+        "inputs": [{"name": input_name, "shape": list(rows.shape), "datatype": "FP32", "data": data}],
+    }
     with running.client() as client:
         response = client.post("/v2/models/tiny/infer", json=request)
         assert response.status_code == 200, response.text
@@ -63,7 +70,9 @@ def test_v2_infer_with_flat_or_nested_data(variant: tuple, nested: bool) -> None
         assert out["shape"] == list(want.shape)
         np.testing.assert_allclose(np.array(out["data"]).reshape(out["shape"]), want, rtol=1e-5, atol=1e-5)
         # the versioned path answers the same
-        assert client.post("/v2/models/tiny/versions/1/infer", json=request).json()["outputs"] == body["outputs"]
+        assert (
+            client.post("/v2/models/tiny/versions/1/infer", json=request).json()["outputs"] == body["outputs"]
+        )
 
 
 def test_v2_metadata_describes_inputs_and_outputs(variant: tuple) -> None:
@@ -96,15 +105,27 @@ def test_health_live_and_readiness_endpoints(mlp_server: Running) -> None:
 
 def test_v2_binary_tensor_extension(mlp_server: Running, models: ModelFiles) -> None:
     rows = np.arange(8, dtype=np.float32).reshape(2, 4) / 10
-    header = json.dumps({
-        "inputs": [{"name": "input__0", "shape": [2, 4], "datatype": "FP32", "parameters": {"binary_data_size": 32}}],
-        "outputs": [{"name": "output__0", "parameters": {"binary_data": True}}],
-    }).encode()
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input__0",
+                    "shape": [2, 4],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": 32},
+                }
+            ],
+            "outputs": [{"name": "output__0", "parameters": {"binary_data": True}}],
+        }
+    ).encode()
     with mlp_server.client() as client:
         response = client.post(
             "/v2/models/tiny/infer",
             content=header + rows.tobytes(),
-            headers={"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"},
+            headers={
+                "Inference-Header-Content-Length": str(len(header)),
+                "Content-Type": "application/octet-stream",
+            },
         )
     assert response.status_code == 200, response.text
     split = int(response.headers["Inference-Header-Content-Length"])
@@ -127,10 +148,16 @@ def test_tritonclient_works_unchanged(mlp_server: Running, models: ModelFiles, b
         rows = np.random.default_rng(2).normal(size=(5, 4)).astype(np.float32)
         tensor = triton.InferInput("input__0", list(rows.shape), "FP32")
         tensor.set_data_from_numpy(rows, binary_data=binary)
-        result = client.infer("tiny", [tensor], outputs=[triton.InferRequestedOutput("output__0", binary_data=binary)])
-        np.testing.assert_allclose(result.as_numpy("output__0"), expected(models.mlp, rows), rtol=1e-5, atol=1e-5)
+        result = client.infer(
+            "tiny", [tensor], outputs=[triton.InferRequestedOutput("output__0", binary_data=binary)]
+        )
+        np.testing.assert_allclose(
+            result.as_numpy("output__0"), expected(models.mlp, rows), rtol=1e-5, atol=1e-5
+        )
         with pytest.raises(triton.InferenceServerException, match="does not match"):
-            client.infer("tiny", [triton.InferInput("input__0", [1, 4], "FP64").set_data_from_numpy(np.zeros((1, 4)))])
+            client.infer(
+                "tiny", [triton.InferInput("input__0", [1, 4], "FP64").set_data_from_numpy(np.zeros((1, 4)))]
+            )
     finally:
         client.close()
 

@@ -35,14 +35,17 @@ def test_settings_read_env_then_cli_flags_win(monkeypatch: pytest.MonkeyPatch) -
     assert settings.port == 8000 and settings.host == "0.0.0.0"
 
 
-@pytest.mark.parametrize("argv", [
-    ["--device", "tpu"],
-    ["--model-format", "onnx"],
-    ["--model-format", "handler"],
-    ["--require-gpu", "--device", "cpu"],
-    ["--model-sha256", "abc"],
-    ["--max-batch-size", "0"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--device", "tpu"],
+        ["--model-format", "onnx"],
+        ["--model-format", "handler"],
+        ["--require-gpu", "--device", "cpu"],
+        ["--model-sha256", "abc"],
+        ["--max-batch-size", "0"],
+    ],
+)
 def test_invalid_settings_are_rejected(argv: list[str]) -> None:
     with pytest.raises(pydantic.ValidationError):
         load_settings(argv)
@@ -58,14 +61,32 @@ def test_main_exits_with_a_readable_message_on_bad_settings() -> None:
 
 def test_device_plan_table() -> None:
     plan = device_mod.plan_device
-    assert plan("auto", require_gpu=False, gpu_fallback=False, half_precision=True,
-                cuda_available=False).device == torch.device("cpu")
-    gpu = plan("auto", require_gpu=True, gpu_fallback=False, half_precision=True, cuda_available=True, cuda_count=2)
+    assert plan(
+        "auto", require_gpu=False, gpu_fallback=False, half_precision=True, cuda_available=False
+    ).device == torch.device("cpu")
+    gpu = plan(
+        "auto", require_gpu=True, gpu_fallback=False, half_precision=True, cuda_available=True, cuda_count=2
+    )
     assert gpu.device == torch.device("cuda:0") and gpu.dtype == torch.float16 and gpu.unavailable is None
-    assert plan("cuda:1", require_gpu=False, gpu_fallback=False, half_precision=False,
-                cuda_available=True, cuda_count=2).device == torch.device("cuda:1")
-    assert "only 1 CUDA device" in (plan("cuda:3", require_gpu=False, gpu_fallback=False, half_precision=False,
-                                         cuda_available=True, cuda_count=1).unavailable or "")
+    assert plan(
+        "cuda:1",
+        require_gpu=False,
+        gpu_fallback=False,
+        half_precision=False,
+        cuda_available=True,
+        cuda_count=2,
+    ).device == torch.device("cuda:1")
+    assert "only 1 CUDA device" in (
+        plan(
+            "cuda:3",
+            require_gpu=False,
+            gpu_fallback=False,
+            half_precision=False,
+            cuda_available=True,
+            cuda_count=1,
+        ).unavailable
+        or ""
+    )
     missing = plan("auto", require_gpu=True, gpu_fallback=False, half_precision=False, cuda_available=False)
     assert missing.unavailable and "GPU is required" in missing.unavailable
     fallback = plan("cuda", require_gpu=False, gpu_fallback=True, half_precision=True, cuda_available=False)
@@ -88,7 +109,9 @@ def test_require_gpu_without_gpu_is_not_ready_with_reason(models: ModelFiles) ->
 
 
 def test_gpu_fallback_serves_on_cpu_and_says_so(models: ModelFiles) -> None:
-    with serve(model_uri=str(models.mlp_ts), require_gpu=True, gpu_fallback=True, half_precision=True) as running:
+    with serve(
+        model_uri=str(models.mlp_ts), require_gpu=True, gpu_fallback=True, half_precision=True
+    ) as running:
         health = running.http.get("/health")
         assert health.status_code == 200
         body = health.json()
@@ -96,7 +119,9 @@ def test_gpu_fallback_serves_on_cpu_and_says_so(models: ModelFiles) -> None:
         assert any("gpu_fallback=true" in note for note in body["notes"])
 
 
-def test_usable_cpus_respects_affinity_and_cgroup_quota(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_usable_cpus_respects_affinity_and_cgroup_quota(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "cpu.max").write_text("150000 100000\n")
     assert device_mod._cgroup_cpu_limit(tmp_path) == 1.5
     (tmp_path / "cpu.max").write_text("max 100000\n")
@@ -118,7 +143,9 @@ def http_files(folder: Path) -> Iterator[tuple[str, list[str]]]:
         def log_message(self, *args: object) -> None:
             served.append(self.path)
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(folder)))
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Handler, directory=str(folder))
+    )
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -131,8 +158,13 @@ def http_files(folder: Path) -> Iterator[tuple[str, list[str]]]:
 def test_http_source_with_checksum_downloads_once(models: ModelFiles, tmp_path: Path) -> None:
     digest = hashlib.sha256(models.mlp_export.read_bytes()).hexdigest()
     with http_files(models.folder) as (base, served):
-        settings = dict(model_uri=f"{base}/mlp.pt2", model_format="torch-export", model_sha256=digest,
-                        cache_dir=str(tmp_path / "cache"), require_sha256=True)
+        settings = dict(
+            model_uri=f"{base}/mlp.pt2",
+            model_format="torch-export",
+            model_sha256=digest,
+            cache_dir=str(tmp_path / "cache"),
+            require_sha256=True,
+        )
         with serve(**settings) as running:
             assert running.http.get("/health").status_code == 200
         with serve(**settings) as running:  # second start: served from the cache
@@ -158,14 +190,20 @@ def test_http_source_without_checksum_when_required(models: ModelFiles, tmp_path
             assert "404" in running.http.get("/health").json()["reason"]
 
 
-@pytest.mark.parametrize(("settings", "words"), [
-    ({}, "set MODELSHIP_MODEL_URI"),
-    ({"model_uri": "/nonexistent/model.pt"}, "does not exist"),
-    ({"model_uri": "s3://bucket/model.pt"}, "unsupported model uri scheme"),
-    ({"model_uri": "MLP_BARE"}, "MODELSHIP_INPUT_SHAPE"),
-    ({"model_uri": "MLP_TS", "model_format": "torch-export"}, "cannot load"),
-    ({"model_uri": "HANDLERS", "model_format": "handler", "model_handler": "nope_module:X"}, "cannot import handler"),
-])
+@pytest.mark.parametrize(
+    ("settings", "words"),
+    [
+        ({}, "set MODELSHIP_MODEL_URI"),
+        ({"model_uri": "/nonexistent/model.pt"}, "does not exist"),
+        ({"model_uri": "s3://bucket/model.pt"}, "unsupported model uri scheme"),
+        ({"model_uri": "MLP_BARE"}, "MODELSHIP_INPUT_SHAPE"),
+        ({"model_uri": "MLP_TS", "model_format": "torch-export"}, "cannot load"),
+        (
+            {"model_uri": "HANDLERS", "model_format": "handler", "model_handler": "nope_module:X"},
+            "cannot import handler",
+        ),
+    ],
+)
 def test_load_failures_report_a_reason(models: ModelFiles, settings: dict, words: str) -> None:
     paths = {"MLP_BARE": models.mlp_ts_bare, "MLP_TS": models.mlp_ts, "HANDLERS": models.handlers}
     if settings.get("model_uri") in paths:
