@@ -25,6 +25,7 @@ _ROUTES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^/v1/models/[^/]+:predict$"), "/v1/models/{name}:predict"),
     (re.compile(r"^/v2/models/[^/]+(/versions/[^/]+)?/infer$"), "/v2/models/{name}/infer"),
     (re.compile(r"^/v2/models/[^/]+(/versions/[^/]+)?/ready$"), "/v2/models/{name}/ready"),
+    (re.compile(r"^/v2/models/[^/]+(/versions/[^/]+)?/config$"), "/v2/models/{name}/config"),
     (re.compile(r"^/v2/models/[^/]+(/versions/[^/]+)?$"), "/v2/models/{name}"),
     (re.compile(r"^/v1/models/[^/:]+$"), "/v1/models/{name}"),
 ]

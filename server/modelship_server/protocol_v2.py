@@ -20,7 +20,7 @@ from .loading import ServedModel
 from .web import json_response, parse_object
 
 VERSIONS = ["1"]
-EXTENSIONS = ["binary_tensor_data"]
+EXTENSIONS = ["binary_tensor_data", "model_configuration"]
 HEADER_LENGTH = "inference-header-content-length"
 
 
@@ -167,6 +167,37 @@ def router(dataplane: DataPlane) -> APIRouter:
             }
         )
 
+    async def model_config(name: str, version: str | None = None) -> Response:
+        """Triton's model-configuration extension, read by tritonclient's ``get_model_config``
+        and tools such as perf_analyzer: dims exclude the batch dim when batching is on."""
+        _check_version(version, name)
+        model = dataplane.model_named(name)
+        batching = model.dynamic_batch
+
+        def dims(spec: tensors.TensorSpec) -> list[int]:
+            return list(spec.shape[1:] if batching else spec.shape)
+
+        return json_response(
+            {
+                "name": name,
+                "platform": model.platform,
+                "backend": "pytorch",
+                "max_batch_size": dataplane.settings.max_batch_size if batching else 0,
+                "input": [
+                    {"name": i.name, "data_type": f"TYPE_{i.datatype}", "dims": dims(i)} for i in model.inputs
+                ],
+                "output": [
+                    {"name": o.name, "data_type": f"TYPE_{o.datatype}", "dims": dims(o)}
+                    for o in model.outputs
+                ],
+                "dynamic_batching": {
+                    "max_queue_delay_microseconds": int(dataplane.settings.max_latency_ms * 1000)
+                }
+                if batching
+                else None,
+            }
+        )
+
     async def model_ready(name: str, version: str | None = None) -> Response:
         _check_version(version, name)
         dataplane.model_named(name)  # 404 unknown, 503 not ready (with the reason)
@@ -199,5 +230,6 @@ def router(dataplane: DataPlane) -> APIRouter:
     for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
         api.add_api_route(prefix, metadata, methods=["GET"])
         api.add_api_route(prefix + "/ready", model_ready, methods=["GET"])
+        api.add_api_route(prefix + "/config", model_config, methods=["GET"])
         api.add_route(prefix + "/infer", infer, methods=["POST"])  # hot path: plain Starlette route
     return api

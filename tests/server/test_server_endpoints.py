@@ -145,6 +145,9 @@ def test_tritonclient_works_unchanged(mlp_server: Running, models: ModelFiles, b
         assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("tiny")
         meta = client.get_model_metadata("tiny")
         assert meta["inputs"][0]["name"] == "input__0"
+        config = client.get_model_config("tiny")
+        assert config["max_batch_size"] == 32
+        assert config["input"] == [{"name": "input__0", "data_type": "TYPE_FP32", "dims": [4]}]
         rows = np.random.default_rng(2).normal(size=(5, 4)).astype(np.float32)
         tensor = triton.InferInput("input__0", list(rows.shape), "FP32")
         tensor.set_data_from_numpy(rows, binary_data=binary)
