@@ -91,8 +91,9 @@ class Release:
         return out
 
     def upgrade(self, *sets: str) -> str:
-        return self.helm("upgrade", self.name, str(CHART), "-n", self.namespace, "--wait", "--timeout", "120s",
-                         *[a for s in sets for a in ("--set", s)])  # fmt: skip
+        """`helm upgrade` with --set for each KEY=VALUE; flags (--reset-values) pass through."""
+        args = [a for s in sets for a in ((s,) if s.startswith("--") else ("--set", s))]
+        return self.helm("upgrade", self.name, str(CHART), "-n", self.namespace, "--wait", "--timeout", "120s", *args)
 
     def uninstall(self) -> str:
         out = self.helm("uninstall", self.name, "-n", self.namespace, "--wait", "--timeout", "120s")
@@ -190,6 +191,13 @@ def _ready_md(cluster: Cluster, ns: str, name: str) -> dict[str, Any] | None:
     return None
 
 
+def _settled(cluster: Cluster, release: Release, replicas: int) -> dict[str, Any] | None:
+    dep = cluster.deployment(release.namespace, release.fullname)
+    st = dep["status"]
+    want = (replicas, replicas, replicas)
+    return dep if (st.get("replicas"), st.get("updatedReplicas"), st.get("readyReplicas")) == want else None
+
+
 def _managers(obj: dict[str, Any]) -> set[str]:
     return {m["manager"] for m in obj["metadata"].get("managedFields") or []}
 
@@ -221,8 +229,8 @@ def test_install_upgrade_uninstall(cluster: Cluster, release: Release) -> None:
 
         # Upgrade: HA with peering, metrics Service on.
         release.upgrade("replicas=2", "peering.enabled=true", "metrics.service.enabled=true")
-        dep = cluster.deployment(release.namespace, release.fullname)
-        assert dep["status"].get("readyReplicas") == 2
+        # helm --wait returns once the new ReplicaSet is ready; the old pod may still be leaving.
+        dep = wait_until(lambda: _settled(cluster, release, 2), timeout=CONVERGE_S, what="2 operator pods")
         assert f"--peering={release.fullname}" in dep["spec"]["template"]["spec"]["containers"][0]["args"]
         cluster.kubectl("get", f"clusterkopfpeering/{release.fullname}")
         svc = cluster.get_json(f"service/{release.fullname}-metrics", "-n", release.namespace)
@@ -230,8 +238,9 @@ def test_install_upgrade_uninstall(cluster: Cluster, release: Release) -> None:
         history = json.loads(release.helm("history", release.name, "-n", release.namespace, "-o", "json"))
         assert [h["revision"] for h in history] == [1, 2] and history[-1]["status"] == "deployed"
 
-        # Upgrade back to the defaults: what is no longer rendered is removed.
-        release.upgrade()
+        # Back to the defaults (--reset-values: without any values helm would reuse the last
+        # release's): what is no longer rendered is removed.
+        release.upgrade("--reset-values")
         assert cluster.kubectl("get", f"service/{release.fullname}-metrics", "-n", release.namespace,
                                check=False).returncode != 0  # fmt: skip
         assert cluster.kubectl("get", f"clusterkopfpeering/{release.fullname}", check=False).returncode != 0
