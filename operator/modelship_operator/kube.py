@@ -46,12 +46,18 @@ class Retryable(KubeError):
     """A failure that may go away: conflict, throttling, server error, RBAC being installed."""
 
 
+class NamespaceTerminating(KubeError):
+    """The namespace is being deleted: nothing can be created there, nothing needs to be."""
+
+
 def _classify(error: ApiException, what: str) -> KubeError:
     message = f"{what}: HTTP {error.status} {error.reason}"
     try:
         message = f"{what}: {json.loads(error.body).get('message', message)}"
     except (TypeError, ValueError, AttributeError):  # the body is informative only
         pass
+    if error.status == 403 and ("NamespaceTerminating" in str(error.body) or "being terminated" in message):
+        return NamespaceTerminating(message)
     return Rejected(message) if error.status in (400, 422) else Retryable(message)
 
 
@@ -202,5 +208,7 @@ class Kube:
         }
         try:
             _call(f"record event {reason}", self.core.create_namespaced_event, meta.get("namespace"), body)
+        except NamespaceTerminating:
+            pass  # the object and its Events are going away with the namespace
         except KubeError as error:
             logger.warning("could not record event %s on %s: %s", reason, meta.get("name"), error)

@@ -79,6 +79,12 @@ class Reconciler:
 
     def reconcile(self, namespace: str, name: str, *, apply: bool = True) -> Result:
         """One pass. ``apply=False`` refreshes status only (pod events need no writes)."""
+        try:
+            return self._reconcile(namespace, name, apply=apply)
+        except kube.NamespaceTerminating:
+            return Result(skipped=True)  # the namespace takes the object and its children with it
+
+    def _reconcile(self, namespace: str, name: str, *, apply: bool) -> Result:
         with self._lock(namespace, name):
             body = self.cluster.get_model_deployment(namespace, name)
             if body is None or body.get("metadata", {}).get("deletionTimestamp"):

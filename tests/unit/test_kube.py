@@ -52,3 +52,13 @@ def test_event_failures_are_logged_not_raised(caplog):
     k.core.create_namespaced_event = refuse
     k.event({"metadata": {"name": "x", "namespace": "ml"}}, "Normal", "Ready", "m", datetime.datetime.now())
     assert "events is forbidden" in caplog.text
+
+
+def test_terminating_namespace_is_its_own_class():
+    def terminating():
+        error = _api_error(403, 'deployments.apps "x" is forbidden: unable to create new content in namespace ml '
+                                "because it is being terminated")  # fmt: skip
+        raise error
+
+    with pytest.raises(kube.NamespaceTerminating):
+        kube._call("apply Deployment ml/x", terminating)

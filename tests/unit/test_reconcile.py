@@ -248,3 +248,13 @@ def test_status_writes_by_controllers_are_not_drift():
     fake.apply = apply_after_a_status_update
     rec.reconcile("ml", "resnet")
     assert [r for r in _reasons(fake)[events:] if r in ("DriftCorrected", "Updated")] == []
+
+
+def test_terminating_namespace_is_skipped_quietly():
+    fake, rec = _make()
+
+    def terminating(obj):
+        raise kube.NamespaceTerminating("being terminated")
+
+    fake.apply = terminating
+    assert rec.reconcile("ml", "resnet").skipped
