@@ -201,7 +201,9 @@ def serve_and_compare(
     return result
 
 
-async def _blast(url: str, body: bytes, concurrency: int, seconds: float) -> tuple[int, list[float]]:
+async def _blast(
+    url: str, path: str, body: bytes, headers: dict[str, str], concurrency: int, seconds: float
+) -> tuple[int, list[float]]:
     latencies: list[float] = []
     done = 0
     stop = time.perf_counter() + seconds
@@ -212,9 +214,7 @@ async def _blast(url: str, body: bytes, concurrency: int, seconds: float) -> tup
             nonlocal done
             while time.perf_counter() < stop:
                 t0 = time.perf_counter()
-                response = await client.post(
-                    "/v1/models/m:predict", content=body, headers={"Content-Type": "application/json"}
-                )
+                response = await client.post(path, content=body, headers=headers)
                 latencies.append(time.perf_counter() - t0)
                 if response.status_code == 200:
                     done += 1
@@ -227,30 +227,52 @@ async def _blast(url: str, body: bytes, concurrency: int, seconds: float) -> tup
 
 
 def throughput(device: str, folder: Path, seconds: float) -> dict[str, Any]:
+    """c=32 over HTTP twice: v1 JSON (4 images a request) and v2 binary tensors (16 images a
+    request, the way tritonclient sends them), plus the model alone at batch 256."""
     rows = np.random.default_rng(5).normal(size=(4, 3, 32, 32)).astype(np.float32)
-    body = json.dumps({"instances": rows.tolist()}).encode()
+    json_body = json.dumps({"instances": rows.tolist()}).encode()
+    images = np.random.default_rng(6).normal(size=(16, 3, 32, 32)).astype(np.float32)
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input__0",
+                    "shape": list(images.shape),
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": images.nbytes},
+                }
+            ],
+            "outputs": [{"name": "output__0", "parameters": {"binary_data": True}}],
+        }
+    ).encode()
+    binary_headers = {
+        "Inference-Header-Content-Length": str(len(header)),
+        "Content-Type": "application/octet-stream",
+    }
+    result: dict[str, Any] = {"device": device}
     with serve(
-        model_name="m", model_uri=str(folder / "cnn.pt"), device=device, max_batch_size=256, max_latency_ms=5
+        model_name="m", model_uri=str(folder / "cnn.pt"), device=device, max_batch_size=512, max_latency_ms=5
     ) as (url, app):
         model = app.state.dataplane.model
-        big = np.random.default_rng(6).normal(size=(256, 3, 32, 32)).astype(np.float32)
+        big = np.random.default_rng(7).normal(size=(256, 3, 32, 32)).astype(np.float32)
         model.run([big])
         t0 = time.perf_counter()
         calls = 0
         while time.perf_counter() - t0 < 1.0:
             model.run([big])
             calls += 1
-        direct = calls * 256 / (time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        done, latencies = asyncio.run(_blast(url, body, 32, seconds))
-        elapsed = time.perf_counter() - t0
-    latencies.sort()
-    return {
-        "device": device,
-        "http_rows_per_s": round(done * 4 / elapsed),
-        "http_p50_ms": round(1000 * latencies[len(latencies) // 2], 2) if latencies else None,
-        "direct_batch256_rows_per_s": round(direct),
-    }
+        result["direct_batch256_rows_per_s"] = round(calls * 256 / (time.perf_counter() - t0))
+        for label, path, body, headers, per_request in (
+            ("v1_json_4", "/v1/models/m:predict", json_body, {"Content-Type": "application/json"}, 4),
+            ("v2_binary_16", "/v2/models/m/infer", header + images.tobytes(), binary_headers, 16),
+        ):
+            t0 = time.perf_counter()
+            done, latencies = asyncio.run(_blast(url, path, body, headers, 32, seconds / 2))
+            elapsed = time.perf_counter() - t0
+            latencies.sort()
+            result[f"{label}_rows_per_s"] = round(done * per_request / elapsed)
+            result[f"{label}_p50_ms"] = round(1000 * latencies[len(latencies) // 2], 2) if latencies else None
+    return result
 
 
 def main() -> int:
