@@ -56,7 +56,8 @@ def _classify(error: ApiException, what: str) -> KubeError:
         message = f"{what}: {json.loads(error.body).get('message', message)}"
     except (TypeError, ValueError, AttributeError):  # the body is informative only
         pass
-    if error.status == 403 and ("NamespaceTerminating" in str(error.body) or "being terminated" in message):
+    body = str(error.body)
+    if error.status == 403 and ("NamespaceTerminating" in body or "being terminated" in body):
         return NamespaceTerminating(message)
     return Rejected(message) if error.status in (400, 422) else Retryable(message)
 
