@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,9 @@ from .metrics import Metrics
 from .settings import Settings
 
 log = logging.getLogger("modelship.dataplane")
+
+EXIT_LOAD_FAILED = 3
+"""Process exit code with ``exit_on_load_failure`` (distinct from crashes and signals)."""
 
 
 class DataPlane:
@@ -72,12 +76,11 @@ class DataPlane:
         try:
             model = await asyncio.to_thread(self._load_blocking)
         except (sources.SourceError, loading.LoadError) as exc:
-            self._set("failed", str(exc))
-            log.error("model %s failed to load: %s", s.model_name, exc)
+            self._load_failed(str(exc))
             return
         except Exception as exc:  # a handler's load() may raise anything; report, don't crash
-            self._set("failed", f"{type(exc).__name__}: {exc}")
             log.exception("model %s failed to load", s.model_name)
+            self._load_failed(f"{type(exc).__name__}: {exc}")
             return
         self.model = model
         self.batcher = Batcher(
@@ -103,6 +106,19 @@ class DataPlane:
             [i.as_metadata() for i in model.inputs],
             [o.as_metadata() for o in model.outputs],
         )
+
+    def _load_failed(self, reason: str) -> None:
+        self._set("failed", reason)
+        log.error("model %s failed to load: %s", self.settings.model_name, reason)
+        if not self.settings.exit_on_load_failure:
+            return
+        try:
+            with open(self.settings.termination_log, "w") as fh:
+                fh.write(f"model {self.settings.model_name} failed to load: {reason}\n")
+        except OSError:
+            pass
+        logging.shutdown()  # flush: os._exit skips it
+        os._exit(EXIT_LOAD_FAILED)
 
     def _load_blocking(self) -> loading.ServedModel:
         s = self.settings

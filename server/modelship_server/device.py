@@ -41,6 +41,9 @@ def plan_device(
     available = torch.cuda.is_available() if cuda_available is None else cuda_available
     count = (torch.cuda.device_count() if available else 0) if cuda_count is None else cuda_count
     notes: list[str] = []
+    if requested == "cpu" and require_gpu:
+        notes.append("require_gpu ignored: device=cpu was asked for explicitly")
+        require_gpu = False
     wants_gpu = require_gpu or requested.startswith("cuda")
     if requested == "cpu":
         target = torch.device("cpu")

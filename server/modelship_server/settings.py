@@ -74,6 +74,14 @@ class Settings(BaseSettings):
     gpu_fallback: bool = False
     """With ``require_gpu`` and no GPU visible, serve on CPU anyway (and say so in /health)."""
 
+    exit_on_load_failure: bool = False
+    """Exit (code 3) when the model cannot be loaded, writing the reason to ``termination_log``
+    so ``kubectl describe pod`` shows it and the pod crash-loops visibly. Off: stay up, live but
+    not ready, with the reason in /health (the startup probe restarts the pod in the end)."""
+
+    termination_log: str = "/dev/termination-log"
+    """Where the exit reason goes (Kubernetes' terminationMessagePath); skipped if not writable."""
+
     half_precision: bool = False
     """Run the model in float16 on GPU (ignored on CPU, where fp16 is slow). Floating outputs
     are returned as float32 either way, so clients see one datatype."""
@@ -136,8 +144,6 @@ class Settings(BaseSettings):
             raise ValueError("model_format=handler needs model_handler (module:Class)")
         if self.model_handler and ":" not in self.model_handler:
             raise ValueError("model_handler must look like module:Class")
-        if self.require_gpu and self.device == "cpu":
-            raise ValueError("require_gpu=true contradicts device=cpu")
         return self
 
     def shape(self) -> list[int] | None:

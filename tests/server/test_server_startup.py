@@ -7,6 +7,8 @@ import contextlib
 import functools
 import hashlib
 import http.server
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +16,7 @@ from pathlib import Path
 import pydantic
 import pytest
 import torch
-from server_support import ModelFiles, serve
+from server_support import ModelFiles, free_port, serve
 
 from modelship_server import device as device_mod
 from modelship_server.__main__ import main
@@ -41,7 +43,6 @@ def test_settings_read_env_then_cli_flags_win(monkeypatch: pytest.MonkeyPatch) -
         ["--device", "tpu"],
         ["--model-format", "onnx"],
         ["--model-format", "handler"],
-        ["--require-gpu", "--device", "cpu"],
         ["--model-sha256", "abc"],
         ["--max-batch-size", "0"],
     ],
@@ -117,6 +118,27 @@ def test_gpu_fallback_serves_on_cpu_and_says_so(models: ModelFiles) -> None:
         body = health.json()
         assert body["device"]["device"] == "cpu" and body["device"]["dtype"] == "float32"
         assert any("gpu_fallback=true" in note for note in body["notes"])
+
+
+def test_explicit_cpu_wins_over_require_gpu() -> None:
+    plan = device_mod.plan_device(
+        "cpu", require_gpu=True, gpu_fallback=False, half_precision=False, cuda_available=False
+    )
+    assert plan.unavailable is None and plan.device == torch.device("cpu")
+    assert any("require_gpu ignored" in note for note in plan.notes)
+
+
+def test_exit_on_load_failure_writes_the_termination_message(tmp_path: Path) -> None:
+    log_file = tmp_path / "termination-log"
+    proc = subprocess.run(
+        [sys.executable, "-m", "modelship_server", "--host", "127.0.0.1", "--port", str(free_port()),
+         "--model-uri", str(tmp_path / "missing.pt"), "--exit-on-load-failure",
+         "--termination-log", str(log_file)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 3, proc.stderr
+    assert "does not exist" in log_file.read_text()
+    assert "failed to load" in proc.stderr
 
 
 def test_usable_cpus_respects_affinity_and_cgroup_quota(
