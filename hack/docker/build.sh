@@ -37,4 +37,9 @@ nice -n 10 "$docker" build --progress=plain -f "Dockerfile.$what" -t "$tag" \
   --build-arg "VERSION=$version" --build-arg "REVISION=$revision" \
   ${TORCH_VARIANT:+--build-arg "TORCH_VARIANT=$TORCH_VARIANT"} \
   ${network[@]+"${network[@]}"} "$@" .
+# Bound the engine's disk use: every torch change leaves a multi-GB venv behind.
+# Dangling images go; the build cache keeps its most recently used layers (the
+# current deps, venv and context: about 15 GB for both images).
+"$docker" image prune --force >/dev/null
+"$docker" builder prune --force --keep-storage "${MODELSHIP_BUILD_CACHE_KEEP:-18GB}" >/dev/null
 echo "build.sh: $tag built in $(( $(date +%s) - start ))s, $("$docker" image inspect --format '{{.Size}}' "$tag" | awk '{printf "%.0f MB", $1/1e6}')"

@@ -95,7 +95,11 @@ class Container:
     name: str = field(default_factory=lambda: f"ms-test-{uuid.uuid4().hex[:8]}")
 
     def start(self) -> Container:
-        self.docker("run", "--detach", "--name", self.name, "--network", "host", *self.args, self.image, *self.command)
+        run = self.docker("run", "--detach", "--name", self.name, "--network", "host", *self.args, self.image,
+                          *self.command, check=False)  # fmt: skip
+        if run.returncode != 0:
+            self.docker("rm", "--force", self.name, check=False)  # `run` may leave it Created
+            raise AssertionError(f"docker run {self.image} failed ({run.returncode}):\n{run.stderr}{run.stdout}")
         return self
 
     def state(self) -> dict[str, Any]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -39,3 +41,31 @@ def test_dockerfile_habits(name: str) -> None:
         assert f"org.opencontainers.image.{label}=" in text
     # Dependencies before code: the requirements install precedes the first code COPY.
     assert text.index("-r /tmp/requirements.txt") < text.index("COPY server/" if "server" in name else "COPY operator/")
+
+
+def _extra(name: str) -> list[str]:
+    proc = subprocess.run([sys.executable, str(ROOT / "hack" / "docker" / "requirements.py"),
+                           str(ROOT / "pyproject.toml"), name], capture_output=True, text=True, check=True)  # fmt: skip
+    return [re.split(r"[<>=!~;\[ ]", line, maxsplit=1)[0].lower() for line in proc.stdout.split()]
+
+
+def test_each_image_installs_only_its_own_extra() -> None:
+    """What the Dockerfiles install comes from hack/docker/requirements.py; keep the split honest."""
+    server, operator = _extra("server"), _extra("operator")
+    assert "torch" in server and "kopf" not in server and "kubernetes" not in server
+    assert "kopf" in operator and not {"torch", "fastapi", "uvicorn"} & set(operator)
+
+
+@pytest.mark.parametrize(("bind", "url"), [
+    ("0.0.0.0", "http://127.0.0.1:8000/health"),
+    ("", "http://127.0.0.1:8000/health"),
+    ("::", "http://[::1]:8000/health"),
+    ("127.0.0.1", "http://127.0.0.1:8000/health"),
+    ("10.1.2.3", "http://10.1.2.3:8000/health"),
+])  # fmt: skip
+def test_healthcheck_probes_where_the_server_listens(bind: str, url: str) -> None:
+    spec = importlib.util.spec_from_file_location("healthcheck", ROOT / "hack" / "docker" / "healthcheck.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.probe_url("/health", "8000", bind) == url

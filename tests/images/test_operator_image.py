@@ -69,6 +69,13 @@ def test_operator_container_reconciles_a_model_deployment(
     ], ["--namespace", ns, "--kubeconfig", "/etc/modelship/kubeconfig",
         "--health-port", str(health_port), "--metrics-port", str(metrics_port)]).start()  # fmt: skip
     try:
+        health = f"http://127.0.0.1:{health_port}/healthz"
+
+        def serving() -> bool:
+            assert c.state()["Running"], f"operator container exited:\n{c.logs()}"
+            return httpx.get(health, timeout=2).status_code == 200
+
+        wait_until(serving, timeout=120, what="the operator container's /healthz")
         md = {
             "apiVersion": "modelship.io/v1alpha1", "kind": "ModelDeployment",
             "metadata": {"name": "imgtest", "namespace": ns},
@@ -77,22 +84,23 @@ def test_operator_container_reconciles_a_model_deployment(
         }  # fmt: skip
         cluster.apply(md)
 
+        # On a shared cluster another operator (a developer's, the e2e tier's) may watch
+        # all namespaces too; this container watches only `ns`, so its own reconcile
+        # counter is the proof that the image did the work.
+        wait_until(lambda: _reconciles_ok(metrics_port) >= 1, timeout=CONVERGE_S,
+                   what="a successful reconcile counted by the container's /metrics")  # fmt: skip
+
         def ready() -> dict | None:  # type: ignore[type-arg]
-            assert c.state()["Running"], f"operator container exited:\n{c.logs()}"
             obj = cluster.md(ns, "imgtest")
             conds = {k["type"]: k["status"] for k in (obj.get("status") or {}).get("conditions") or []}
             return obj if conds.get("Ready") == "True" else None
 
-        obj = wait_until(ready, timeout=CONVERGE_S, what="ModelDeployment imgtest Ready (reconciled by the container)")
+        obj = wait_until(ready, timeout=CONVERGE_S, what="ModelDeployment imgtest Ready")
         assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
         dep = cluster.deployment(ns, "imgtest")
         assert dep["metadata"]["ownerReferences"][0]["uid"] == obj["metadata"]["uid"]
         assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == md["spec"]["image"]
 
-        # The operator's own endpoints, on loopback, and Docker's view of its health.
-        assert httpx.get(f"http://127.0.0.1:{health_port}/healthz", timeout=5).status_code == 200
-        metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
-        assert re.search(r"^# (HELP|TYPE) ", metrics, re.M)
         wait_until(lambda: c.state()["Health"]["Status"] == "healthy", timeout=60, what="HEALTHCHECK healthy")
         status = c.exec("cat", "/proc/1/status", check=True).stdout
         assert re.search(rf"^Uid:\s+{UID}\s", status, re.M), status
@@ -102,3 +110,8 @@ def test_operator_container_reconciles_a_model_deployment(
         assert c.state()["ExitCode"] == 0, f"operator did not exit cleanly on SIGTERM:\n{c.logs()}"
     finally:
         c.close()
+
+
+def _reconciles_ok(port: int) -> float:
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+    return sum(float(v) for v in re.findall(r'^modelship_reconciles_total\{[^}]*result="ok"[^}]*\} (\S+)$', text, re.M))
