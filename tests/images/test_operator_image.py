@@ -12,7 +12,9 @@ import httpx
 import pytest
 from images_support import GID, UID, Container, Docker, free_port, wait_until
 
-#: Issue 5: the operator image stays at or under 200 MB (measured on the local base).
+#: Issue 5 targets 200 MB; the image is 217 MB on the local base, all but ~4 MB of it the
+#: base and site-packages, 59 MB of those the kubernetes client (README, "Images"). This
+#: guard catches regressions: torch, FastAPI or a second copy of the venv add far more.
 SIZE_LIMIT_MB = 230
 CONVERGE_S = 90
 
