@@ -111,7 +111,7 @@ def test_failing_batch_fails_only_its_own_request(
 
 
 def test_sigterm_drains_in_flight_and_queued_requests(models: ModelFiles) -> None:
-    env = {"MS_TEST_DELAY_S": "0.4", "MODELSHIP_MODEL_NAME": "m"}
+    env = {"MS_TEST_DELAY_S": "1.0", "MODELSHIP_MODEL_NAME": "m"}  # 5 calls outlast the 3 s delay
     args = [
         "--model-uri",
         str(models.handlers),
@@ -122,7 +122,7 @@ def test_sigterm_drains_in_flight_and_queued_requests(models: ModelFiles) -> Non
         "--max-batch-size",
         "1",
         "--shutdown-delay-s",
-        "0.5",
+        "3",
         "--graceful-timeout-s",
         "20",
     ]
@@ -141,7 +141,7 @@ def test_sigterm_drains_in_flight_and_queued_requests(models: ModelFiles) -> Non
                 line = next(ln for ln in text.splitlines() if ln.startswith("modelship_requests_in_flight "))
                 return float(line.split()[1]) >= count + 1  # + this scrape
 
-            wait_until(all_in, timeout=20, what="all requests in flight")
+            wait_until(all_in, timeout=60, what="all requests in flight")
             proc.send_signal(signal.SIGTERM)
             health = httpx.get(f"{url}/health", timeout=5)
             assert health.status_code == 503
