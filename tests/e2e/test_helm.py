@@ -19,6 +19,7 @@ import json
 import signal
 import subprocess
 import sys
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +38,7 @@ from e2e_support import (
     wait_until,
 )
 from kubernetes.client.exceptions import ApiException
+from prometheus_client.parser import text_string_to_metric_families
 
 # The chart helpers live with the chart tests (tests/helm); this tier reuses them.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "helm"))
@@ -149,23 +151,32 @@ class ChartOperator(OperatorProcess):
         super().__init__(cluster, log_path)
         self.args = [a for a in args if not a.startswith(("--health-port", "--metrics-port"))]
         self.kubeconfig = kubeconfig
+        self.metrics_port = 0
 
     def start(self) -> None:
         assert not self.running(), "operator already running"
         self.starts += 1
+        self.metrics_port = free_port()
         cmd = [self.python, "-m", "modelship_operator", *self.args, "--kubeconfig", str(self.kubeconfig),
-               f"--health-port={free_port()}", f"--metrics-port={free_port()}"]  # fmt: skip
+               f"--health-port={free_port()}", f"--metrics-port={self.metrics_port}"]  # fmt: skip
         env = self.cluster.env() | {"KUBECONFIG": str(self.kubeconfig)}
         with self.log_path.open("ab") as log:
             log.write(f"\n===== start #{self.starts}: {' '.join(cmd)}\n".encode())
             log.flush()
             self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+        # Up = its /metrics answers (served before kopf starts). On a loaded machine the
+        # imports alone take seconds; a test must not race them.
+        def up() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"operator exited at start with code {self.proc.returncode}")
+            self.reconciles()
+            return True
+
         try:
-            code = self.proc.wait(timeout=1.0)
-        except subprocess.TimeoutExpired:
-            return
-        raise AssertionError(f"operator exited at start with code {code}:\n{self.log_tail()}")
+            wait_until(up, timeout=60, what="the operator's /metrics endpoint")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.log_tail()}") from None
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -174,6 +185,18 @@ class ChartOperator(OperatorProcess):
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def reconciles(self, *results: str) -> float:
+        """This process's own reconcile count (its /metrics on loopback), optionally by result
+        (ok, problem, skipped, retry, error). Proof of which process did the work."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as rsp:
+            text = rsp.read().decode()
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text) if family.name == "modelship_reconciles"
+            for sample in family.samples
+            if sample.name == "modelship_reconciles_total" and (not results or sample.labels["result"] in results)
+        )  # fmt: skip
 
 
 def _rbac_trouble(log: str) -> list[str]:
@@ -350,8 +373,10 @@ def test_operator_reconciles_under_the_chart_identity(
         cluster.apply(model_deployment("chart-rbac", replicas=2, disruptionBudget={"minAvailable": 1}, namespace=ns))
         dep = wait_until(lambda: cluster.deployment(ns, "chart-rbac"), timeout=CONVERGE_S, what="Deployment chart-rbac")
         assert "modelship" in _managers(dep), _managers(dep)
-        cluster.policy.read_namespaced_pod_disruption_budget("chart-rbac", ns)
-        cluster.core.read_namespaced_service("chart-rbac", ns)
+        wait_until(lambda: cluster.policy.read_namespaced_pod_disruption_budget("chart-rbac", ns),
+                   timeout=CONVERGE_S, what="PDB chart-rbac")  # fmt: skip
+        wait_until(lambda: cluster.core.read_namespaced_service("chart-rbac", ns), timeout=CONVERGE_S,
+                   what="Service chart-rbac")  # fmt: skip
         md = wait_until(lambda: _ready_md(cluster, ns, "chart-rbac"), timeout=CONVERGE_S, what="md/chart-rbac Ready")
         assert md["status"]["readyReplicas"] == 2
 
@@ -374,6 +399,10 @@ def test_operator_reconciles_under_the_chart_identity(
         wait_until(pdb_gone, timeout=CONVERGE_S, what="PDB deleted after disruptionBudget was dropped")
         wait_until(lambda: _ready_md(cluster, ns, "chart-rbac"), timeout=CONVERGE_S, what="Ready on the new image")
         assert op.running(), op.log_tail()
+        # This process did the work (its own counter), and none of it hit an API refusal
+        # (a 403 would be a "retry" result).
+        wait_until(lambda: op.reconciles("ok") > 0, timeout=CONVERGE_S, what="reconciles by this process")
+        assert op.reconciles("retry", "error") == 0, op.log_tail()
         assert not _rbac_trouble(op.log()), "the operator hit RBAC limits:\n" + "\n".join(_rbac_trouble(op.log()))
     finally:
         op.stop()
@@ -394,26 +423,39 @@ def test_ha_two_replicas_hand_over_when_the_active_one_is_killed(
         # Identical flags, like two pods of the Deployment. The first takes the lead...
         cluster.apply(model_deployment("ha-one", namespace=ns))
         wait_until(lambda: cluster.deployment(ns, "ha-one"), timeout=CONVERGE_S, what="Deployment ha-one")
-        # ...the second joins the peering and pauses (exactly one of them says so).
+        # ...the second joins the peering object; with kopf's random priorities one of the
+        # two pauses (the newcomer, or the first if the newcomer outranks it).
         second.start()
-        paused = wait_until(
-            lambda: [op for op in (first, second) if "Pausing operations" in op.log()],
-            timeout=CONVERGE_S, what="one replica pausing in favour of the other",
-        )  # fmt: skip
-        assert len(paused) == 1, "both replicas paused (equal peering priorities?)"
-        standby = paused[0]
-        active = second if standby is first else first
-        peering = cluster.get_json(f"clusterkopfpeering/{release.fullname}")
-        assert len(peering.get("status") or {}) == 2, peering
+        wait_until(lambda: len(cluster.get_json(f"clusterkopfpeering/{release.fullname}").get("status") or {}) == 2,
+                   timeout=CONVERGE_S, what="both replicas in the peering object")  # fmt: skip
+        probes = iter(range(100))
+
+        def sole_worker() -> ChartOperator | None:
+            """Create a probe ModelDeployment; the replica whose own counter moved is the active one."""
+            before = {op: op.reconciles() for op in (first, second)}
+            name = f"ha-probe-{next(probes)}"
+            cluster.apply(model_deployment(name, namespace=ns))
+            wait_until(lambda: cluster.deployment(ns, name), timeout=CONVERGE_S, what=f"Deployment {name}")
+            moved = [op for op in (first, second) if op.reconciles() > before[op]]
+            return moved[0] if len(moved) == 1 else None
+
+        active = wait_until(sole_worker, timeout=CONVERGE_S, what="exactly one replica doing the work")
+        standby = second if active is first else first
+        assert standby.running()
 
         # While the standby waits, only the active replica works; kill it like a node loss.
         active.kill()
+        idle = standby.reconciles()
         cluster.apply(model_deployment("ha-two", namespace=ns))
-        wait_until(lambda: cluster.deployment(ns, "ha-two"), timeout=PEERING_LIFETIME_S + CONVERGE_S,
-                   what="Deployment ha-two, made by the standby after the hand-over")  # fmt: skip
+        # The standby resumes once the dead leader's heartbeat expires (peering.lifetime) and
+        # reconciles the change made after the kill: its own counter proves it was this
+        # process (another operator on a shared cluster could also have made the Deployment).
+        wait_until(lambda: standby.reconciles() > idle, timeout=PEERING_LIFETIME_S + CONVERGE_S,
+                   what="the standby taking over after the leader was killed")  # fmt: skip
+        wait_until(lambda: cluster.deployment(ns, "ha-two"), timeout=CONVERGE_S, what="Deployment ha-two")
         wait_until(lambda: _ready_md(cluster, ns, "ha-two"), timeout=CONVERGE_S, what="md/ha-two Ready")
         assert standby.running(), standby.log_tail()
-        assert "Resuming operations" in standby.log(), standby.log_tail()
+        assert standby.reconciles("retry", "error") == 0, standby.log_tail()
         assert not _rbac_trouble(standby.log()), "\n".join(_rbac_trouble(standby.log()))
     finally:
         first.stop()
