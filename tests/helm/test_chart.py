@@ -237,12 +237,12 @@ def test_metrics_off_by_default_and_on_by_value() -> None:
 def test_image_tag_defaults_to_app_version() -> None:
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     (container,) = one(render(), "Deployment")["spec"]["template"]["spec"]["containers"]
-    assert container["image"] == f"modelship/operator:{chart['appVersion']}"
+    assert container["image"] == f"modelship-operator:{chart['appVersion']}"
     digest = "sha256:" + "a" * 64
     (container,) = one(render(set_values=[f"image.digest={digest}"]), "Deployment")["spec"]["template"]["spec"][
         "containers"
     ]
-    assert container["image"] == f"modelship/operator@{digest}"
+    assert container["image"] == f"modelship-operator@{digest}"
 
 
 def test_app_version_matches_project_version() -> None:
