@@ -155,7 +155,7 @@ class SlowCNN:
         self.batches = []
 
     def predict(self, x):
-        time.sleep(0.05)
+        time.sleep(0.2)  # long enough for concurrent callers to queue up even on a busy machine
         self.batches.append(x.shape[0])
         return self.model(x)
 '''

@@ -160,9 +160,9 @@ def test_sigterm_drains_in_flight_and_queued_requests(models: ModelFiles) -> Non
 
 
 def test_lone_caller_does_not_wait_for_max_latency(models: ModelFiles) -> None:
-    with serve(model_name="m", model_uri=str(models.mlp_ts), max_latency_ms=2000) as running:
+    with serve(model_name="m", model_uri=str(models.mlp_ts), max_latency_ms=5000) as running:
         for _ in range(5):
             started = time.perf_counter()
             response = running.http.post("/v1/models/m:predict", json={"instances": [[1, 2, 3, 4]]})
             assert response.status_code == 200
-            assert time.perf_counter() - started < 1.0, "a lone request waited for companions"
+            assert time.perf_counter() - started < 2.5, "a lone request waited for companions"
