@@ -31,12 +31,14 @@ network=()
 if ls "wheelhouse/$what/"*.whl >/dev/null 2>&1; then
   network=(--network none)
 fi
+cmd=("$docker" build --progress=plain -f "Dockerfile.$what" -t "$tag"
+  --build-arg "BASE_IMAGE=$base"
+  --build-arg "VERSION=$version" --build-arg "REVISION=$revision"
+  ${TORCH_VARIANT:+--build-arg "TORCH_VARIANT=$TORCH_VARIANT"}
+  ${network[@]+"${network[@]}"} "$@" .)
+echo "build.sh: ${cmd[*]}"
 start=$(date +%s)
-nice -n 10 "$docker" build --progress=plain -f "Dockerfile.$what" -t "$tag" \
-  --build-arg "BASE_IMAGE=$base" \
-  --build-arg "VERSION=$version" --build-arg "REVISION=$revision" \
-  ${TORCH_VARIANT:+--build-arg "TORCH_VARIANT=$TORCH_VARIANT"} \
-  ${network[@]+"${network[@]}"} "$@" .
+nice -n 10 "${cmd[@]}"
 # Bound the engine's disk use: every torch change leaves a multi-GB venv behind.
 # Dangling images go; the build cache keeps its most recently used layers (the
 # current deps, venv and context: about 15 GB for both images).

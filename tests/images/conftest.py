@@ -73,15 +73,22 @@ class Built:
     tag: str
     #: the revision label it was built with (others commit while the tier runs)
     revision: str
+    log: Path
+
+    def built_offline(self) -> bool:
+        """build.sh ran `docker build --network none` (it does when the wheelhouse has wheels)."""
+        return any(line.startswith("build.sh: ") and " --network none " in line
+                   for line in self.log.read_text(errors="replace").splitlines())  # fmt: skip
 
 
 def _build(what: str) -> Built:
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False)
     revision = head.stdout.strip() or "unknown"
     started = time.monotonic()
-    script("build.sh", what, log=OUT / f"build-{what}.log", timeout=BUILD_TIMEOUT_S, env={"REVISION": revision})
+    log = OUT / f"build-{what}.log"
+    script("build.sh", what, log=log, timeout=BUILD_TIMEOUT_S, env={"REVISION": revision})
     (OUT / f"build-{what}.seconds").write_text(f"{time.monotonic() - started:.1f}\n")
-    return Built(f"modelship-{what}:{os.environ.get('IMAGE_TAG', 'dev')}", revision)
+    return Built(f"modelship-{what}:{os.environ.get('IMAGE_TAG', 'dev')}", revision, log)
 
 
 @pytest.fixture(scope="session")

@@ -35,6 +35,10 @@ def test_operator_image_metadata_and_contents(docker: Docker, operator_image: st
     assert "--all-namespaces" in help_text and "--kubeconfig" in help_text
 
 
+def test_operator_built_from_the_wheelhouse_without_network(operator_build) -> None:  # type: ignore[no-untyped-def]
+    assert operator_build.built_offline(), f"expected `docker build --network none` in {operator_build.log}"
+
+
 def test_operator_image_size(docker: Docker, operator_image: str) -> None:
     size_mb = docker.inspect(operator_image, "image")["Size"] / 1e6
     assert size_mb <= SIZE_LIMIT_MB, f"{operator_image} is {size_mb:.0f} MB (limit {SIZE_LIMIT_MB} MB)"

@@ -119,6 +119,10 @@ def test_image_metadata_follows_the_contract(docker: Docker, server_build) -> No
     assert labels["org.opencontainers.image.base.name"] == "modelship-base:bookworm"
 
 
+def test_built_from_the_wheelhouse_without_network(server_build) -> None:  # type: ignore[no-untyped-def]
+    assert server_build.built_offline(), f"expected `docker build --network none` in {server_build.log}"
+
+
 def test_server_image_has_no_operator_dependencies(docker: Docker, server_image: str) -> None:
     probe = ("import importlib.util as u, shutil; "
              "print([m for m in ('kopf', 'kubernetes', 'modelship_operator', 'pip') if u.find_spec(m)]"
