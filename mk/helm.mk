@@ -1,6 +1,7 @@
 # Helm chart (deploy/helm/modelship): build helm from Go modules, lint, render, test.
 HELM_VERSION ?= v3.19.5
-HELM := $(HOME)/.cache/modelship/bin/helm-$(HELM_VERSION)/helm
+MODELSHIP_CACHE ?= $(HOME)/.cache/modelship
+HELM := $(MODELSHIP_CACHE)/bin/helm-$(HELM_VERSION)/helm
 CHART := $(ROOT)/deploy/helm/modelship
 
 .PHONY: helm helm-lint helm-template test-helm test-e2e-helm

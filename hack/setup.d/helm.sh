@@ -4,7 +4,8 @@
 #   ~/.cache/modelship/bin/helm-<version>/helm     the binary (cache key = version)
 #   ~/.cache/modelship/go/{mod,build}              GOMODCACHE / GOCACHE, shared with the other Go tools
 #
-# Idempotent: when the binary exists and reports the wanted version, nothing runs.
+# Idempotent: when the binary exists, reports the wanted version and was built with
+# the flags below (stamp file), nothing runs.
 # helm.sh/helm/v3's go.mod has no replace directives, so `go install ...@version`
 # works directly (no wrapper module). v3.19.x is built against the Kubernetes
 # v0.34 client libraries, matching the local control plane (Kubernetes v1.34).
@@ -31,7 +32,9 @@ if [ -x "$bin" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$ldflags" ] \
   exit 0
 fi
 
-command -v go >/dev/null || { echo "helm.sh: Go toolchain not found (need go on PATH)" >&2; exit 1; }
+# Go's official tarball installs to /usr/local/go, often not on a root shell's PATH.
+command -v go >/dev/null || PATH="$PATH:/usr/local/go/bin"
+command -v go >/dev/null || { echo "helm.sh: Go toolchain not found (need go on PATH or in /usr/local/go)" >&2; exit 1; }
 mkdir -p "$dest" "$cache/go/mod" "$cache/go/build"
 start=$(date +%s)
 echo "helm.sh: building helm $HELM_VERSION from Go modules (first run on a machine takes minutes)"
