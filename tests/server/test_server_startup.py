@@ -7,8 +7,6 @@ import contextlib
 import functools
 import hashlib
 import http.server
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +14,9 @@ from pathlib import Path
 import pydantic
 import pytest
 import torch
-from server_support import ModelFiles, free_port, serve
+from server_support import ModelFiles, serve
 
+from modelship_server import dataplane as dataplane_mod
 from modelship_server import device as device_mod
 from modelship_server.__main__ import main
 from modelship_server.settings import load_settings
@@ -128,17 +127,20 @@ def test_explicit_cpu_wins_over_require_gpu() -> None:
     assert any("require_gpu ignored" in note for note in plan.notes)
 
 
-def test_exit_on_load_failure_writes_the_termination_message(tmp_path: Path) -> None:
+def test_exit_on_load_failure_writes_the_termination_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    exits: list[int] = []
+    monkeypatch.setattr(dataplane_mod.os, "_exit", exits.append)  # in-process: record, don't die
+    monkeypatch.setattr(dataplane_mod.logging, "shutdown", lambda *args, **kwargs: None)
     log_file = tmp_path / "termination-log"
-    proc = subprocess.run(
-        [sys.executable, "-m", "modelship_server", "--host", "127.0.0.1", "--port", str(free_port()),
-         "--model-uri", str(tmp_path / "missing.pt"), "--exit-on-load-failure",
-         "--termination-log", str(log_file)],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert proc.returncode == 3, proc.stderr
-    assert "does not exist" in log_file.read_text()
-    assert "failed to load" in proc.stderr
+    settings = dict(
+        model_uri=str(tmp_path / "missing.pt"), exit_on_load_failure=True, termination_log=str(log_file)
+    )
+    with serve(**settings):
+        pass
+    assert exits == [dataplane_mod.EXIT_LOAD_FAILED] == [3]
+    assert "failed to load" in log_file.read_text() and "does not exist" in log_file.read_text()
 
 
 def test_usable_cpus_respects_affinity_and_cgroup_quota(
