@@ -71,7 +71,7 @@ def main(images: list[str]) -> int:
     print(header)
     for r in rows:
         print(f"{r['image']:<28} {r['total_mb']:>9} {r['base_mb']:>8} {r['site_packages_mb']:>12} "
-              f"{r['floor_mb']:>9} {r['overhead_mb']:>11} {r['ratio']:>6}")
+              f"{r['floor_mb']:>9} {r['overhead_mb']:>11} {r['ratio']:>6.3f}")
     out = ROOT / "_out" / "images" / "size-report.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(rows, indent=2) + "\n")
