@@ -11,7 +11,8 @@
 #   hack/cluster.sh kubectl ... the cached kubectl against this cluster
 #   hack/cluster.sh build       build/cache the binaries only
 #
-# State (etcd data, certificates, component logs) lives under _out/cluster/kwok;
+# State (etcd data, certificates, component logs) lives under _out/cluster/kwok
+# (MODELSHIP_CLUSTER_NAME=x: a separate cluster under _out/cluster-x/);
 # nothing is written to ~/.kube. KUBEBUILDER_ASSETS, when set, may supply
 # kube-apiserver/etcd/kubectl binaries; the rest come from ~/.cache/modelship/bin.
 set -euo pipefail
@@ -19,9 +20,11 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=cluster/versions.sh
 source "$ROOT/hack/cluster/versions.sh"
 
-OUT=$ROOT/_out/cluster
-KUBECONFIG_PATH=$OUT/kubeconfig
+# MODELSHIP_CLUSTER_NAME runs a second, private cluster beside the shared one
+# (its own ports, state and kubeconfig under _out/cluster-NAME/).
 CLUSTER_NAME=${MODELSHIP_CLUSTER_NAME:-modelship}
+if [ "$CLUSTER_NAME" = modelship ]; then OUT=$ROOT/_out/cluster; else OUT=$ROOT/_out/cluster-$CLUSTER_NAME; fi
+KUBECONFIG_PATH=$OUT/kubeconfig
 DEMO_PIDFILE=$ROOT/_out/demo/operator.pid
 export KWOK_WORKDIR=$OUT/kwok
 

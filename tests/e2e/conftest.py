@@ -19,16 +19,18 @@ from pathlib import Path
 
 import pytest
 from e2e_support import (
+    CLUSTER_NAME,
     CRD_FILE,
     CRD_NAME,
     LOCAL_KUBECONFIG,
+    LOCAL_OUT,
     ROOT,
     Cluster,
     OperatorProcess,
 )
 from kubernetes.client.exceptions import ApiException
 
-OUT = ROOT / "_out" / "e2e"
+OUT = ROOT / "_out" / ("e2e" if CLUSTER_NAME == "modelship" else f"e2e-{CLUSTER_NAME}")
 #: A cold machine builds the control plane from Go modules first (tens of minutes on 2 cores).
 CLUSTER_UP_TIMEOUT_S = 60 * 60
 NS_LABEL = "modelship.io/e2e"
@@ -73,7 +75,7 @@ def cluster() -> Iterator[Cluster]:
         pytest.fail(
             f"the local control plane did not start (`hack/cluster.sh up` exited {proc.returncode}).\n"
             f"--- {log}\n{log.read_text(errors='replace')[-6000:]}\n"
-            f"Component logs: {ROOT}/_out/cluster/kwok/clusters/modelship/logs/",
+            f"Component logs: {LOCAL_OUT}/kwok/clusters/{CLUSTER_NAME}/logs/",
             pytrace=False,
         )
     yield Cluster(kubeconfig=LOCAL_KUBECONFIG, local=True)

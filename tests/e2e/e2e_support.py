@@ -27,7 +27,10 @@ from kubernetes import config as k8s_config
 from kubernetes.client import ApiClient
 
 ROOT = Path(__file__).resolve().parents[2]
-LOCAL_KUBECONFIG = ROOT / "_out" / "cluster" / "kubeconfig"
+#: MODELSHIP_CLUSTER_NAME selects a private local cluster (see hack/cluster.sh).
+CLUSTER_NAME = os.environ.get("MODELSHIP_CLUSTER_NAME", "modelship")
+LOCAL_OUT = ROOT / "_out" / ("cluster" if CLUSTER_NAME == "modelship" else f"cluster-{CLUSTER_NAME}")
+LOCAL_KUBECONFIG = LOCAL_OUT / "kubeconfig"
 CRD_FILE = ROOT / "deploy" / "crds" / "modelship.io_modeldeployments.yaml"
 CRD_NAME = "modeldeployments.modelship.io"
 GROUP, VERSION, PLURAL = "modelship.io", "v1alpha1", "modeldeployments"

@@ -103,10 +103,14 @@ def test_cpu_model_gets_deployment_service_and_pdb(cluster: Cluster, ns: str) ->
     assert c["resources"]["requests"] == {"cpu": "500m", "memory": "1Gi"}
     assert "nodeSelector" not in pod and "tolerations" not in pod
 
-    svc = cluster.api.sanitize_for_serialization(cluster.core.read_namespaced_service("cpu", ns))
+    svc = cluster.api.sanitize_for_serialization(
+        wait_until(lambda: cluster.core.read_namespaced_service("cpu", ns), timeout=CONVERGE_S, what="Service cpu")
+    )
     assert svc["spec"]["ports"][0]["port"] == 8000
     assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
-    pdb = cluster.api.sanitize_for_serialization(cluster.policy.read_namespaced_pod_disruption_budget("cpu", ns))
+    pdb = cluster.api.sanitize_for_serialization(
+        wait_until(lambda: cluster.policy.read_namespaced_pod_disruption_budget("cpu", ns), timeout=CONVERGE_S, what="PDB cpu")
+    )
     assert pdb["spec"]["minAvailable"] == 1
     for child in (svc, pdb):
         assert child["metadata"]["ownerReferences"][0]["uid"] == md["metadata"]["uid"]
@@ -249,7 +253,7 @@ def test_drift_deleted_deployment_is_recreated(cluster: Cluster, ns: str) -> Non
 def test_deleting_the_model_deployment_garbage_collects_children(cluster: Cluster, ns: str) -> None:
     cluster.apply(model_deployment("gc", replicas=2, disruptionBudget={"maxUnavailable": 1}, namespace=ns))
     _wait_ready(cluster, ns, "gc")
-    cluster.policy.read_namespaced_pod_disruption_budget("gc", ns)
+    wait_until(lambda: cluster.policy.read_namespaced_pod_disruption_budget("gc", ns), timeout=CONVERGE_S, what="PDB gc")
     cluster.kubectl("-n", ns, "delete", "md/gc", "--wait=true", "--timeout=60s")
     for what, read in [
         ("Deployment", lambda: cluster.apps.read_namespaced_deployment("gc", ns)),
