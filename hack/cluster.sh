@@ -25,7 +25,8 @@ source "$ROOT/hack/cluster/versions.sh"
 CLUSTER_NAME=${MODELSHIP_CLUSTER_NAME:-modelship}
 if [ "$CLUSTER_NAME" = modelship ]; then OUT=$ROOT/_out/cluster; else OUT=$ROOT/_out/cluster-$CLUSTER_NAME; fi
 KUBECONFIG_PATH=$OUT/kubeconfig
-DEMO_PIDFILE=$ROOT/_out/demo/operator.pid
+if [ "$CLUSTER_NAME" = modelship ]; then DEMO_DIR=$ROOT/_out/demo; else DEMO_DIR=$ROOT/_out/demo-$CLUSTER_NAME; fi
+DEMO_PIDFILE=$DEMO_DIR/operator.pid
 export KWOK_WORKDIR=$OUT/kwok
 
 log() { echo "cluster: $*" >&2; }
@@ -165,6 +166,7 @@ case "${1:-}" in
   down) cmd_down ;;
   status) cmd_status ;;
   kubeconfig) echo "$KUBECONFIG_PATH" ;;
+  demo-dir) echo "$DEMO_DIR" ;;
   kubectl) shift; kubectl_ "$@" ;;
   build) ensure_tools ;;
   *) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;

@@ -13,7 +13,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 NS=${DEMO_NAMESPACE:-modelship-demo}
-DEMO=$ROOT/_out/demo
+DEMO=$(bash hack/cluster.sh demo-dir)
 PIDFILE=$DEMO/operator.pid
 LOG=$DEMO/operator.log
 PY=${PY:-$ROOT/.venv/bin/python}
@@ -78,5 +78,5 @@ The demo keeps running. Try:
   kubectl -n $NS patch md/resnet-cpu --type=merge -p '{"spec":{"image":"fail.modelship.test/server:crashloop"}}'
   kubectl -n $NS get md -w
   tail -f $LOG
-Stop everything (operator + cluster):  make cluster-down
+Stop everything (operator + cluster):  ${MODELSHIP_CLUSTER_NAME:+MODELSHIP_CLUSTER_NAME=$MODELSHIP_CLUSTER_NAME }make cluster-down
 EOF
