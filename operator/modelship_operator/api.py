@@ -75,6 +75,7 @@ GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 
 ModelFormat = Literal["torchscript", "torch-export", "handler"]
 SurgeMode = Literal["auto", "surge", "no-surge"]
+InputDatatype = Literal["BOOL", "UINT8", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64"]
 ConditionStatus = Literal["True", "False", "Unknown"]
 Outcome = Literal["Progressing", "Succeeded", "RolledBack", "Superseded", "Halted"]
 #: A Kubernetes quantity ("500m", "2Gi", 4) or, for budgets, a count or a percentage.
@@ -140,6 +141,29 @@ class ModelSource(_Wire):
         pattern=SHA256_PATTERN,
         description="Optional hex SHA-256 of the weights; the server refuses to load on mismatch.",
     )
+    input_shape: list[int] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=8,
+        description="Input shape including the batch dimension, -1 for a dynamic one, e.g. "
+        "[-1, 3, 224, 224]. TorchScript files carry no shapes: without this (or a modelship.json "
+        "extra file in the archive) the server cannot warm up or publish input metadata. "
+        "Default: none (torch-export programs carry their own).",
+        json_schema_extra=cel(
+            ("self.all(d, d == -1 || d > 0)", "model.inputShape dimensions must be positive, or -1 for a dynamic one")
+        ),
+    )
+    input_datatype: InputDatatype = Field(
+        default="FP32",
+        description="Open Inference Protocol datatype of the input, used with inputShape. Default: FP32.",
+    )
+
+    @field_validator("input_shape")
+    @classmethod
+    def _dims(cls, shape: list[int] | None) -> list[int] | None:
+        if shape is not None and any(d == 0 or d < -1 for d in shape):
+            raise ValueError("model.inputShape dimensions must be positive, or -1 for a dynamic one")
+        return shape
 
     @model_validator(mode="after")
     def _handler_iff_format_handler(self) -> ModelSource:
@@ -263,6 +287,20 @@ class Serving(_Wire):
         "without one), cpu otherwise.",
     )
     half_precision: bool = Field(default=False, description="Run the model in fp16. Default: false.")
+    shutdown_delay_seconds: int = Field(
+        default=5,
+        ge=0,
+        le=300,
+        description="After SIGTERM the server keeps serving (readiness already 503) this long, so "
+        "endpoints stop routing to the pod before its listener closes. Default: 5.",
+    )
+    drain_timeout_seconds: int = Field(
+        default=30,
+        ge=1,
+        le=3600,
+        description="Longest the server waits for in-flight and queued requests after the delay. "
+        "The pod's terminationGracePeriodSeconds is delay + drain + 5. Default: 30.",
+    )
 
     @field_validator("port")
     @classmethod

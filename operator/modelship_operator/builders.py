@@ -179,6 +179,8 @@ def server_env(spec: api.ModelDeploymentSpec) -> list[Obj]:
         ("MODELSHIP_MODEL_FORMAT", model.format),
         ("MODELSHIP_MODEL_HANDLER", model.handler),
         ("MODELSHIP_MODEL_SHA256", model.sha256),
+        ("MODELSHIP_INPUT_SHAPE", ",".join(map(str, model.input_shape)) if model.input_shape else None),
+        ("MODELSHIP_INPUT_DATATYPE", model.input_datatype if model.input_shape else None),
         ("MODELSHIP_HOST", "0.0.0.0"),
         ("MODELSHIP_PORT", str(serving.port)),
         ("MODELSHIP_DEVICE", serving.device or ("cuda" if gpu else "cpu")),
@@ -186,9 +188,17 @@ def server_env(spec: api.ModelDeploymentSpec) -> list[Obj]:
         ("MODELSHIP_HALF_PRECISION", "true" if serving.half_precision else "false"),
         ("MODELSHIP_MAX_BATCH_SIZE", str(serving.batching.max_batch_size)),
         ("MODELSHIP_MAX_LATENCY_MS", str(serving.batching.max_latency_ms)),
+        ("MODELSHIP_SHUTDOWN_DELAY_S", str(serving.shutdown_delay_seconds)),
+        ("MODELSHIP_GRACEFUL_TIMEOUT_S", str(serving.drain_timeout_seconds)),
     ]
     env = [{"name": k, "value": v} for k, v in values if v is not None]
     return env + [e.wire() for e in spec.env]
+
+
+def termination_grace_seconds(serving: api.Serving) -> int:
+    """Kubelet's kill deadline: the server's routing delay plus its drain budget, plus margin
+    for the interpreter to exit. Shorter, and SIGKILL cuts requests that were already in."""
+    return serving.shutdown_delay_seconds + serving.drain_timeout_seconds + 5
 
 
 def resources(spec: api.ModelDeploymentSpec) -> Obj:
@@ -277,7 +287,7 @@ def pod_template(md: api.ModelDeployment, image: str) -> Obj:
             # (a Service named "modelship" would collide with MODELSHIP_PORT).
             "automountServiceAccountToken": False,
             "enableServiceLinks": False,
-            "terminationGracePeriodSeconds": 30,
+            "terminationGracePeriodSeconds": termination_grace_seconds(spec.serving),
             **scheduling(spec),
         },
     }

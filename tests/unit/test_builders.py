@@ -4,9 +4,9 @@ import re
 
 import pytest
 
-from modelship_operator import builders
+from modelship_operator import api, builders
 
-from .samples import md
+from .samples import body, md
 
 GPU = {"count": 2, "product": "NVIDIA-H100-80GB-HBM3"}
 
@@ -145,6 +145,32 @@ def test_handler_format_and_checksum_reach_the_server():
     )
     assert _env(dep)["MODELSHIP_MODEL_HANDLER"] == "pkg.mod:Model"
     assert _env(dep)["MODELSHIP_MODEL_SHA256"] == sha
+
+
+def test_input_shape_reaches_the_server_only_when_given():
+    shaped = builders.desired_deployment(
+        md(model={"name": "m", "uri": "/m.pt", "format": "torchscript", "inputShape": [-1, 3, 32, 32],
+                  "inputDatatype": "FP16"})
+    )
+    assert _env(shaped)["MODELSHIP_INPUT_SHAPE"] == "-1,3,32,32"
+    assert _env(shaped)["MODELSHIP_INPUT_DATATYPE"] == "FP16"
+    plain = _env(builders.desired_deployment(md()))
+    assert "MODELSHIP_INPUT_SHAPE" not in plain and "MODELSHIP_INPUT_DATATYPE" not in plain
+
+
+@pytest.mark.parametrize("shape", [[0, 3], [-2, 3], []])
+def test_bad_input_shape_is_refused(shape):
+    with pytest.raises(api.InvalidSpec, match="inputShape"):
+        api.parse(body(model={"name": "m", "uri": "/m.pt", "format": "torchscript", "inputShape": shape}))
+
+
+def test_shutdown_budget_bounds_the_grace_period():
+    dep = builders.desired_deployment(md(serving={"shutdownDelaySeconds": 10, "drainTimeoutSeconds": 50}))
+    env = _env(dep)
+    assert env["MODELSHIP_SHUTDOWN_DELAY_S"] == "10" and env["MODELSHIP_GRACEFUL_TIMEOUT_S"] == "50"
+    assert dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 65
+    default = builders.desired_deployment(md())
+    assert default["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 5 + 30 + 5
 
 
 def test_explicit_device_wins():
