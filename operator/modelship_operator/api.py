@@ -362,8 +362,9 @@ class Rollout(_Wire):
     surge: SurgeMode = Field(
         default="auto",
         description="surge: start new pods before old ones stop (maxSurge 25%, maxUnavailable 0). "
-        "no-surge: replace one pod at a time (maxSurge 0, maxUnavailable 1). auto (default): "
-        "no-surge when pods need GPUs (a surge pod may find no free GPU), surge otherwise.",
+        "no-surge: replace one pod at a time (maxSurge 0, maxUnavailable 1). auto (default): surge, "
+        "switching to no-surge when a surge pod cannot be scheduled for lack of nvidia.com/gpu "
+        "(unless the disruption budget forbids it); an Event says so.",
     )
 
 
@@ -542,6 +543,42 @@ class HistoryEntry(_Wire):
     finished_at: datetime | None = None
     outcome: Outcome
     message: str = ""
+    reason: str = Field(default="", description="Why it ended so (e.g. RolloutComplete, ImagePullFailed, ManualRollback).")
+    hash: str = Field(default="", description="Hash of the revision's pod-relevant spec.")
+    template: dict[str, Any] | None = Field(
+        default=None,
+        description="The revision's pod-relevant spec (image, model, serving, ...): what a rollback restores.",
+    )
+
+
+class RolloutEvidence(_Wire):
+    """Failure evidence seen but not yet confirmed (kept so a restart does not reset its clock)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    key: str = ""
+    kind: str = ""
+    message: str = ""
+    first_seen: str = Field(default="", description="RFC 3339 time of the first sighting.")
+
+
+class RolloutState(_Wire):
+    """Where the rollout stands: written by the operator, read back on every pass, so a restarted
+    operator resumes where it was. Empty values mean unset (status is merge-patched)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    spec_hash: str = Field(default="", description="Hash of the pod-relevant spec last acted on (no-flap memory).")
+    phase: str = Field(default="", description="Progressing, Complete, RolledBack or Halted.")
+    serving_revision: int = Field(default=0, description="The revision the Deployment carries.")
+    stable_revision: int = Field(default=0, description="The last known good revision.")
+    manual: bool = Field(default=False, description="The serving revision was chosen by a manual rollback.")
+    no_surge: bool = Field(default=False, description="surge: auto switched this rollout to no-surge (GPUs short).")
+    no_surge_since: str = ""
+    evidence: RolloutEvidence = Field(default_factory=RolloutEvidence)
+    handled_retry: str = Field(default="", description="Last modelship.io/retry value acted on.")
+    handled_rollback_to: str = Field(default="", description="Last modelship.io/rollback-to value acted on.")
+    message: str = ""
 
 
 class ModelDeploymentStatus(_Wire):
@@ -563,6 +600,7 @@ class ModelDeploymentStatus(_Wire):
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     history: list[HistoryEntry] = Field(default_factory=list, description="Newest last, bounded.")
+    rollout: RolloutState = Field(default_factory=RolloutState, description="Rollout bookkeeping (see kubectl modelship).")
 
 
 class ModelDeployment(_Wire):
