@@ -22,7 +22,7 @@ from typing import Any
 
 import kopf
 
-from modelship_operator import api, builders, kube, metrics
+from modelship_operator import api, builders, evidence, kube, metrics, rollout
 from modelship_operator.reconcile import Reconciler
 from modelship_operator.settings import Settings
 
@@ -54,6 +54,27 @@ def run_pass(
         metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
 
 
+def rollout_in_flight(body: kopf.Body, **_: Any) -> bool:
+    """kopf filter: a rollout is under way (or not yet recorded) for this ModelDeployment."""
+    phase = ((body.get("status") or {}).get("rollout") or {}).get("phase")
+    return phase not in ("Complete", "RolledBack")
+
+
+def rollout_request_pending(body: kopf.Body, **_: Any) -> bool:
+    """kopf filter: a rollback/retry annotation carries a value the operator has not acted on.
+
+    Needed because kopf leaves every ``modelship.io/*`` annotation out of its change detection
+    (that prefix holds its own bookkeeping), so on.update never sees these requests.
+    """
+    annotations = body.get("metadata", {}).get("annotations") or {}
+    state = (body.get("status") or {}).get("rollout") or {}
+    pending = (
+        (rollout.RETRY_ANNOTATION, "handledRetry"),
+        (rollout.ROLLBACK_TO_ANNOTATION, "handledRollbackTo"),
+    )
+    return any(annotations.get(key) not in (None, state.get(handled)) for key, handled in pending)
+
+
 def build_registry(reconciler: Reconciler, settings: Settings) -> kopf.OperatorRegistry:
     """All handlers, registered on a fresh registry (nothing happens at import time)."""
     registry = kopf.OperatorRegistry()
@@ -73,6 +94,17 @@ def build_registry(reconciler: Reconciler, settings: Settings) -> kopf.OperatorR
                 registry=registry, id="resync")  # fmt: skip
     def resync(namespace: str, name: str, **_: Any) -> None:
         run_pass(reconciler, settings, namespace, name, trigger="resync")
+
+    # While a rollout is in flight, look every few seconds: some evidence (an image that cannot be
+    # pulled, a pod waiting for a GPU) brings no further watch event, yet its grace period ends.
+    @kopf.timer(*MODEL_DEPLOYMENTS, interval=evidence.RolloutPolicy().poll_interval_s, when=rollout_in_flight,
+                registry=registry, id="rollout")  # fmt: skip
+    def rollout_poll(namespace: str, name: str, **_: Any) -> None:
+        run_pass(reconciler, settings, namespace, name, trigger="rollout", apply=False)
+
+    @kopf.on.event(*MODEL_DEPLOYMENTS, when=rollout_request_pending, registry=registry, id="rollout-request")
+    def rollout_requested(namespace: str, name: str, **_: Any) -> None:
+        run_pass(reconciler, settings, namespace, name, trigger="annotation")
 
     def child_changed(body: kopf.Body, namespace: str, **_: Any) -> None:
         owner = builders.owner_name(body)

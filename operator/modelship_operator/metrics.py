@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -18,6 +20,45 @@ RECONCILE_SECONDS = Histogram(
     registry=REGISTRY,
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+
+
+ROLLOUTS_STARTED = Counter(
+    "modelship_rollouts_started_total", "Rollouts started (new revision or retry).", registry=REGISTRY
+)
+ROLLOUTS_SUCCEEDED = Counter(
+    "modelship_rollouts_succeeded_total", "Rollouts that completed (the revision became stable).", registry=REGISTRY
+)
+ROLLOUTS_ROLLED_BACK = Counter(
+    "modelship_rollouts_rolled_back_total",
+    "Rollbacks, by trigger: auto (failure evidence) or manual (modelship.io/rollback-to).",
+    ["trigger"],
+    registry=REGISTRY,
+)
+ROLLOUTS_HALTED = Counter(
+    "modelship_rollouts_halted_total",
+    "Failed rollouts left in place (autoRollback off, or no stable revision to go back to).",
+    registry=REGISTRY,
+)
+TIME_TO_ROLLBACK = Histogram(
+    "modelship_time_to_rollback_seconds",
+    "From the first failure evidence on a new revision's pods to the automatic rollback.",
+    registry=REGISTRY,
+    buckets=(1, 2, 5, 10, 15, 20, 30, 45, 60, 120, 300),
+)
+
+
+def observe_rollout(plan: Any) -> None:
+    """Count what one rollout plan (``rollout.RolloutPlan``) decided."""
+    if plan.started:
+        ROLLOUTS_STARTED.inc()
+    if plan.succeeded:
+        ROLLOUTS_SUCCEEDED.inc()
+    if plan.rolled_back:
+        ROLLOUTS_ROLLED_BACK.labels(trigger=plan.rolled_back).inc()
+    if plan.time_to_rollback_s is not None:
+        TIME_TO_ROLLBACK.observe(plan.time_to_rollback_s)
+    if any(e.reason == "RolloutHalted" for e in plan.events):
+        ROLLOUTS_HALTED.inc()
 
 
 def serve(port: int) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from modelship_operator import api, builders, kube, status
+from modelship_operator import api, builders, kube, metrics, rollout, rollout_status, status
 
 logger = logging.getLogger(__name__)
 
@@ -94,26 +94,38 @@ class Reconciler:
                 md = api.parse(body)
             except api.InvalidSpec as error:
                 return self._problem(body, "InvalidSpec", str(error), now)
+            # Rollouts decide from what the cluster shows *before* this pass's writes.
+            observed = self.cluster.get("Deployment", namespace, builders.child_name(md.name))
+            pods = self.cluster.list_pods(namespace, builders.selector_string(md)) if observed else []
+            plan = rollout_status.plan(md, observed, pods, now=now)
             try:
-                deployment = self._apply_children(md, body, now) if apply else None
+                # A status-only pass (pod events, the rollout timer) still applies when the plan
+                # moved the Deployment: a rollback must not wait for the next spec change.
+                if apply or rollout_status.deployment_outdated(observed, plan):
+                    deployment = self._apply_children(md, body, now, plan, observed)
+                else:
+                    deployment = observed
             except kube.Rejected as error:
                 return self._problem(body, "InvalidSpec", f"the API server rejected a child: {error}", now)
             except ChildConflict as error:
                 return self._problem(body, "NameConflict", str(error), now)
-            child = builders.child_name(md.name)
-            if deployment is None:
-                deployment = self.cluster.get("Deployment", namespace, child)
-            pods = self.cluster.list_pods(namespace, builders.selector_string(md)) if deployment else []
-            new = status.derive_status(md, deployment, pods, now=now)
+            derived = status.derive_status(md, deployment, pods, now=now)
+            new = rollout_status.merge_status(md.status, derived, plan, generation=md.generation, now=now)
+            for event in rollout_status.events(plan):
+                self._event(body, event.type, event.reason, event.message, now)
+            metrics.observe_rollout(plan)
             return Result(status_written=self._write_status(body, md.status, new, now))
 
     # -- children -----------------------------------------------------------------------
 
-    def _apply_children(self, md: api.ModelDeployment, body: Obj, now: dt.datetime) -> Obj:
-        """Apply Deployment, Service and PDB (or delete a PDB no longer wanted); returns the
-        Deployment as stored."""
+    def _apply_children(
+        self, md: api.ModelDeployment, body: Obj, now: dt.datetime, plan: rollout.RolloutPlan, observed: Obj | None
+    ) -> Obj:
+        """Apply Deployment (the rollout plan's revision), Service and PDB (or delete a PDB no
+        longer wanted); returns the Deployment as stored."""
         spec_changed = md.status.observed_generation != md.generation
-        deployment = self._apply_one(builders.desired_deployment(md), md, body, spec_changed, now)
+        moved = spec_changed or rollout_status.deployment_outdated(observed, plan)  # our decision, not drift
+        deployment = self._apply_one(rollout_status.desired_deployment(md, plan), md, body, moved, now)
         self._apply_one(builders.desired_service(md), md, body, spec_changed, now)
         pdb = builders.desired_pdb(md)
         child = builders.child_name(md.name)
