@@ -17,5 +17,5 @@ helm-template: helm ## render the chart with its defaults (pass VALUES=path to a
 test-helm: helm venv ## chart tests without a cluster (lint, template, schema, RBAC)
 	$(PY) -m pytest tests/helm
 
-test-e2e-helm: helm venv ## chart e2e: helm install/upgrade/uninstall + operator under the chart's ServiceAccount
-	$(PY) -m pytest tests/e2e/test_helm.py
+test-e2e-helm: helm venv ## chart e2e: install/upgrade/uninstall, can-i, HA hand-over, operator scenarios under the chart SA
+	$(PY) -m pytest tests/e2e/test_helm.py tests/e2e/test_helm_scenarios.py
