@@ -339,3 +339,52 @@ def test_packaged_chart_is_self_contained(tmp_path: Path) -> None:
     text = run_helm("template", "x", str(tgz), "--include-crds").stdout
     kinds = [d["kind"] for d in yaml.safe_load_all(text) if d]
     assert kinds.count("CustomResourceDefinition") == 3 and "Deployment" in kinds
+
+
+#: kubernetes-client method → (API group, resource). Unknown ones fail the test below on purpose.
+_CLIENT_RESOURCES = {
+    "deployment": ("apps", "deployments"),
+    "replica_set": ("apps", "replicasets"),
+    "service": ("", "services"),
+    "pod": ("", "pods"),
+    "event": ("", "events"),
+    "pod_disruption_budget": ("policy", "poddisruptionbudgets"),
+    "secret": ("", "secrets"),
+    "config_map": ("", "configmaps"),
+    "node": ("", "nodes"),
+}
+_CLIENT_VERBS = {"read": "get", "list": "list", "patch": "patch", "create": "create", "delete": "delete",
+                 "replace": "update"}  # fmt: skip
+
+
+def _operator_api_calls() -> set[tuple[str, str, str]]:
+    """(group, resource, verb) for every kubernetes-client call in the operator's API module."""
+    import modelship_operator.kube as kube_module
+
+    src = Path(kube_module.__file__).read_text()
+    calls: set[tuple[str, str, str]] = set()
+    for verb, rest in re.findall(r"self\.(?:apps|core|policy)\.(read|list|patch|create|delete|replace)_namespaced_(\w+)", src):
+        assert rest in _CLIENT_RESOURCES, f"kube.py calls {verb}_namespaced_{rest}: map it here and grant it in rbac.yaml"
+        group, resource = _CLIENT_RESOURCES[rest]
+        calls.add((group, resource, _CLIENT_VERBS[verb]))
+        if verb == "patch" and "APPLY" in src:  # server-side apply creates what does not exist yet
+            calls.add((group, resource, "create"))
+    for verb, sub in re.findall(r"self\.custom\.(get|patch|list|delete|create|replace)_namespaced_custom_object(_status)?", src):
+        calls.add(("modelship.io", "modeldeployments/status" if sub else "modeldeployments",
+                   {"get": "get", "replace": "update"}.get(verb, verb)))  # fmt: skip
+    return calls
+
+
+def test_rbac_covers_every_call_the_operator_makes() -> None:
+    """Cluster-less drift check: a new API call in kube.py, or a new watched kind in handlers.py,
+    fails here until templates/rbac.yaml grants it (the e2e tier proves it end to end)."""
+    from modelship_operator import handlers
+
+    granted = _flat(one(render(), "ClusterRole")["rules"])
+    needed = _operator_api_calls()
+    assert needed, "no API calls found in kube.py (did it move?)"
+    for group_version, plural in (*handlers.CHILDREN, handlers.PODS):  # kopf watches these
+        group = group_version.rpartition("/")[0]
+        needed |= {(group, plural, "list"), (group, plural, "watch")}
+    missing = sorted((g, r, v) for g, r, v in needed if v not in granted.get((g, r), set()))
+    assert not missing, f"the chart's RBAC lacks {missing}"
