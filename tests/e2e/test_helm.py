@@ -408,11 +408,16 @@ def test_operator_reconciles_under_the_chart_identity(
         op.stop()
 
 
+@pytest.mark.parametrize("scope", ["all-namespaces", "namespaced"])
 def test_ha_two_replicas_hand_over_when_the_active_one_is_killed(
-    cluster: Cluster, release: Release, ns: str, sole_operator: None
+    cluster: Cluster, release: Release, ns: str, sole_operator: None, scope: str
 ) -> None:
+    namespaced = scope == "namespaced"
     release.install("crds.enabled=false", "replicas=2", "peering.enabled=true",
-                    f"peering.lifetime={PEERING_LIFETIME_S}")  # fmt: skip
+                    f"peering.lifetime={PEERING_LIFETIME_S}",
+                    *([f"watch.namespaces={{{ns}}}"] if namespaced else []))  # fmt: skip
+    # ClusterKopfPeering for all namespaces, a KopfPeering in each served namespace.
+    peering_ref = [f"kopfpeering/{release.fullname}", "-n", ns] if namespaced else [f"clusterkopfpeering/{release.fullname}"]
     args = release.operator_args()
     assert f"--peering={release.fullname}" in args, args
     kubeconfig = release.token_kubeconfig()
@@ -426,7 +431,7 @@ def test_ha_two_replicas_hand_over_when_the_active_one_is_killed(
         # ...the second joins the peering object; with kopf's random priorities one of the
         # two pauses (the newcomer, or the first if the newcomer outranks it).
         second.start()
-        wait_until(lambda: len(cluster.get_json(f"clusterkopfpeering/{release.fullname}").get("status") or {}) == 2,
+        wait_until(lambda: len(cluster.get_json(*peering_ref).get("status") or {}) == 2,
                    timeout=CONVERGE_S, what="both replicas in the peering object")  # fmt: skip
         probes = iter(range(100))
 
