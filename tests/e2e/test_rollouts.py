@@ -189,6 +189,26 @@ def test_bad_image_rolls_back_within_target(cluster: Cluster, ns: str, bad: str,
     assert "rolled back" in out
 
 
+def test_auto_rollback_off_halts_and_says_why(cluster: Cluster, ns: str) -> None:
+    off = {"replicas": 2, "rollout": {"autoRollback": False}}
+    deploy_stable(cluster, ns, "halt", **off)
+    change_image(cluster, ns, "halt", IMAGE_CRASHLOOP, **off)
+
+    def halted() -> dict[str, Any] | None:
+        md = cluster.md(ns, "halt")
+        degraded = condition(md, "Degraded") or {}
+        return md if degraded.get("reason") == "RolloutHalted" else None
+
+    md = wait_until(halted, timeout=CONVERGE_S, what="Degraded=RolloutHalted")
+    message = condition(md, "Degraded")["message"]
+    assert "autoRollback is off" in message and IMAGE_CRASHLOOP in message, message
+    assert _history(md)[-1] == (2, IMAGE_CRASHLOOP, "Halted")
+    assert _template_image(cluster, ns, "halt") == IMAGE_CRASHLOOP, "a halted rollout is left as it is"
+    assert md["status"]["image"] == GOOD[0] and condition(md, "Ready")["status"] == "False"
+    watch = plugin(cluster, "watch", "md/halt", "-n", ns, "--timeout", "30s")
+    assert watch.returncode == 1 and "halted" in watch.stdout, watch.stdout
+
+
 def test_gitops_replay_does_not_flap_and_fix_forward_works(cluster: Cluster, ns: str) -> None:
     deploy_stable(cluster, ns, "replay", replicas=2)
     measure_rollback(cluster, ns, "replay", IMAGE_IMAGEPULL, GOOD[0], {"ImagePullBackOff", "ErrImagePull"},
