@@ -27,6 +27,7 @@ from e2e_support import (
     ROOT,
     Cluster,
     OperatorProcess,
+    wait_until,
 )
 from kubernetes.client.exceptions import ApiException
 
@@ -104,7 +105,21 @@ def operator(cluster: Cluster, crd: str) -> Iterator[OperatorProcess]:
     op = OperatorProcess(cluster, OUT / "operator.log")
     op.start()
     yield op
-    op.stop()
+    # kopf puts a finalizer on every ModelDeployment (the resync timer needs one): the
+    # namespaces this session deleted finish terminating only while the operator runs.
+    if not op.running():
+        op.start()
+    try:
+        wait_until(
+            lambda: not any(cluster.kubectl("get", "namespace", n, check=False).returncode == 0 for n in _CREATED),
+            timeout=90, what=f"test namespaces to terminate: {sorted(_CREATED)}", interval=1,
+        )  # fmt: skip
+    finally:
+        op.stop()
+
+
+#: Namespaces created by this session (the operator fixture waits for their deletion).
+_CREATED: set[str] = set()
 
 
 @pytest.fixture
@@ -113,6 +128,7 @@ def ns(request: pytest.FixtureRequest, cluster: Cluster) -> Iterator[str]:
     short = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-")
     name = f"e2e-{short}-{uuid.uuid4().hex[:5]}"
     cluster.kubectl("create", "namespace", name)
+    _CREATED.add(name)
     cluster.kubectl("label", "namespace", name, f"{NS_LABEL}=true")
     request.node.stash[_NS_KEY] = name
     yield name

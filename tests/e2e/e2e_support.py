@@ -8,6 +8,7 @@ and the last value seen, so a failing test says what never happened.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
@@ -171,6 +172,18 @@ class Cluster:
         return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the test process dies (Linux prctl).
+
+    A test run killed by a timeout never reaches fixture teardown; an orphaned
+    operator would go on reconciling the shared cluster and fight the next run.
+    """
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 class OperatorProcess:
     """The operator as a real subprocess (`python -m modelship_operator`).
 
@@ -204,7 +217,7 @@ class OperatorProcess:
             log.flush()
             self.proc = subprocess.Popen(
                 cmd, cwd=ROOT, env=self.cluster.env(), stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
+                stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent,
             )  # fmt: skip
         # A crash at import or flag parsing shows at once; later crashes are
         # caught by the running() check the fixtures make after each test.
