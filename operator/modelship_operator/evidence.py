@@ -3,8 +3,9 @@
 Pure: takes plain dicts as the API returns them (``camelCase`` keys, RFC 3339 timestamps) and
 ``now``; no API calls, no clock. :mod:`modelship_operator.rollout` decides what to do with it.
 
-Each :class:`Evidence` is a *candidate*: it carries ``confirm_s``, how long it must persist
-before it counts. A failed image pull is usually final but a registry blip is not, so it gets a
+Each :class:`Evidence` is a *candidate*: it carries ``grace_s``, how long the condition is
+allowed at all (a pod may wait for the scheduler, a model may take its startup budget to load),
+and ``confirm_s``, how long it must then persist before it counts. A failed image pull is usually final but a registry blip is not, so it gets a
 few seconds; a Deployment's ``ProgressDeadlineExceeded`` is already a verdict and counts at once.
 Waiting states carry no timestamp in the pod status, so their ``since`` is ``None`` and the
 caller supplies the time it first saw them (persisted in status, so a restart does not reset it).
@@ -101,7 +102,9 @@ class Evidence:
     since: dt.datetime | None
     """When the API says it started; ``None`` when the status carries no time."""
     confirm_s: float = 0.0
-    """How long it must persist before it counts."""
+    """How long it must persist, once it is evidence, before it counts."""
+    grace_s: float = 0.0
+    """How long after ``since`` the condition is still normal (it becomes evidence after that)."""
     gpu: bool = False
     """Unschedulable for lack of ``nvidia.com/gpu`` (the surge-switch case)."""
 
@@ -165,14 +168,15 @@ def _container_evidence(
         return Evidence(EvidenceKind.CRASH_LOOP, subject, msg, since)
     running = ((cs.get("state") or {}).get("running")) or {}
     started_at = parse_time(running.get("startedAt"))
-    if running and not cs.get("ready") and started_at is not None:
-        budget = startup_timeout_s + policy.startup_grace_s
-        if (now - started_at).total_seconds() >= budget:
-            msg = (
-                f"image {image} never became ready on {subject}: running for "
-                f"{int((now - started_at).total_seconds())}s, startup budget {int(startup_timeout_s)}s"
-            )
-            return Evidence(EvidenceKind.STARTUP, subject, msg, started_at + dt.timedelta(seconds=budget))
+    if running and not cs.get("ready") and cs.get("started") is not True and started_at is not None:
+        # A candidate from the first moment, with the startup budget as its grace: the pending
+        # record keeps the operator looking, so the budget's end is noticed without an event.
+        msg = (
+            f"image {image} never became ready on {subject}: running for "
+            f"{int((now - started_at).total_seconds())}s, startup budget {int(startup_timeout_s)}s"
+        )
+        return Evidence(EvidenceKind.STARTUP, subject, msg, started_at,
+                        grace_s=startup_timeout_s + policy.startup_grace_s)
     return None
 
 
@@ -188,7 +192,7 @@ def _scheduling_evidence(pod: Obj, *, policy: RolloutPolicy) -> Evidence | None:
         f"pod/{name}",
         f"pod/{name} cannot be scheduled: {message}",
         parse_time(cond.get("lastTransitionTime")),
-        policy.unschedulable_grace_s,
+        grace_s=policy.unschedulable_grace_s,
         gpu=gpu,
     )
 

@@ -54,10 +54,14 @@ def run_pass(
         metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
 
 
-def rollout_in_flight(body: kopf.Body, **_: Any) -> bool:
-    """kopf filter: a rollout is under way (or not yet recorded) for this ModelDeployment."""
-    phase = ((body.get("status") or {}).get("rollout") or {}).get("phase")
-    return phase not in ("Complete", "RolledBack")
+def rollout_evidence_pending(body: kopf.Body, **_: Any) -> bool:
+    """kopf filter: the rollout waits for time to pass on some evidence (a failed pull to be
+    confirmed, a grace or startup budget to end, a GPU wait before the surge switch).
+
+    Everything else in a rollout arrives as a watch event (pods, the Deployment), so only these
+    objects are polled: a thousand ModelDeployments rolling out normally cost no timer passes.
+    """
+    return bool((((body.get("status") or {}).get("rollout") or {}).get("evidence") or {}).get("key"))
 
 
 def rollout_request_pending(body: kopf.Body, **_: Any) -> bool:
@@ -95,10 +99,10 @@ def build_registry(reconciler: Reconciler, settings: Settings) -> kopf.OperatorR
     def resync(namespace: str, name: str, **_: Any) -> None:
         run_pass(reconciler, settings, namespace, name, trigger="resync")
 
-    # While a rollout is in flight, look every few seconds: some evidence (an image that cannot be
-    # pulled, a pod waiting for a GPU) brings no further watch event, yet its grace period ends.
-    @kopf.timer(*MODEL_DEPLOYMENTS, interval=evidence.RolloutPolicy().poll_interval_s, when=rollout_in_flight,
-                registry=registry, id="rollout")  # fmt: skip
+    # While evidence waits for its grace/confirmation to end, look every few seconds: an image
+    # that cannot be pulled or a pod waiting for a GPU brings no further watch event.
+    @kopf.timer(*MODEL_DEPLOYMENTS, interval=evidence.RolloutPolicy().poll_interval_s,
+                when=rollout_evidence_pending, registry=registry, id="rollout")  # fmt: skip
     def rollout_poll(namespace: str, name: str, **_: Any) -> None:
         run_pass(reconciler, settings, namespace, name, trigger="rollout", apply=False)
 

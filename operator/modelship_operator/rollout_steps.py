@@ -225,6 +225,8 @@ def budget_allows_no_surge(spec: Obj) -> bool:
 
 
 def _first_seen(p: Pass, candidate: ev.Evidence) -> dt.datetime:
+    """When the condition started: from the API, else when this operator first saw it (kept in
+    status; such candidates have no grace, so the remembered time is their evidence time)."""
     if candidate.since is not None:
         return candidate.since
     remembered = p.st.evidence
@@ -265,8 +267,10 @@ def _evidence(p: Pass, spec: Obj, observed: Observed, entry: Obj) -> ev.Evidence
     )
     gpu_waits = [c for c in candidates if c.kind == ev.EvidenceKind.UNSCHEDULABLE and c.gpu]
     surge_auto = (rollout_spec.get("surge") or "auto") == "auto"
+    held: list[ev.Evidence] = []
     if surge_auto and not p.st.no_surge and gpu_waits and p.st.stable is not None and budget_allows_no_surge(spec):
-        _surge_switch(p, spec, gpu_waits)
+        if not _surge_switch(p, spec, gpu_waits):
+            held = gpu_waits  # waiting for the switch: not evidence, but worth watching
         candidates = [c for c in candidates if c not in gpu_waits]
     switched_at = ev.parse_time(p.st.no_surge_since) if p.st.no_surge else None
     best: tuple[dt.datetime, ev.Evidence] | None = None
@@ -275,12 +279,15 @@ def _evidence(p: Pass, spec: Obj, observed: Observed, entry: Obj) -> ev.Evidence
         seen = _first_seen(p, cand)
         if cand.kind == ev.EvidenceKind.UNSCHEDULABLE and switched_at is not None:
             seen = max(seen, switched_at)  # the no-surge switch restarts the grace period
-        ready_at = seen + dt.timedelta(seconds=cand.confirm_s)
-        if ready_at <= p.now and (best is None or seen < best[0]):
-            best = (seen, cand)
-        elif ready_at > p.now and (pending is None or seen < pending[0]):
-            pending = (seen, cand)
-    keep = best or pending
+        start = seen + dt.timedelta(seconds=cand.grace_s)  # when the condition became evidence
+        ready_at = start + dt.timedelta(seconds=cand.confirm_s)
+        if ready_at <= p.now and (best is None or start < best[0]):
+            best = (start, cand)
+        elif ready_at > p.now and (pending is None or start < pending[0]):
+            pending = (start, cand)
+    keep = best or pending or (held and (_first_seen(p, held[0]), held[0])) or None
+    # Remembered in status: the first sighting survives a restart, and a pending record tells the
+    # rollout timer to keep looking (nothing else may happen before the grace period ends).
     p.st.evidence = (
         {"key": keep[1].key, "kind": keep[1].kind, "message": keep[1].message, "firstSeen": format_time(keep[0])}
         if keep

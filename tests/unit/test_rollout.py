@@ -583,3 +583,36 @@ def test_lost_state_is_recovered_from_the_deployment_labels() -> None:
 def test_lost_state_with_a_different_deployment_starts_fresh() -> None:
     plan = r.plan_rollout(spec(), {}, {}, r.Observed(_labelled(7, "otherhash")), now=T0)
     assert plan.started and plan.serving_revision == 1
+
+
+def test_pending_evidence_is_recorded_so_the_timer_keeps_looking() -> None:
+    """Conditions that only time turns into evidence leave a pending record in status."""
+    w = start_bad("fail.modelship.test/server:neverready")
+    plan = w.step(120, deployment=deployment(2, updated=1, total=3), pods=[pod(2, running_since=101, created=100)])
+    assert plan.status["rollout"]["evidence"]["kind"] == ev.EvidenceKind.STARTUP
+    assert plan.status["rollout"]["evidence"]["firstSeen"] == ts(101 + 60 + 10)  # when it will count
+    plan = w.step(171, deployment=deployment(2, updated=1, total=3), pods=[pod(2, running_since=101, created=100)])
+    assert plan.rolled_back == "auto" and plan.time_to_rollback_s == 0
+
+
+def test_gpu_wait_before_the_switch_is_recorded_as_pending() -> None:
+    w = start_bad(GOOD2, gpu={"count": 1})
+    pods = [pod(2, unschedulable=GPU_MSG, unschedulable_since=100, created=100)]
+    plan = w.step(101, deployment=deployment(2, updated=1, total=3), pods=pods)
+    assert plan.surge_mode == "surge" and plan.status["rollout"]["evidence"]["kind"] == ev.EvidenceKind.UNSCHEDULABLE
+
+
+def test_time_to_rollback_for_unschedulable_counts_from_the_end_of_the_grace() -> None:
+    w = start_bad(GOOD2)
+    pods = [pod(2, unschedulable="0/4 nodes are available: 4 Insufficient memory.", unschedulable_since=101,
+                created=100)]
+    plan = w.step(124, deployment=deployment(2, updated=1, total=3), pods=pods)
+    assert plan.rolled_back == "auto" and plan.time_to_rollback_s == pytest.approx(3.0)
+
+
+def test_a_started_container_that_is_not_ready_is_not_a_startup_failure() -> None:
+    w = start_bad(GOOD2)
+    started = pod(2, running_since=101, created=100)
+    started["status"]["containerStatuses"][0]["started"] = True
+    plan = w.step(500, deployment=deployment(2, updated=1, total=3), pods=[started])
+    assert plan.phase == "Progressing" and plan.status["rollout"]["evidence"]["key"] == ""

@@ -147,5 +147,5 @@ def test_rollout_requests_are_noticed_although_kopf_ignores_our_annotation_prefi
     assert not handlers.rollout_request_pending(md({rollout.RETRY_ANNOTATION: "1"}, {"handledRetry": "1"}))
     assert handlers.rollout_request_pending(md({rollout.ROLLBACK_TO_ANNOTATION: "2@a"}, {"handledRollbackTo": "2"}))
     assert not handlers.rollout_request_pending(md({"other": "x"}, {}))
-    assert handlers.rollout_in_flight(md({}, {"phase": "Progressing"}))
-    assert not handlers.rollout_in_flight(md({}, {"phase": "Complete"}))
+    assert handlers.rollout_evidence_pending(md({}, {"phase": "Progressing", "evidence": {"key": "x"}}))
+    assert not handlers.rollout_evidence_pending(md({}, {"phase": "Progressing", "evidence": {"key": ""}}))
