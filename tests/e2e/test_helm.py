@@ -32,6 +32,7 @@ from e2e_support import (
     ROOT,
     Cluster,
     OperatorProcess,
+    _die_with_parent,
     condition,
     free_port,
     model_deployment,
@@ -163,8 +164,11 @@ class ChartOperator(OperatorProcess):
         with self.log_path.open("ab") as log:
             log.write(f"\n===== start #{self.starts}: {' '.join(cmd)}\n".encode())
             log.flush()
+            # Dies with the test process (as conftest's operator does): an orphan would go on
+            # reconciling the shared cluster.
             self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+                                         stdin=subprocess.DEVNULL, start_new_session=True,
+                                         preexec_fn=_die_with_parent)  # fmt: skip
         # Up = its /metrics answers (served before kopf starts). On a loaded machine the
         # imports alone take seconds; a test must not race them.
         def up() -> bool:
