@@ -238,6 +238,9 @@ def test_install_upgrade_uninstall(cluster: Cluster, release: Release) -> None:
     adopt = [f"meta.helm.sh/release-name={release.name}", f"meta.helm.sh/release-namespace={release.namespace}"]
     cluster.kubectl("annotate", "--overwrite", f"crd/{CRD_NAME}", *adopt)
     cluster.kubectl("label", "--overwrite", f"crd/{CRD_NAME}", "app.kubernetes.io/managed-by=Helm")
+    # Pod Security "restricted" enforced by the real API server: the operator pod must be admitted.
+    cluster.kubectl("label", "--overwrite", "namespace", release.namespace,
+                    "pod-security.kubernetes.io/enforce=restricted")  # fmt: skip
     try:
         out = release.install()
         # NOTES.txt tells the user what to do next.
