@@ -16,6 +16,7 @@ every reconcile seen here was made by the operator under test.
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -232,7 +233,7 @@ def _managers(obj: dict[str, Any]) -> set[str]:
 # -- helm install / upgrade / uninstall ------------------------------------------------
 
 
-def test_install_upgrade_uninstall(cluster: Cluster, release: Release) -> None:
+def test_install_upgrade_uninstall(cluster: Cluster, release: Release, tmp_path: Path) -> None:
     # The CRD already exists (the `crd` fixture applied deploy/crds/): let this release
     # adopt it, the way a user moves from `kubectl apply` to the chart.
     adopt = [f"meta.helm.sh/release-name={release.name}", f"meta.helm.sh/release-namespace={release.namespace}"]
@@ -257,7 +258,24 @@ def test_install_upgrade_uninstall(cluster: Cluster, release: Release) -> None:
         # crds/ (kopf's peering CRDs) is installed before the templates.
         cluster.kubectl("get", "crd/clusterkopfpeerings.kopf.dev", "crd/kopfpeerings.kopf.dev")
 
-        # Upgrade: HA with peering, metrics Service on.
+        # The CRD is a template, so `helm upgrade` upgrades it (Helm never touches crds/):
+        # a chart whose generated CRD gained a printer column brings that column along.
+        changed = tmp_path / "modelship"
+        shutil.copytree(CHART, changed)
+        crd_copy = changed / "files" / "crds" / "modelship.io_modeldeployments.yaml"
+        crd_doc = yaml.safe_load(crd_copy.read_text())
+        crd_doc["spec"]["versions"][0]["additionalPrinterColumns"].append(
+            {"name": "Upgraded", "type": "string", "jsonPath": ".metadata.name", "priority": 1})
+        crd_copy.write_text(yaml.safe_dump(crd_doc, sort_keys=False))
+        release.helm("upgrade", release.name, str(changed), "-n", release.namespace, "--wait")
+
+        def columns() -> list[str]:
+            crd_now = cluster.get_json(f"crd/{CRD_NAME}")
+            return [c["name"] for c in crd_now["spec"]["versions"][0].get("additionalPrinterColumns", [])]
+
+        assert "Upgraded" in columns()
+
+        # Upgrade: HA with peering, metrics Service on (back on the real chart: column gone).
         release.upgrade("replicas=2", "peering.enabled=true", "metrics.service.enabled=true")
         # helm --wait returns once the new ReplicaSet is ready; the old pod may still be leaving.
         dep = wait_until(lambda: _settled(cluster, release, 2), timeout=CONVERGE_S, what="2 operator pods")
@@ -265,8 +283,9 @@ def test_install_upgrade_uninstall(cluster: Cluster, release: Release) -> None:
         cluster.kubectl("get", f"clusterkopfpeering/{release.fullname}")
         svc = cluster.get_json(f"service/{release.fullname}-metrics", "-n", release.namespace)
         assert svc["spec"]["ports"][0]["port"] == 9090
+        assert "Upgraded" not in columns()
         history = json.loads(release.helm("history", release.name, "-n", release.namespace, "-o", "json"))
-        assert [h["revision"] for h in history] == [1, 2] and history[-1]["status"] == "deployed"
+        assert [h["revision"] for h in history] == [1, 2, 3] and history[-1]["status"] == "deployed"
 
         # Back to the defaults (--reset-values: without any values helm would reuse the last
         # release's): what is no longer rendered is removed.
