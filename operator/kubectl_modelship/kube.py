@@ -47,7 +47,8 @@ class Client:
                 pass
         self._api = api
         self._custom = client.CustomObjectsApi(api)
-        self._core = client.CoreV1Api(api)
+        # No CoreV1Api: building it costs seconds (thousands of validated methods) for the two
+        # reads below, which go through the raw REST call instead.
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         from kubernetes.client.exceptions import ApiException
@@ -85,25 +86,35 @@ class Client:
                           GROUP, VERSION, namespace, PLURAL, name, body,
                           _content_type="application/merge-patch+json")
 
+    def _raw_get(self, path: str, params: dict[str, str], query: list[tuple[str, str]] | None = None
+                 ) -> tuple[int, dict[str, Any]]:
+        """GET a core-API path; (HTTP status, JSON body). Never raises for HTTP errors."""
+        call = self._api.param_serialize(method="GET", resource_path=path, path_params=params,
+                                         query_params=query or [], header_params={"Accept": "application/json"},
+                                         auth_settings=["BearerToken"])
+        resp = self._api.call_api(*call)
+        resp.read()
+        try:
+            return resp.status, json.loads(resp.data or b"{}")
+        except ValueError:
+            return resp.status, {}
+
     def events(self, namespace: str, name: str) -> list[dict[str, Any]]:
         selector = f"involvedObject.kind={KIND},involvedObject.name={name}"
         try:
-            resp = self._core.list_namespaced_event(namespace, field_selector=selector, _preload_content=False)
-            return list(json.loads(resp.data).get("items") or [])
+            code, body = self._raw_get("/api/v1/namespaces/{namespace}/events", {"namespace": namespace},
+                                       [("fieldSelector", selector)])
         except Exception:  # noqa: BLE001 — events are a nicety; RBAC may forbid them
             return []
+        return list(body.get("items") or []) if code == 200 else []
 
     def namespace_exists(self, namespace: str) -> bool:
         """False only when the API says 404; unknown (e.g. forbidden) counts as existing."""
-        from kubernetes.client.exceptions import ApiException
-
         try:
-            self._core.read_namespace(namespace)
-        except ApiException as exc:
-            return exc.status != 404
+            code, _ = self._raw_get("/api/v1/namespaces/{name}", {"name": namespace})
         except Exception:  # noqa: BLE001
             return True
-        return True
+        return code != 404
 
     def _not_found(self, namespace: str, name: str) -> PluginError:
         if not self.namespace_exists(namespace):

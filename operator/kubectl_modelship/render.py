@@ -47,6 +47,12 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return "\n".join(lines)
 
 
+def short(text: object, width: int = 100) -> str:
+    """One line, at most ``width`` characters (tables stay readable; status has the full text)."""
+    flat = " ".join(str(text or "").split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
 def conditions(md: Obj) -> dict[str, Obj]:
     return {c.get("type", ""): c for c in (md.get("status") or {}).get("conditions") or ()}
 
@@ -104,14 +110,14 @@ def render_detail(md: Obj, events: Sequence[Obj], now: dt.datetime) -> str:
     if state.get("message"):
         lines.append(f"Rollout:        {state.get('phase', '-')}: {state['message']}")
     lines.append("")
-    rows = [[c.get("type"), c.get("status"), c.get("reason"), age(c.get("lastTransitionTime"), now), c.get("message", "")]
-            for c in status.get("conditions") or ()]
+    rows = [[c.get("type"), c.get("status"), c.get("reason"), age(c.get("lastTransitionTime"), now),
+             short(c.get("message"))] for c in status.get("conditions") or ()]
     lines.append(table(["CONDITION", "STATUS", "REASON", "AGE", "MESSAGE"], rows) if rows else "No conditions yet.")
     if events:
         lines.append("")
         recent = sorted(events, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))[-8:]
-        rows = [[e.get("type"), e.get("reason"), age(e.get("lastTimestamp") or e.get("eventTime"), now), e.get("message", "")]
-                for e in recent]
+        rows = [[e.get("type"), e.get("reason"), age(e.get("lastTimestamp") or e.get("eventTime"), now),
+                 short(e.get("message"))] for e in recent]
         lines.append(table(["TYPE", "REASON", "AGE", "MESSAGE"], rows))
     return "\n".join(lines)
 

@@ -310,3 +310,14 @@ def test_watch_halted_and_manual_rollback_are_failures() -> None:
 def test_watch_times_out() -> None:
     code, out, _ = run(FakeApi(md(phase="Progressing")), "watch", "md/resnet", "--timeout", "3s")
     assert code == cli.TIMEOUT and "timed out after 3s" in out
+
+
+def test_long_messages_are_shortened_in_tables_only() -> None:
+    obj = md()
+    long = "rolled back " + "x" * 300
+    obj["status"]["conditions"][1].update(status="True", reason="RolledBack", message=long)
+    obj["status"]["rollout"]["message"] = long
+    text = render.render_detail(obj, [], NOW)
+    assert long in text  # the Rollout: line keeps it whole
+    table = text.split("CONDITION")[1]
+    assert long not in table and max(len(line) for line in table.splitlines()) < 160
