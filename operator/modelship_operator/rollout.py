@@ -35,6 +35,16 @@ Annotation contract (work from plain ``kubectl annotate`` as well as from ``kube
     ``modelship.io/retry: "<any nonce>"``
         Try the spec again after a rollback or halt (a new revision number, fresh pods). Handled
         once per distinct value (``status.rollout.handledRetry``).
+    kopf leaves every ``modelship.io/*`` annotation out of its change detection (the prefix also
+    holds its own bookkeeping), so the shell watches for these with an event handler filtered on
+    "annotation value != handled value" (``handlers.rollout_request_pending``).
+
+Timing
+    Most evidence arrives as watch events (pods, the Deployment). What only time turns into
+    evidence (a pull failure to confirm, a grace period or startup budget to end, a GPU wait
+    before the surge switch) leaves a pending record in ``status.rollout.evidence``; while it is
+    there a kopf timer re-runs the pass every :attr:`RolloutPolicy.poll_interval_s` (3 s). With
+    the default thresholds a rollback starts 5-8 s after the first evidence (target: 30 s).
 
 Failure evidence (:mod:`modelship_operator.evidence`), whichever comes first: image pull
 failures, crash loops, startup never succeeding, unschedulable beyond a grace period,
@@ -42,8 +52,8 @@ failures, crash loops, startup never succeeding, unschedulable beyond a grace pe
 back to the stable revision; otherwise the rollout halts and status says why.
 
 GPU-aware surge (``spec.rollout.surge``): ``surge`` starts new pods before old ones stop
-(maxUnavailable 0); ``no-surge`` replaces one at a time (maxSurge 0, maxUnavailable 1); ``auto`` starts with surge and
-switches to no-surge when a surge pod cannot get ``nvidia.com/gpu`` — unless that would break the
+(maxUnavailable 0); ``no-surge`` replaces one at a time (maxSurge 0, maxUnavailable 1); ``auto``
+starts with surge and switches to no-surge when a surge pod cannot get ``nvidia.com/gpu`` — unless that would break the
 disruption budget, in which case the pod's unschedulability becomes ordinary evidence.
 """
 
