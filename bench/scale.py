@@ -11,6 +11,9 @@ operator  a fresh operator process; the N ModelDeployments created at once the s
           time until all N Deployments exist, until all N ModelDeployments are Ready,
           and the operator's peak RSS (VmHWM).
 
+MODELSHIP_BENCH_TUNE=workers=64,threads=16,batch=0.5 runs the operator with those kopf
+settings (worker limit, handler thread pool, batch window) instead of its defaults.
+
 Both phases run in their own namespace, which is deleted (and awaited) before the next
 phase so they never compete. Extra fake nodes (kwok-bench-*) hold the N pods and are
 removed at the end. Not a test: it prints a table and writes bench/results/scale-*.json.
@@ -244,6 +247,24 @@ class RssSampler:
         return self.peak_kb / 1024
 
 
+#: Runs the operator's own main() with kopf settings overridden from MODELSHIP_BENCH_TUNE
+#: ("workers=64,threads=16,batch=0.5"): what a tuning would change, without editing the operator.
+TUNED_LAUNCHER = """
+import concurrent.futures, os, sys
+from modelship_operator import settings as s, __main__ as m
+tune = dict(kv.split("=") for kv in os.environ["MODELSHIP_BENCH_TUNE"].split(","))
+plain = s.Settings.kopf_settings
+def tuned(self):
+    k = plain(self)
+    if "workers" in tune: k.queueing.worker_limit = int(tune["workers"])
+    if "threads" in tune: k.execution.executor = concurrent.futures.ThreadPoolExecutor(int(tune["threads"]))
+    if "batch" in tune: k.batching.batch_window = float(tune["batch"])
+    return k
+s.Settings.kopf_settings = tuned
+m.main(sys.argv[1:])
+"""
+
+
 def run_size(cluster: Cluster, n: int, timeout: float) -> Row:
     tag = uuid.uuid4().hex[:5]
     mds = manifests(n)
@@ -264,7 +285,8 @@ def run_size(cluster: Cluster, n: int, timeout: float) -> Row:
     # --- operator: a fresh process, the ModelDeployments bulk-applied.
     ns = f"bench-op-{n}-{tag}"
     cluster.kubectl("create", "namespace", ns)
-    op = OperatorProcess(cluster, OUT / f"operator-{n}.log")
+    entry = ("-c", TUNED_LAUNCHER) if os.environ.get("MODELSHIP_BENCH_TUNE") else ("-m", "modelship_operator")
+    op = OperatorProcess(cluster, OUT / f"operator-{n}.log", entry=entry)
     op.start()
     assert op.proc is not None
     sampler = RssSampler(op.proc.pid)
