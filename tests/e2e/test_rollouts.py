@@ -352,8 +352,11 @@ def test_operator_metrics_count_rollouts(cluster: Cluster, ns: str, operator: Op
     def scraped() -> str | None:
         import urllib.request
 
+        # The pass applies the rolled-back Deployment before it counts the rollback (status
+        # and events come in between), so the test can see the Deployment first: wait for
+        # the labelled sample itself, not just the metric's HELP line.
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-        return text if "modelship_rollouts_rolled_back_total" in text else None
+        return text if 'modelship_rollouts_rolled_back_total{trigger="auto"}' in text else None
 
     text = wait_until(scraped, timeout=30, what="operator /metrics with rollout counters")
     for name in ("modelship_reconciles_total", "modelship_reconcile_duration_seconds_count",
