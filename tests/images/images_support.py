@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import time
+import sys
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "_out" / "images"
@@ -25,29 +23,9 @@ DOCKER = "/usr/bin/docker"
 DOCKER_HOST = "unix:///tmp/ms-docker.sock"
 UID = GID = 10001
 
-T = TypeVar("T")
-
-
-def wait_until(probe: Callable[[], T], *, timeout: float, what: str, interval: float = 0.2) -> T:
-    """Call ``probe`` until it returns something truthy; exceptions count as "not yet"."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            last = probe()
-            if last:
-                return last
-        except Exception as exc:  # noqa: BLE001 - reported on timeout
-            last = exc
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last seen: {last!r}")
-        time.sleep(interval)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+# Polling and port helpers are the e2e tier's (one copy for both tiers).
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+from e2e_support import free_port, wait_until  # noqa: E402,F401 - re-exported to the image tests
 
 
 def script(name: str, *args: str, log: Path | None = None, timeout: float = 3600,
