@@ -9,6 +9,8 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=versions.sh
 source "$here/versions.sh"
+# A non-login shell (CI) may lack the Go toolchain's usual location on PATH.
+command -v go >/dev/null || [ ! -x /usr/local/go/bin/go ] || export PATH=$PATH:/usr/local/go/bin
 command -v go >/dev/null || { echo "cluster: 'go' is not on PATH; the control plane is built from Go modules" >&2; exit 1; }
 jobs=${MODELSHIP_GO_JOBS:-2}
 
