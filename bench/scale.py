@@ -11,8 +11,9 @@ operator  a fresh operator process; the N ModelDeployments created at once the s
           time until all N Deployments exist, until all N ModelDeployments are Ready,
           and the operator's peak RSS (VmHWM).
 
-MODELSHIP_BENCH_TUNE=workers=64,threads=16,batch=0.5 runs the operator with those kopf
-settings (worker limit, handler thread pool, batch window) instead of its defaults.
+MODELSHIP_BENCH_TUNE=limit=64,batch=0.5 runs the operator with those kopf settings (worker
+limit, batch window) instead of its defaults; MODELSHIP_BENCH_ARGS="--workers 16" adds
+operator flags.
 
 Both phases run in their own namespace, which is deleted (and awaited) before the next
 phase so they never compete. Extra fake nodes (kwok-bench-*) hold the N pods and are
@@ -71,6 +72,7 @@ class Row:
     floor_apply_s: float
     floor_exist_s: float
     floor_ready_s: float
+    create_floor_exist_s: float
     op_apply_s: float
     op_exist_s: float
     op_ready_s: float
@@ -79,6 +81,10 @@ class Row:
     @property
     def exist_ratio(self) -> float:
         return self.op_exist_s / self.floor_exist_s if self.floor_exist_s else float("nan")
+
+    @property
+    def create_ratio(self) -> float:
+        return self.op_exist_s / self.create_floor_exist_s if self.create_floor_exist_s else float("nan")
 
 
 class Tracker:
@@ -163,8 +169,9 @@ def floor_deployments(mds: list[dict[str, Any]], ns: str) -> list[dict[str, Any]
     return out
 
 
-def bulk_create(cluster: Cluster, ns: str, items: list[dict[str, Any]]) -> float:
-    """Create every object at once: POSTs from a thread pool, no client-side throttling.
+def bulk_create(cluster: Cluster, ns: str, items: list[dict[str, Any]], *, apply: bool = False) -> float:
+    """Create every object at once: POSTs (``apply``: server-side applies) from a thread pool,
+    no client-side throttling.
 
     kubectl apply of a List goes one object at a time behind client-side rate
     limiting, which would measure kubectl, not the API server or the operator.
@@ -173,8 +180,13 @@ def bulk_create(cluster: Cluster, ns: str, items: list[dict[str, Any]]) -> float
     apps, custom = k8s.AppsV1Api(api), k8s.CustomObjectsApi(api)
 
     def create(obj: dict[str, Any]) -> None:
-        if obj["kind"] == "Deployment":
-            apps.create_namespaced_deployment(ns, obj, field_manager="bench")
+        if obj["kind"] == "Deployment" and apply:
+            apps.patch_namespaced_deployment(
+                obj["metadata"]["name"], ns, obj, field_manager="bench", force=True,
+                _content_type="application/apply-patch+yaml", _preload_content=False,
+            ).drain_conn()  # fmt: skip
+        elif obj["kind"] == "Deployment":
+            apps.create_namespaced_deployment(ns, obj, field_manager="bench", _preload_content=False).drain_conn()
         else:
             custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, obj, field_manager="bench")
 
@@ -248,20 +260,19 @@ class RssSampler:
 
 
 #: Runs the operator's own main() with kopf settings overridden from MODELSHIP_BENCH_TUNE
-#: ("workers=64,threads=16,batch=0.5"): what a tuning would change, without editing the operator.
+#: ("limit=64,batch=0.5"; operator flags such as --workers go in MODELSHIP_BENCH_ARGS).
 TUNED_LAUNCHER = """
-import concurrent.futures, os, sys
+import os, sys
 from modelship_operator import settings as s, __main__ as m
-tune = dict(kv.split("=") for kv in os.environ["MODELSHIP_BENCH_TUNE"].split(","))
+tune = dict(kv.split("=") for kv in os.environ.get("MODELSHIP_BENCH_TUNE", "").split(",") if kv)
 plain = s.Settings.kopf_settings
 def tuned(self):
     k = plain(self)
-    if "workers" in tune: k.queueing.worker_limit = int(tune["workers"])
-    if "threads" in tune: k.execution.executor = concurrent.futures.ThreadPoolExecutor(int(tune["threads"]))
+    if "limit" in tune: k.queueing.worker_limit = int(tune["limit"])
     if "batch" in tune: k.batching.batch_window = float(tune["batch"])
     return k
 s.Settings.kopf_settings = tuned
-m.main(sys.argv[1:])
+m.main(sys.argv[1:] + os.environ.get("MODELSHIP_BENCH_ARGS", "").split())
 """
 
 
@@ -270,12 +281,24 @@ def run_size(cluster: Cluster, n: int, timeout: float) -> Row:
     mds = manifests(n)
     OUT.mkdir(parents=True, exist_ok=True)
 
-    # --- floor: the same Deployments, straight to the API server.
+    # --- create floor: the same Deployments POSTed (cheaper for the API server than an apply;
+    # reported beside the apply floor, only until they exist).
+    ns = f"bench-create-{n}-{tag}"
+    cluster.kubectl("create", "namespace", ns)
+    deps = Tracker(cluster.apps.list_namespaced_deployment, (ns,), lambda o: deployment_ready(o)).start()
+    t0 = time.monotonic()
+    bulk_create(cluster, ns, floor_deployments(mds, ns))
+    create_floor_exist = wait_all(deps, n, "seen", timeout, "floor Deployments exist") - t0
+    deps.stop()
+    print(f"  create    N={n}: exist {create_floor_exist:.2f}s", flush=True)
+    delete_namespace(cluster, ns)
+
+    # --- floor: the same Deployments server-side applied straight to the API server.
     ns = f"bench-floor-{n}-{tag}"
     cluster.kubectl("create", "namespace", ns)
     deps = Tracker(cluster.apps.list_namespaced_deployment, (ns,), lambda o: deployment_ready(o)).start()
     t0 = time.monotonic()
-    floor_apply = bulk_create(cluster, ns, floor_deployments(mds, ns))
+    floor_apply = bulk_create(cluster, ns, floor_deployments(mds, ns), apply=True)
     floor_exist = wait_all(deps, n, "seen", timeout, "floor Deployments exist") - t0
     floor_ready = wait_all(deps, n, "finished", timeout, "floor Deployments Ready") - t0
     deps.stop()
@@ -285,7 +308,8 @@ def run_size(cluster: Cluster, n: int, timeout: float) -> Row:
     # --- operator: a fresh process, the ModelDeployments bulk-applied.
     ns = f"bench-op-{n}-{tag}"
     cluster.kubectl("create", "namespace", ns)
-    entry = ("-c", TUNED_LAUNCHER) if os.environ.get("MODELSHIP_BENCH_TUNE") else ("-m", "modelship_operator")
+    tuned = os.environ.get("MODELSHIP_BENCH_TUNE") or os.environ.get("MODELSHIP_BENCH_ARGS")
+    entry = ("-c", TUNED_LAUNCHER) if tuned else ("-m", "modelship_operator")
     op = OperatorProcess(cluster, OUT / f"operator-{n}.log", entry=entry)
     op.start()
     assert op.proc is not None
@@ -314,7 +338,7 @@ def run_size(cluster: Cluster, n: int, timeout: float) -> Row:
     finally:
         sampler.stop()
         op.stop()
-    return Row(n, floor_apply, floor_exist, floor_ready, op_apply, op_exist, op_ready, rss)
+    return Row(n, floor_apply, floor_exist, floor_ready, create_floor_exist, op_apply, op_exist, op_ready, rss)
 
 
 def main() -> int:
@@ -343,16 +367,18 @@ def main() -> int:
         bench_nodes(cluster, create=False)
 
     print()
-    print("| N | floor: Deployments exist | operator: Deployments exist | ratio | floor: Deployments Ready | operator: MDs Ready | operator peak RSS |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print("| N | floor (apply): Deployments exist | operator: Deployments exist | ratio | floor (create) | ratio "
+          "| floor: Deployments Ready | operator: MDs Ready | operator peak RSS |")  # fmt: skip
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(
             f"| {r.n} | {r.floor_exist_s:.2f} s | {r.op_exist_s:.2f} s | {r.exist_ratio:.2f}x "
+            f"| {r.create_floor_exist_s:.2f} s | {r.create_ratio:.2f}x "
             f"| {r.floor_ready_s:.2f} s | {r.op_ready_s:.2f} s | {r.op_peak_rss_mb:.0f} MB |"
         )
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"scale-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    out.write_text(json.dumps([asdict(r) | {"exist_ratio": r.exist_ratio} for r in rows], indent=2))
+    out.write_text(json.dumps([asdict(r) | {"exist_ratio": r.exist_ratio, "create_ratio": r.create_ratio} for r in rows], indent=2))
     print(f"\nwrote {out}")
     return 0
 

@@ -31,6 +31,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
                         help=f"Prometheus /metrics port (default {defaults.metrics_port})")  # fmt: skip
     parser.add_argument("--resync-seconds", type=float, default=defaults.resync_seconds,
                         help=f"safety-net resync interval (default {defaults.resync_seconds:g})")  # fmt: skip
+    parser.add_argument("--workers", type=int, default=defaults.workers, metavar="N",
+                        help=f"threads running reconcile passes (default {defaults.workers})")  # fmt: skip
     parser.add_argument("--log-level", default=os.environ.get("MODELSHIP_LOG_LEVEL", defaults.log_level),
                         help="DEBUG, INFO, WARNING... (default INFO, or $MODELSHIP_LOG_LEVEL)")  # fmt: skip
     parser.add_argument("--peering", default=None, metavar="NAME",
@@ -46,6 +48,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         health_port=args.health_port,
         metrics_port=args.metrics_port,
         resync_seconds=args.resync_seconds,
+        workers=max(args.workers, 1),
         log_level=args.log_level.upper(),
         peering=args.peering,
         peering_lifetime=args.peering_lifetime,
@@ -56,18 +59,23 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
 def main(argv: Sequence[str] | None = None) -> None:
     settings = parse_args(argv)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        # kopf logs "Handler ... succeeded" for every watch event (thousands a minute at scale);
+        # our own log says what each pass did. Warnings and errors still show.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
 
     # Imported here: the CLI (--help) must work without touching kopf or the cluster.
     import kopf
 
     from modelship_operator import handlers, kube, metrics
-    from modelship_operator.reconcile import Reconciler
 
     try:
         kube.load_config(settings.kubeconfig)
     except Exception as error:  # ConfigException, FileNotFoundError, bad YAML: all fatal here
         raise SystemExit(f"modelship-operator: cannot load the Kubernetes client config: {error}") from error
-    registry = handlers.build_registry(Reconciler(kube.Kube()), settings)
+    gate = handlers.PeeringGate().install()
+    controller = handlers.Controller(kube.Kube(pool_size=settings.workers + 2), settings, active=lambda: gate.active)
+    registry = handlers.build_registry(controller, settings)
     metrics.serve(settings.metrics_port)
     kopf.run(
         registry=registry,

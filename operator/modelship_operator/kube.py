@@ -111,36 +111,69 @@ def _call(what: str, fn: Any, *args: Any, missing: Any = _MISSING, **kwargs: Any
         raise Retryable(f"{what}: {error}") from error
 
 
-class Kube:
-    """Typed entry points over one ApiClient (thread-safe: handlers run in kopf's executor)."""
+def _json(response: Any) -> Any:
+    """The body of a raw (``_preload_content=False``) response, decoded: plain dicts, as on the
+    wire. The client's typed models cost more CPU than the API round trip itself at scale, and
+    everything here wants dicts anyway."""
+    return json.loads(response.data)
 
-    def __init__(self, client: kubernetes.client.ApiClient | None = None) -> None:
-        self.client = client or kubernetes.client.ApiClient()
+
+class Kube:
+    """Entry points over one ApiClient (thread-safe: the reconcile workers share it).
+
+    ``pool_size`` should be at least the number of threads calling it: the client opens a new
+    TLS connection for every request beyond the pool and throws it away afterwards.
+    """
+
+    def __init__(self, client: kubernetes.client.ApiClient | None = None, pool_size: int = 16) -> None:
+        if client is None:
+            config = kubernetes.client.Configuration.get_default_copy()
+            config.connection_pool_maxsize = max(pool_size, 1)
+            client = kubernetes.client.ApiClient(config)
+        self.client = client
         self.apps = kubernetes.client.AppsV1Api(self.client)
         self.core = kubernetes.client.CoreV1Api(self.client)
         self.policy = kubernetes.client.PolicyV1Api(self.client)
         self.custom = kubernetes.client.CustomObjectsApi(self.client)
         self.instance = socket.gethostname()
 
-    def _plain(self, obj: Any) -> Obj:
-        return self.client.sanitize_for_serialization(obj)
-
     # -- ModelDeployments ---------------------------------------------------------------
 
     def get_model_deployment(self, namespace: str, name: str) -> Obj | None:
-        return _call(
+        response = _call(
             f"get {api.KIND} {namespace}/{name}", self.custom.get_namespaced_custom_object,
-            api.GROUP, api.VERSION, namespace, api.PLURAL, name, missing=None,
+            api.GROUP, api.VERSION, namespace, api.PLURAL, name, missing=None, _preload_content=False,
         )  # fmt: skip
+        return None if response is None else _json(response)
 
-    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        """Merge-patch ``status`` (lists such as conditions are replaced whole). A ModelDeployment
-        deleted meanwhile (404) needs no status."""
-        _call(
+    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> Obj | None:
+        """Merge-patch ``status`` (lists such as conditions are replaced whole); returns the
+        ModelDeployment as stored. One deleted meanwhile (404) needs no status: None."""
+        response = _call(
             f"patch status of {api.KIND} {namespace}/{name}", self.custom.patch_namespaced_custom_object_status,
             api.GROUP, api.VERSION, namespace, api.PLURAL, name, {"status": dict(status)},
-            _content_type=MERGE, missing=None,
+            _content_type=MERGE, missing=None, _preload_content=False,
         )  # fmt: skip
+        return None if response is None else _json(response)
+
+    def remove_legacy(
+        self, namespace: str, name: str, meta: Mapping[str, Any], finalizer: str, annotations: tuple[str, ...]
+    ) -> Obj | None:
+        """Take ``finalizer`` and ``annotations`` off a ModelDeployment, if it is still at the
+        resourceVersion in ``meta`` (else: a conflict, retried). None if it is gone."""
+        patch = {
+            "metadata": {
+                "resourceVersion": meta.get("resourceVersion"),
+                "finalizers": [f for f in meta.get("finalizers") or [] if f != finalizer],
+                "annotations": {a: None for a in annotations if a in (meta.get("annotations") or {})},
+            }
+        }
+        response = _call(
+            f"remove kopf's finalizer from {api.KIND} {namespace}/{name}", self.custom.patch_namespaced_custom_object,
+            api.GROUP, api.VERSION, namespace, api.PLURAL, name, patch,
+            _content_type=MERGE, missing=None, _preload_content=False,
+        )  # fmt: skip
+        return None if response is None else _json(response)
 
     # -- children -----------------------------------------------------------------------
 
@@ -154,9 +187,9 @@ class Kube:
         }[kind]
         result = _call(
             f"apply {kind} {meta['namespace']}/{meta['name']}", method, meta["name"], meta["namespace"], dict(obj),
-            field_manager=FIELD_MANAGER, force=True, _content_type=APPLY,
+            field_manager=FIELD_MANAGER, force=True, _content_type=APPLY, _preload_content=False,
         )  # fmt: skip
-        return self._plain(result)
+        return _json(result)
 
     def get(self, kind: str, namespace: str, name: str) -> Obj | None:
         method = {
@@ -164,21 +197,23 @@ class Kube:
             "Service": self.core.read_namespaced_service,
             "PodDisruptionBudget": self.policy.read_namespaced_pod_disruption_budget,
         }[kind]
-        result = _call(f"get {kind} {namespace}/{name}", method, name, namespace, missing=None)
-        return None if result is None else self._plain(result)
+        result = _call(f"get {kind} {namespace}/{name}", method, name, namespace, missing=None, _preload_content=False)
+        return None if result is None else _json(result)
 
     def delete_pdb(self, namespace: str, name: str) -> bool:
         """Delete the PodDisruptionBudget; False if there was none."""
         deleted = _call(
             f"delete PodDisruptionBudget {namespace}/{name}", self.policy.delete_namespaced_pod_disruption_budget,
-            name, namespace, missing=False,
+            name, namespace, missing=False, _preload_content=False,
         )  # fmt: skip
+        if deleted is not False:
+            deleted.drain_conn()
         return deleted is not False
 
     def list_pods(self, namespace: str, selector: str) -> list[Obj]:
         pods = _call(f"list pods {namespace} {selector}", self.core.list_namespaced_pod, namespace,
-                     label_selector=selector)  # fmt: skip
-        return self._plain(pods).get("items", [])
+                     label_selector=selector, _preload_content=False)  # fmt: skip
+        return _json(pods).get("items") or []
 
     # -- events -------------------------------------------------------------------------
 
@@ -208,7 +243,9 @@ class Kube:
             "count": 1,
         }
         try:
-            _call(f"record event {reason}", self.core.create_namespaced_event, meta.get("namespace"), body)
+            response = _call(f"record event {reason}", self.core.create_namespaced_event, meta.get("namespace"), body,
+                             _preload_content=False)  # fmt: skip
+            response.drain_conn()  # unread, the connection would never go back to the pool
         except NamespaceTerminating:
             pass  # the object and its Events are going away with the namespace
         except KubeError as error:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from modelship_operator import api, builders, kube, metrics, rollout, rollout_status, status
+from modelship_operator.cache import covers
 
 logger = logging.getLogger(__name__)
 
@@ -31,14 +32,16 @@ def utcnow() -> dt.datetime:
 
 
 class Cluster(Protocol):
-    """What a reconcile needs from the API (``kube.Kube``; a fake in unit tests)."""
+    """What a reconcile needs from the API (``cache.CachedCluster`` over ``kube.Kube``; a fake in
+    unit tests)."""
 
     def get_model_deployment(self, namespace: str, name: str) -> Obj | None: ...
-    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None: ...
+    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> Obj | None: ...
     def apply(self, obj: Mapping[str, Any]) -> Obj: ...
     def get(self, kind: str, namespace: str, name: str) -> Obj | None: ...
+    def cached(self, kind: str, namespace: str, name: str) -> Obj | None: ...  # no API call
     def delete_pdb(self, namespace: str, name: str) -> bool: ...
-    def list_pods(self, namespace: str, selector: str) -> list[Obj]: ...
+    def list_pods(self, namespace: str, selector: str, owner: str) -> list[Obj]: ...
     def event(self, owner: Mapping[str, Any], type_: str, reason: str, message: str, now: dt.datetime) -> None: ...
 
 
@@ -49,6 +52,8 @@ class Result:
     skipped: bool = False
     problem: str | None = None
     status_written: bool = False
+    partial: bool = False
+    """Only the Deployment was created (``deployment_first``): a full pass must follow."""
 
 
 class ChildConflict(Exception):
@@ -66,28 +71,41 @@ def _essence(obj: Mapping[str, Any]) -> tuple[Any, ...]:
     return obj.get("spec"), meta.get("labels"), meta.get("ownerReferences")
 
 
+def _join(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
 class Reconciler:
     def __init__(self, cluster: Cluster, clock: Callable[[], dt.datetime] = utcnow) -> None:
         self.cluster = cluster
         self.clock = clock
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        self._created: dict[tuple[str, str], list[str]] = {}  # by a deployment-first pass, not yet told
 
     def _lock(self, namespace: str, name: str) -> threading.Lock:
         with self._locks_guard:
             return self._locks.setdefault((namespace, name), threading.Lock())
 
-    def reconcile(self, namespace: str, name: str, *, apply: bool = True) -> Result:
-        """One pass. ``apply=False`` refreshes status only (pod events need no writes)."""
+    def reconcile(self, namespace: str, name: str, *, apply: bool = True, deployment_first: bool = False) -> Result:
+        """One pass. ``apply=False`` refreshes status only (pod events need no writes).
+
+        ``deployment_first``: for a ModelDeployment whose Deployment does not exist yet, create
+        only the Deployment and return ``partial`` (the caller queues the full pass). When a
+        thousand objects arrive at once, every Deployment - the start of the slowest chain:
+        ReplicaSet, scheduling, image pull, model load - exists before any Service, Event or
+        status write is spent on the first ones.
+        """
         try:
-            return self._reconcile(namespace, name, apply=apply)
+            return self._reconcile(namespace, name, apply=apply, deployment_first=deployment_first)
         except kube.NamespaceTerminating:
             return Result(skipped=True)  # the namespace takes the object and its children with it
 
-    def _reconcile(self, namespace: str, name: str, *, apply: bool) -> Result:
+    def _reconcile(self, namespace: str, name: str, *, apply: bool, deployment_first: bool = False) -> Result:
         with self._lock(namespace, name):
             body = self.cluster.get_model_deployment(namespace, name)
             if body is None or body.get("metadata", {}).get("deletionTimestamp"):
+                self._created.pop((namespace, name), None)
                 return Result(skipped=True)  # gone or going: garbage collection handles children
             now = self.clock()
             try:
@@ -96,8 +114,15 @@ class Reconciler:
                 return self._problem(body, "InvalidSpec", str(error), now)
             # Rollouts decide from what the cluster shows *before* this pass's writes.
             observed = self.cluster.get("Deployment", namespace, builders.child_name(md.name))
-            pods = self.cluster.list_pods(namespace, builders.selector_string(md)) if observed else []
+            pods = self.cluster.list_pods(namespace, builders.selector_string(md), md.name) if observed else []
             plan = rollout_status.plan(md, observed, pods, now=now)
+            if deployment_first and observed is None:
+                created = self._created.setdefault((namespace, name), [])
+                try:
+                    self._apply_one(rollout_status.desired_deployment(md, plan), md, body, True, created, before=None)
+                    return Result(partial=True)
+                except (kube.Rejected, ChildConflict):
+                    pass  # the full pass below reports it
             try:
                 # A status-only pass (pod events, the rollout timer) still applies when the plan
                 # moved the Deployment: a rollback must not wait for the next spec change.
@@ -125,28 +150,47 @@ class Reconciler:
         longer wanted); returns the Deployment as stored."""
         spec_changed = md.status.observed_generation != md.generation
         moved = spec_changed or rollout_status.deployment_outdated(observed, plan)  # our decision, not drift
-        deployment = self._apply_one(rollout_status.desired_deployment(md, plan), md, body, moved, now)
-        self._apply_one(builders.desired_service(md), md, body, spec_changed, now)
-        pdb = builders.desired_pdb(md)
+        created = self._created.pop((md.namespace, md.name), [])
+        try:
+            deployment = self._apply_one(
+                rollout_status.desired_deployment(md, plan), md, body, moved, created, now, before=observed
+            )  # fmt: skip
+            self._apply_one(builders.desired_service(md), md, body, spec_changed, created, now)
+            pdb = builders.desired_pdb(md)
+            if pdb is not None:
+                self._apply_one(pdb, md, body, spec_changed, created, now)
+        finally:
+            if created:  # one Event for what this pass (and a deployment-first pass) created
+                self._event(body, "Normal", "Created", f"created {_join(created)}", now)
         child = builders.child_name(md.name)
-        if pdb is not None:
-            self._apply_one(pdb, md, body, spec_changed, now)
-        else:
-            existing = self.cluster.get("PodDisruptionBudget", md.namespace, child)
+        if pdb is None:
+            # Only a PDB this operator created can be deleted, and those are labelled and so
+            # watched: the cache is enough (no GET per pass for every object without a budget).
+            existing = self.cluster.cached("PodDisruptionBudget", md.namespace, child)
             if existing is not None and _controlled_by(existing, md.metadata["uid"]):
                 if self.cluster.delete_pdb(md.namespace, child):
                     self._event(body, "Normal", "Deleted", f"PodDisruptionBudget {child} deleted (no budget in spec)", now)
         return deployment
 
-    def _apply_one(self, desired: Obj, md: api.ModelDeployment, body: Obj, spec_changed: bool, now: dt.datetime) -> Obj:
+    def _apply_one(
+        self, desired: Obj, md: api.ModelDeployment, body: Obj, spec_changed: bool, created: list[str],
+        now: dt.datetime | None = None, *, before: Obj | None | object = ...,
+    ) -> Obj:  # fmt: skip
+        """Apply one child unless the cache shows it as desired already; what it creates is
+        added to ``created`` (the caller records one Event), updates get an Event here.
+        ``before``: the child as this pass already read it (not read again)."""
         kind, name = desired["kind"], desired["metadata"]["name"]
-        before = self.cluster.get(kind, md.namespace, name)
+        if before is ...:
+            before = self.cluster.get(kind, md.namespace, name)
+        assert before is None or isinstance(before, dict)
         if before is not None and not _controlled_by(before, md.metadata["uid"]):
             raise ChildConflict(f"a {kind} named {name} already exists and is not controlled by this ModelDeployment")
+        if before is not None and covers(before, desired):
+            return before  # nothing to apply: most passes (status moves, pod events) end here
         after = self.cluster.apply(desired)
         if before is None:
-            self._event(body, "Normal", "Created", f"{kind} {name} created", now)
-        elif _essence(before) != _essence(after):
+            created.append(f"{kind} {name}")
+        elif now is not None and _essence(before) != _essence(after):
             if spec_changed:
                 self._event(body, "Normal", "Updated", f"{kind} {name} updated to match the spec", now)
             else:

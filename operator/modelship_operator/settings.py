@@ -29,17 +29,25 @@ class Settings:
     """Safety-net re-reconcile of every ModelDeployment, s. Watches on children (Deployments,
     Services, PDBs, pods) react within a second; this only catches a missed watch event."""
 
-    retry_delay_seconds: float = 5.0
-    """Delay before retrying a reconcile that hit a transient API error (conflict, throttling), s."""
+    retry_delay_seconds: float = 2.0
+    """First delay before retrying a pass that hit a transient API error (conflict, throttling,
+    outage), s; doubled on every further failure of the same object."""
 
-    worker_limit: int = 64
-    """Maximum concurrent per-object workers in kopf; bounds API load on large clusters.
-    64, not 20: at 100 ModelDeployments created at once (bench/scale.py) 64 workers with 16
-    threads took 27 s where 20 with 8 took 61 s; the API server was idle either way."""
+    retry_max_seconds: float = 300.0
+    """Longest delay between retries of one object, s."""
 
-    executor_threads: int = 16
-    """Threads running the (synchronous) handlers; the kubernetes client blocks on I/O, so
-    more threads than cores keep the API round trips overlapping."""
+    workers: int = 8
+    """Threads running reconcile passes (the kubernetes client blocks on I/O, so more threads
+    than cores keep API round trips overlapping). Passes for one object never run at once."""
+
+    burst_hold_seconds: float = 0.5
+    """While new ModelDeployments keep arriving less than this apart, the workers create their
+    Deployments and nothing else (status refreshes, Services, Events wait), s. 0 = off."""
+
+    worker_limit: int | None = None
+    """Maximum concurrent per-object workers in kopf; None = unlimited. kopf's workers only
+    record an event and queue a key, but each lingers ``idle_timeout`` seconds after its last
+    event: with a limit (it was 64), the 65th object waited seconds for a free worker."""
 
     watch_server_timeout: int = 300
     """Server-side watch timeout, s: watches are re-established this often, so a silently
@@ -72,11 +80,9 @@ class Settings:
 
     def kopf_settings(self) -> kopf.OperatorSettings:
         """kopf tuning derived from these settings."""
-        import concurrent.futures
-
         settings = kopf.OperatorSettings()
-        # Progress and diff-base go to annotations under our own prefix: the CRD's structural
-        # schema would prune kopf's default status.kopf field and kopf would warn forever.
+        # Only on.event handlers: kopf stores no progress. Should it ever, it must not be in
+        # status (the CRD's structural schema would prune status.kopf and kopf warn forever).
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="modelship.io")
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
             prefix="modelship.io", key="last-handled-configuration"
@@ -84,7 +90,6 @@ class Settings:
         # modelship records its own, meaningful Events; kopf's per-handler ones are noise.
         settings.posting.level = logging.WARNING
         settings.queueing.worker_limit = self.worker_limit
-        settings.execution.executor = concurrent.futures.ThreadPoolExecutor(max_workers=self.executor_threads)
         settings.watching.server_timeout = self.watch_server_timeout
         settings.watching.client_timeout = self.watch_server_timeout + 30
         settings.networking.request_timeout = self.request_timeout

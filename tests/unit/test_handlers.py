@@ -1,49 +1,188 @@
-"""The kopf wrappers' error policy: invalid spec -> PermanentError on spec triggers only,
-API trouble -> TemporaryError with the configured delay, metrics counted either way."""
+"""The kopf shell: watch events feed the cache and the work queue; a worker pass is followed by
+the right next step (nothing, poll, resync, retry with backoff); legacy kopf finalizers are
+taken off; a paused HA replica does nothing."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
 
 import kopf
-import pytest
 
-from modelship_operator import handlers, kube, metrics
+from modelship_operator import api, builders, handlers, kube, metrics
 from modelship_operator.reconcile import Result
 from modelship_operator.settings import Settings
+
+KEY = ("ml", "x")
 
 
 class StubReconciler:
     def __init__(self, result=None, error=None):
         self.result, self.error, self.calls = result or Result(), error, []
 
-    def reconcile(self, namespace, name, *, apply=True):
-        self.calls.append((namespace, name, apply))
+    def reconcile(self, namespace, name, *, apply=True, deployment_first=False):
+        self.calls.append((namespace, name))
+        self.first = deployment_first
         if self.error:
             raise self.error
         return self.result
+
+
+class StubClient:
+    def __init__(self):
+        self.removed = []
+
+    def remove_legacy(self, namespace, name, meta, finalizer, annotations):
+        self.removed.append((namespace, name, finalizer))
+        return {"metadata": {**meta, "resourceVersion": str(int(meta["resourceVersion"]) + 1), "finalizers": []}}
+
+
+def _md(rv="1", **meta):
+    return {"kind": api.KIND, "metadata": {"name": "x", "namespace": "ml", "resourceVersion": rv, **meta}}
+
+
+def _child(kind, rv, owner="x"):
+    return {"kind": kind, "metadata": {"name": owner, "namespace": "ml", "resourceVersion": rv,
+                                       "annotations": {builders.OWNER_ANNOTATION: owner}}}  # fmt: skip
+
+
+def _controller(reconciler=None, **settings):
+    return handlers.Controller(StubClient(), Settings(**settings), reconciler=reconciler or StubReconciler())
+
+
+def _drain(controller):
+    keys = []
+    while (key := controller.queue.get(timeout=0)) is not None:
+        keys.append(key)
+        controller.queue.done(key)
+    return keys
 
 
 def _count(trigger, result):
     return metrics.REGISTRY.get_sample_value("modelship_reconciles_total", {"trigger": trigger, "result": result}) or 0
 
 
-def test_invalid_spec_is_permanent_on_spec_triggers():
-    rec = StubReconciler(Result(problem="spec.image: bad"))
-    before = _count("update", "problem")
-    with pytest.raises(kopf.PermanentError, match="spec.image"):
-        handlers.run_pass(rec, Settings(), "ml", "x", trigger="update", permanent=True)
-    assert _count("update", "problem") == before + 1
+def test_events_for_one_object_coalesce_into_one_pass():
+    c = _controller()
+    c.model_deployment_event(None, _md("1"))
+    for rv in ("2", "3", "4"):
+        c.child_event("Deployment", "MODIFIED", _child("Deployment", rv))
+    c.pod_event("ADDED", _child("Pod", "5"))
+    assert _drain(c) == [KEY]
 
 
-def test_invalid_spec_is_quiet_on_child_and_resync_triggers():
-    handlers.run_pass(StubReconciler(Result(problem="bad")), Settings(), "ml", "x", trigger="resync")
+def test_the_echo_of_our_own_write_queues_nothing():
+    c = _controller()
+    c.store.put(_child("Deployment", "7"))  # what our apply returned
+    c.child_event("Deployment", "MODIFIED", _child("Deployment", "7"))
+    c.child_event("Deployment", "MODIFIED", _child("Deployment", "6"))  # older, late
+    assert _drain(c) == []
+    c.child_event("Deployment", "MODIFIED", _child("Deployment", "8"))
+    assert _drain(c) == [KEY]
 
 
-def test_api_trouble_is_temporary_with_the_configured_delay():
+def test_a_deleted_child_queues_its_owner_and_leaves_the_cache():
+    c = _controller()
+    c.child_event("Deployment", None, _child("Deployment", "3"))
+    _drain(c)
+    c.child_event("Deployment", "DELETED", _child("Deployment", "4"))
+    assert _drain(c) == [KEY]
+    assert c.store.get("Deployment", "ml", "x") is None
+
+
+def test_after_a_pass_the_object_is_resynced_and_polled_while_evidence_waits():
+    c = _controller(resync_seconds=60)
+    c.model_deployment_event(None, _md())
+    before = _count("resume", "ok")
+    c.process(c.queue.get(timeout=0))
+    assert _count("resume", "ok") == before + 1
+    assert c.queue._due[KEY] > c.queue._clock() + 50  # resync only
+    c.queue.done(KEY)
+    c.store.put({**_md("2"), "status": {"rollout": {"evidence": {"key": "pod/x-1"}}}})
+    c.process(KEY)
+    assert c.queue._due[KEY] < c.queue._clock() + 10  # the rollout poll
+
+
+def test_api_trouble_is_retried_with_growing_delays_then_forgotten_on_success():
     rec = StubReconciler(error=kube.Retryable("HTTP 429"))
-    with pytest.raises(kopf.TemporaryError) as info:
-        handlers.run_pass(rec, Settings(retry_delay_seconds=7), "ml", "x", trigger="child")
-    assert info.value.delay == 7
+    c = _controller(rec, retry_delay_seconds=2, retry_max_seconds=5)
+    delays = []
+    for _ in range(4):
+        c.process(KEY)
+        delays.append(round(c.queue._due.pop(KEY) - c.queue._clock()))
+    assert delays == [2, 4, 5, 5]
+    rec.error = None
+    c.store.put(_md())
+    c.process(KEY)
+    assert KEY not in c._failures
 
 
-def test_pods_refresh_status_only():
+def test_a_bug_in_a_pass_is_logged_and_retried_not_raised(caplog):
+    c = _controller(StubReconciler(error=KeyError("spec")))
+    with caplog.at_level(logging.ERROR):
+        c.process(KEY)
+    assert "reconcile failed" in caplog.text and KEY in c.queue._due
+
+
+def test_an_invalid_spec_is_not_retried_before_the_resync():
+    c = _controller(StubReconciler(Result(problem="spec.image: bad")), resync_seconds=60)
+    c.store.put(_md())
+    c.process(KEY)
+    assert c.queue._due[KEY] > c.queue._clock() + 50
+
+
+def test_a_gone_object_is_not_scheduled_again():
+    c = _controller(StubReconciler(Result(skipped=True)))
+    c.process(KEY)
+    assert KEY not in c.queue._due
+
+
+def test_the_legacy_kopf_finalizer_is_taken_off_before_the_pass():
+    c = _controller()
+    c.store.put(_md("3", finalizers=["kopf.zalando.org/KopfFinalizerMarker", "other"]))
+    c.process(KEY)
+    assert c.client.removed == [("ml", "x", handlers.LEGACY_FINALIZER)]
+    assert c.store.get(api.KIND, "ml", "x")["metadata"]["resourceVersion"] == "4"
+    c.process(KEY)
+    assert len(c.client.removed) == 1
+
+
+def test_a_paused_replica_runs_no_pass():
     rec = StubReconciler()
-    handlers.run_pass(rec, Settings(), "ml", "x", trigger="pod", apply=False)
-    assert rec.calls == [("ml", "x", False)]
+    gate = handlers.PeeringGate()
+    c = handlers.Controller(StubClient(), Settings(), reconciler=rec, active=lambda: gate.active)
+    record = logging.LogRecord(gate.LOGGER, logging.INFO, __file__, 1, "Pausing operations in favour of [x].", (), None)
+    assert gate.filter(record)
+    c.process(KEY)
+    assert rec.calls == [] and KEY not in c.queue._due
+    gate.filter(logging.LogRecord(gate.LOGGER, logging.INFO, __file__, 1, "Resuming operations after the pause.", (), None))
+    c.process(KEY)
+    assert rec.calls == [KEY]
+
+
+def test_the_peering_messages_the_gate_reads_are_the_installed_kopfs():
+    source = (Path(kopf.__file__).parent / "_core" / "engines" / "peering.py").read_text()
+    assert handlers.PeeringGate.LOGGER == "kopf._core.engines.peering"
+    for message in (*handlers.PeeringGate.PAUSED, handlers.PeeringGate.RESUMED):
+        assert f'f"{message}' in source or f'"{message}' in source, message
+
+
+def test_the_registry_has_only_event_handlers_so_kopf_adds_no_finalizer():
+    registry = handlers.build_registry(_controller(), Settings())
+    plurals = {h.selector.any_name for h in registry._watching.get_all_handlers()}  # noqa: SLF001 - what kopf watches
+    assert plurals == {"modeldeployments", "deployments", "services", "poddisruptionbudgets", "pods"}
+    assert not registry._changing.get_all_handlers() and not registry._spawning.get_all_handlers()
+
+
+def test_a_new_object_jumps_the_queue_for_its_deployment_then_queues_the_rest():
+    rec = StubReconciler(Result(partial=True))
+    c = _controller(rec, burst_hold_seconds=0)
+    c.child_event("Deployment", None, _child("Deployment", "1", owner="old"))
+    c.model_deployment_event(None, {**_md("1"), "metadata": {**_md("1")["metadata"], "name": "old"}})
+    c.model_deployment_event("ADDED", _md("2"))  # no Deployment known: new
+    key = c.queue.get(timeout=0)
+    assert key == KEY
+    c.process(key)
+    c.queue.done(key)
+    assert rec.first and rec.calls == [KEY]
+    assert [c.queue.get(timeout=0), c.queue.get(timeout=0)] == [("ml", "old"), KEY]  # the rest: behind

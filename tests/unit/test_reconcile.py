@@ -54,10 +54,12 @@ class FakeCluster:
         obj = self.objects.get((kind, namespace, name))
         return copy.deepcopy(obj) if obj else None
 
+    cached = get
+
     def delete_pdb(self, namespace, name):
         return self.objects.pop(("PodDisruptionBudget", namespace, name), None) is not None
 
-    def list_pods(self, namespace, selector):
+    def list_pods(self, namespace, selector, owner=None):
         return copy.deepcopy(self.pods)
 
     def event(self, owner, type_, reason, message, now):
@@ -82,9 +84,31 @@ def test_first_pass_creates_children_and_reports_progress():
     result = rec.reconcile("ml", "resnet")
     assert result.status_written and not result.problem
     assert {k[0] for k in fake.objects} == {"Deployment", "Service", "PodDisruptionBudget"}
-    assert _reasons(fake).count("Created") == 3
+    created = [m for _, r, m in fake.events if r == "Created"]
+    assert created == ["created Deployment resnet, Service resnet and PodDisruptionBudget resnet"]
     assert _cond(fake, "Ready")["status"] == "False"
     assert fake.md["status"]["observedGeneration"] == 3
+
+
+def test_deployment_first_creates_only_the_deployment_and_the_full_pass_tells_it():
+    fake, rec = _make()
+    result = rec.reconcile("ml", "resnet", deployment_first=True)
+    assert result.partial and {k[0] for k in fake.objects} == {"Deployment"}
+    assert fake.events == [] and fake.status_patches == 0
+    assert not rec.reconcile("ml", "resnet", deployment_first=True).partial  # it exists now: a full pass
+    assert {k[0] for k in fake.objects} == {"Deployment", "Service"}
+    assert [m for _, r, m in fake.events if r == "Created"] == ["created Deployment resnet and Service resnet"]
+    assert fake.md["status"]["observedGeneration"] == 3
+
+
+def test_a_child_already_as_desired_is_not_applied_again():
+    fake, rec = _make()
+    rec.reconcile("ml", "resnet")
+    applied = []
+    fake.apply = lambda obj: applied.append(obj["kind"])  # type: ignore[method-assign]
+    fake.objects[("Deployment", "ml", "resnet")]["status"] = {"replicas": 2, "readyReplicas": 2}  # status only
+    rec.reconcile("ml", "resnet")
+    assert applied == []
 
 
 def test_second_pass_is_a_no_op():

@@ -137,15 +137,21 @@ def test_gpu_rollout_starts_with_surge() -> None:
     assert _dep(fake)["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
 
 
-def test_rollout_requests_are_noticed_although_kopf_ignores_our_annotation_prefix() -> None:
+def test_rollout_requests_and_evidence_waits_reach_the_queue() -> None:
+    """A rollback/retry annotation is a new resourceVersion like any change: it queues a pass
+    (kopf's own change detection ignored the modelship.io/ prefix); evidence waits are polled."""
     from modelship_operator import handlers
+    from modelship_operator.settings import Settings
 
-    def md(annotations: dict, handled: dict) -> dict:
-        return {"metadata": {"annotations": annotations}, "status": {"rollout": handled}}
+    def md(annotations: dict, handled: dict, rv: str = "1") -> dict:
+        meta = {"name": "resnet", "namespace": "ml", "resourceVersion": rv, "annotations": annotations}
+        return {"metadata": meta, "status": {"rollout": handled}}
 
-    assert handlers.rollout_request_pending(md({rollout.RETRY_ANNOTATION: "1"}, {}))
-    assert not handlers.rollout_request_pending(md({rollout.RETRY_ANNOTATION: "1"}, {"handledRetry": "1"}))
-    assert handlers.rollout_request_pending(md({rollout.ROLLBACK_TO_ANNOTATION: "2@a"}, {"handledRollbackTo": "2"}))
-    assert not handlers.rollout_request_pending(md({"other": "x"}, {}))
+    controller = handlers.Controller(client=None, settings=Settings())
+    controller.model_deployment_event(None, md({}, {}))
+    assert controller.queue.get(timeout=0) == ("ml", "resnet")
+    controller.queue.done(("ml", "resnet"))
+    controller.model_deployment_event("MODIFIED", md({rollout.ROLLBACK_TO_ANNOTATION: "2@a"}, {}, rv="2"))
+    assert controller.queue.get(timeout=0) == ("ml", "resnet")
     assert handlers.rollout_evidence_pending(md({}, {"phase": "Progressing", "evidence": {"key": "x"}}))
     assert not handlers.rollout_evidence_pending(md({}, {"phase": "Progressing", "evidence": {"key": ""}}))
