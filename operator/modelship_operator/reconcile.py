@@ -81,7 +81,9 @@ class Reconciler:
         self.clock = clock
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()
-        self._created: dict[tuple[str, str], list[str]] = {}  # by a deployment-first pass, not yet told
+        # What a deployment-first pass did and has not told yet (its Created/rollout Events).
+        self._created: dict[tuple[str, str], list[str]] = {}
+        self._plan_events: dict[tuple[str, str], list[rollout.Event]] = {}
 
     def _lock(self, namespace: str, name: str) -> threading.Lock:
         with self._locks_guard:
@@ -106,6 +108,7 @@ class Reconciler:
             body = self.cluster.get_model_deployment(namespace, name)
             if body is None or body.get("metadata", {}).get("deletionTimestamp"):
                 self._created.pop((namespace, name), None)
+                self._plan_events.pop((namespace, name), None)
                 return Result(skipped=True)  # gone or going: garbage collection handles children
             now = self.clock()
             try:
@@ -120,6 +123,7 @@ class Reconciler:
                 created = self._created.setdefault((namespace, name), [])
                 try:
                     self._apply_one(rollout_status.desired_deployment(md, plan), md, body, True, created, before=None)
+                    self._plan_events[(namespace, name)] = rollout_status.events(plan)
                     return Result(partial=True)
                 except (kube.Rejected, ChildConflict):
                     pass  # the full pass below reports it
@@ -136,7 +140,8 @@ class Reconciler:
                 return self._problem(body, "NameConflict", str(error), now)
             derived = status.derive_status(md, deployment, pods, now=now)
             new = rollout_status.merge_status(md.status, derived, plan, generation=md.generation, now=now)
-            for event in rollout_status.events(plan):
+            told = self._plan_events.pop((namespace, name), [])
+            for event in told + [e for e in rollout_status.events(plan) if e not in told]:
                 self._event(body, event.type, event.reason, event.message, now)
             metrics.observe_rollout(plan)
             return Result(status_written=self._write_status(body, md.status, new, now))

@@ -98,6 +98,7 @@ def test_deployment_first_creates_only_the_deployment_and_the_full_pass_tells_it
     assert not rec.reconcile("ml", "resnet", deployment_first=True).partial  # it exists now: a full pass
     assert {k[0] for k in fake.objects} == {"Deployment", "Service"}
     assert [m for _, r, m in fake.events if r == "Created"] == ["created Deployment resnet and Service resnet"]
+    assert _reasons(fake).count("RolloutStarted") == 1  # decided by the first pass, told by the second
     assert fake.md["status"]["observedGeneration"] == 3
 
 
