@@ -56,8 +56,24 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
     )
 
 
+def limit_malloc_arenas(arenas: int = 2) -> None:
+    """glibc gives every thread its own malloc arena (up to 8 per core), and memory freed in one
+    is not reused by the others: with a few dozen threads parsing API responses, RSS grew by
+    tens of MB that were free but never returned. Two arenas are plenty for threads that mostly
+    wait on the network. (No-op where libc has no mallopt, e.g. musl.)"""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-8, arenas)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     settings = parse_args(argv)
+    limit_malloc_arenas()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         # kopf logs "Handler ... succeeded" for every watch event (thousands a minute at scale);

@@ -105,8 +105,9 @@ def operator(cluster: Cluster, crd: str) -> Iterator[OperatorProcess]:
     op = OperatorProcess(cluster, OUT / "operator.log")
     op.start()
     yield op
-    # kopf puts a finalizer on every ModelDeployment (the resync timer needs one): the
-    # namespaces this session deleted finish terminating only while the operator runs.
+    # The namespaces this session deleted must be gone before the next session reuses the
+    # cluster. (The operator puts no finalizer on ModelDeployments; waiting here while it still
+    # runs also covers an operator that would, as 0.1.0 with kopf timers did.)
     if not op.running():
         op.start()
     try:

@@ -294,6 +294,8 @@ def test_operator_restart_converges_on_changes_made_while_down(
                     json.dumps({"spec": {"image": new_image, "replicas": 2}}))  # fmt: skip
     cluster.apply(model_deployment("born", replicas=1, namespace=ns))
     cluster.kubectl("-n", ns, "delete", "md/drop", "--wait=false")
+    # No finalizer: a ModelDeployment deleted while the operator is down is gone at once.
+    wait_until(lambda: _gone(lambda: cluster.md(ns, "drop")), timeout=CONVERGE_S, what="md/drop deleted while down")
     # Nothing acts on the specs while the operator is down (children keep the old values).
     assert cluster.deployment(ns, "keep")["spec"]["replicas"] == 1
     assert _gone(lambda: cluster.apps.read_namespaced_deployment("born", ns))
@@ -308,6 +310,24 @@ def test_operator_restart_converges_on_changes_made_while_down(
     dep = cluster.deployment(ns, "keep")
     assert dep["spec"]["replicas"] == 2 and dep["spec"]["template"]["spec"]["containers"][0]["image"] == new_image
     _wait_ready(cluster, ns, "born")
-    wait_until(lambda: _gone(lambda: cluster.md(ns, "drop")), timeout=CONVERGE_S, what="md/drop deleted")
     wait_until(lambda: _gone(lambda: cluster.apps.read_namespaced_deployment("drop", ns)), timeout=CONVERGE_S,
                what="drop's Deployment garbage-collected")  # fmt: skip
+
+
+def test_the_finalizer_left_by_0_1_0_is_taken_off(cluster: Cluster, ns: str) -> None:
+    """0.1.0 ran kopf timers, which put kopf's finalizer on every ModelDeployment: deleting one
+    hung while that operator was down. This operator takes the finalizer (and kopf's
+    annotations) off, and the object deletes normally afterwards."""
+    legacy = model_deployment("legacy", replicas=1, namespace=ns)
+    legacy["metadata"]["finalizers"] = ["kopf.zalando.org/KopfFinalizerMarker"]
+    legacy["metadata"]["annotations"] = {"modelship.io/last-handled-configuration": "{}"}
+    cluster.apply(legacy)
+
+    def cleaned() -> dict[str, Any] | None:
+        meta = cluster.md(ns, "legacy")["metadata"]
+        annotations = meta.get("annotations") or {}
+        return meta if not meta.get("finalizers") and "modelship.io/last-handled-configuration" not in annotations else None
+
+    wait_until(cleaned, timeout=CONVERGE_S, what="kopf's finalizer taken off md/legacy")
+    _wait_ready(cluster, ns, "legacy")
+    cluster.kubectl("-n", ns, "delete", "md/legacy", "--wait=true", "--timeout=60s")

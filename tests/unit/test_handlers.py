@@ -186,3 +186,22 @@ def test_a_new_object_jumps_the_queue_for_its_deployment_then_queues_the_rest():
     c.queue.done(key)
     assert rec.first and rec.calls == [KEY]
     assert [c.queue.get(timeout=0), c.queue.get(timeout=0)] == [("ml", "old"), KEY]  # the rest: behind
+
+
+def test_the_server_side_watch_filter_matches_what_the_builders_label():
+    from modelship_operator import settings as operator_settings
+
+    from .samples import md
+
+    key, value = operator_settings.MANAGED_SELECTOR.split("=")
+    model = md(disruptionBudget={"maxUnavailable": 1})
+    deployment = builders.desired_deployment(model)
+    for labels in (
+        deployment["metadata"]["labels"],
+        deployment["spec"]["template"]["metadata"]["labels"],  # the pods
+        builders.desired_service(model)["metadata"]["labels"],
+        builders.desired_pdb(model)["metadata"]["labels"],
+    ):
+        assert labels[key] == value
+    watched = Settings().kopf_settings().watching.label_selectors
+    assert {s.any_name for s in watched} == {"deployments", "services", "poddisruptionbudgets", "pods"}
