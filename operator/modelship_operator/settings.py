@@ -8,6 +8,21 @@ import logging
 import kopf
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """kopf's change detection, switched off: it deep-copies every object on every event to
+    diff it against the last handled state, which only create/update handlers use. modelship
+    has none (only on.event handlers); the copies were a fifth of its CPU at scale."""
+
+    def build(self, *, body: kopf.Body, extra_fields: object = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
 #: Label every child and pod of a ModelDeployment carries (builders.MANAGER's value).
 MANAGED_SELECTOR = "app.kubernetes.io/managed-by=modelship"
 MANAGED_RESOURCES = (("apps", "deployments"), ("v1", "services"), ("policy", "poddisruptionbudgets"), ("v1", "pods"))
@@ -41,7 +56,7 @@ class Settings:
     retry_max_seconds: float = 300.0
     """Longest delay between retries of one object, s."""
 
-    workers: int = 8
+    workers: int = 32
     """Threads running reconcile passes (the kubernetes client blocks on I/O, so more threads
     than cores keep API round trips overlapping). Passes for one object never run at once."""
 
@@ -86,12 +101,10 @@ class Settings:
     def kopf_settings(self) -> kopf.OperatorSettings:
         """kopf tuning derived from these settings."""
         settings = kopf.OperatorSettings()
-        # Only on.event handlers: kopf stores no progress. Should it ever, it must not be in
-        # status (the CRD's structural schema would prune status.kopf and kopf warn forever).
+        # Only on.event handlers: kopf stores no progress and diffs nothing. (Should it ever
+        # store progress, not in status: the CRD's structural schema would prune status.kopf.)
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="modelship.io")
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-            prefix="modelship.io", key="last-handled-configuration"
-        )
+        settings.persistence.diffbase_storage = NoDiffBase()
         # modelship records its own, meaningful Events; kopf's per-handler ones are noise.
         settings.posting.level = logging.WARNING
         settings.queueing.worker_limit = self.worker_limit

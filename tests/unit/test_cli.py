@@ -28,10 +28,12 @@ def test_namespace_and_all_namespaces_are_exclusive():
         cli.parse_args(["--all-namespaces", "--namespace", "a"])
 
 
-def test_kopf_settings_keep_progress_out_of_status():
+def test_kopf_settings_keep_progress_out_of_status_and_diff_nothing():
     ks = settings.Settings().kopf_settings()
     assert isinstance(ks.persistence.progress_storage, kopf.AnnotationsProgressStorage)
-    assert isinstance(ks.persistence.diffbase_storage, kopf.AnnotationsDiffBaseStorage)
+    body = kopf.Body({"metadata": {"name": "x"}, "spec": {"image": "a"}})
+    assert ks.persistence.diffbase_storage.build(body=body) == {}  # no per-event deep copy
+    assert ks.persistence.diffbase_storage.fetch(body=body) is None
 
 
 def test_registry_has_every_trigger():
