@@ -383,7 +383,7 @@ def test_rbac_covers_every_call_the_operator_makes() -> None:
     granted = _flat(one(render(), "ClusterRole")["rules"])
     needed = _operator_api_calls()
     assert needed, "no API calls found in kube.py (did it move?)"
-    for group_version, plural in (*handlers.CHILDREN, handlers.PODS):  # kopf watches these
+    for group_version, plural, *_ in (*handlers.CHILDREN, handlers.PODS):  # kopf watches these
         group = group_version.rpartition("/")[0]
         needed |= {(group, plural, "list"), (group, plural, "watch")}
     missing = sorted((g, r, v) for g, r, v in needed if v not in granted.get((g, r), set()))
