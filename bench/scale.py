@@ -333,7 +333,7 @@ def run_size(cluster: Cluster, n: int, timeout: float) -> Row:
         rss = sampler.stop()
         print(f"  operator  N={n}: apply {op_apply:.2f}s, exist {op_exist:.2f}s, ready {op_ready:.2f}s, "
               f"peak RSS {rss:.0f} MB", flush=True)  # fmt: skip
-        # While the operator still runs: it removes kopf's finalizers from the ModelDeployments.
+        # While the operator still runs, as a user would delete them.
         delete_namespace(cluster, ns)
     finally:
         sampler.stop()

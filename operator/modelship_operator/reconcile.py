@@ -157,8 +157,10 @@ class Reconciler:
         moved = spec_changed or rollout_status.deployment_outdated(observed, plan)  # our decision, not drift
         created = self._created.pop((md.namespace, md.name), [])
         try:
+            by_rollout = not spec_changed and moved and observed is not None
             deployment = self._apply_one(
-                rollout_status.desired_deployment(md, plan), md, body, moved, created, now, before=observed
+                rollout_status.desired_deployment(md, plan), md, body, moved, created, now, before=observed,
+                updated=f"moved to revision {plan.serving_revision} by the rollout" if by_rollout else None,
             )  # fmt: skip
             self._apply_one(builders.desired_service(md), md, body, spec_changed, created, now)
             pdb = builders.desired_pdb(md)
@@ -179,11 +181,12 @@ class Reconciler:
 
     def _apply_one(
         self, desired: Obj, md: api.ModelDeployment, body: Obj, spec_changed: bool, created: list[str],
-        now: dt.datetime | None = None, *, before: Obj | None | object = ...,
+        now: dt.datetime | None = None, *, before: Obj | None | object = ..., updated: str | None = None,
     ) -> Obj:  # fmt: skip
         """Apply one child unless the cache shows it as desired already; what it creates is
         added to ``created`` (the caller records one Event), updates get an Event here.
-        ``before``: the child as this pass already read it (not read again)."""
+        ``before``: the child as this pass already read it (not read again); ``updated``: what
+        the update Event says when it was not the spec that changed (a rollback)."""
         kind, name = desired["kind"], desired["metadata"]["name"]
         if before is ...:
             before = self.cluster.get(kind, md.namespace, name)
@@ -197,7 +200,7 @@ class Reconciler:
             created.append(f"{kind} {name}")
         elif now is not None and _essence(before) != _essence(after):
             if spec_changed:
-                self._event(body, "Normal", "Updated", f"{kind} {name} updated to match the spec", now)
+                self._event(body, "Normal", "Updated", f"{kind} {name} {updated or 'updated to match the spec'}", now)
             else:
                 self._event(body, "Normal", "DriftCorrected", f"{kind} {name} was changed outside modelship; restored", now)
         return after

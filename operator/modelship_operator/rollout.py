@@ -35,15 +35,14 @@ Annotation contract (work from plain ``kubectl annotate`` as well as from ``kube
     ``modelship.io/retry: "<any nonce>"``
         Try the spec again after a rollback or halt (a new revision number, fresh pods). Handled
         once per distinct value (``status.rollout.handledRetry``).
-    kopf leaves every ``modelship.io/*`` annotation out of its change detection (the prefix also
-    holds its own bookkeeping), so the shell watches for these with an event handler filtered on
-    "annotation value != handled value" (``handlers.rollout_request_pending``).
+    Setting one is a change like any other: its watch event queues a pass, which compares the
+    value with the handled one.
 
 Timing
     Most evidence arrives as watch events (pods, the Deployment). What only time turns into
     evidence (a pull failure to confirm, a grace period or startup budget to end, a GPU wait
     before the surge switch) leaves a pending record in ``status.rollout.evidence``; while it is
-    there a kopf timer re-runs the pass every :attr:`RolloutPolicy.poll_interval_s` (3 s). With
+    there the work queue re-runs the pass every :attr:`RolloutPolicy.poll_interval_s` (3 s). With
     the default thresholds a rollback starts 5-8 s after the first evidence (target: 30 s).
 
 Failure evidence (:mod:`modelship_operator.evidence`), whichever comes first: image pull

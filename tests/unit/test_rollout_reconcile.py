@@ -102,6 +102,8 @@ def test_bad_image_is_rolled_back_from_a_status_only_pass_and_does_not_flap() ->
     assert _cond(fake, "Ready")["status"] == "False"
     warnings = [(t, r) for t, r, _ in fake.events if t == "Warning" and r == "RolledBack"]
     assert len(warnings) == 1, fake.events
+    updated = [m for _, r, m in fake.events if r == "Updated"]
+    assert updated[-1] == "Deployment resnet moved to revision 1 by the rollout", updated
     assert "DriftCorrected" not in [r for _, r, _ in fake.events]
     fake.pods = []
     _converge(fake)
