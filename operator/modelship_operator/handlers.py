@@ -130,6 +130,7 @@ class Controller:
         self.active = active
         self._why: dict[Key, str] = {}
         self._first: set[Key] = set()  # queued as new: the pass creates the Deployment first
+        self._legacy: set[Key] = set()  # carries what 0.1.0's kopf timers left (seen in its event)
         self._failures: dict[Key, int] = {}
         self._threads: list[threading.Thread] = []
         self.poll_interval = evidence.RolloutPolicy().poll_interval_s
@@ -151,7 +152,10 @@ class Controller:
             self.queue.forget(key)
             self._failures.pop(key, None)
             self._why.pop(key, None)
+            self._legacy.discard(key)
             return
+        if _has_legacy(meta):
+            self._legacy.add(key)
         if self.store.put(obj, kind=api.KIND):  # not the echo of our own status write
             why = "resume" if type_ is None else "update" if meta.get("generation", 1) > 1 else "create"
             # No Deployment seen yet: a new object. Its Deployment is created first, ahead of
@@ -210,7 +214,8 @@ class Controller:
             return  # a paused HA replica: kopf re-lists everything when it resumes
         namespace, name = key
         try:
-            self._clean_legacy(namespace, name)
+            if key in self._legacy:
+                self._clean_legacy(namespace, name)
             outcome = run_pass(self.reconciler, namespace, name, trigger=why, deployment_first=first)
         except kube.Retryable as error:
             self._retry(key, f"{error}")
@@ -223,9 +228,10 @@ class Controller:
         if outcome.partial:
             self.enqueue(key, why)  # the rest of the first pass, behind the other new objects
             return
-        if outcome.skipped and self.store.get(api.KIND, namespace, name) is None:
+        body = self.store.get(api.KIND, namespace, name)
+        if outcome.skipped and body is None:
             return  # gone
-        if rollout_evidence_pending(self.store.get(api.KIND, namespace, name)):
+        if rollout_evidence_pending(body):
             self._schedule(key, self.poll_interval, "rollout")
         self._schedule(key, self.settings.resync_seconds, "resync")
 
@@ -243,13 +249,17 @@ class Controller:
     def _clean_legacy(self, namespace: str, name: str) -> None:
         """Take off what kopf's timers and progress storage left on a ModelDeployment (earlier
         versions): its finalizer would keep the object from being deleted without kopf."""
-        body = self.store.get(api.KIND, namespace, name)
-        meta = (body or {}).get("metadata") or {}
-        annotations = meta.get("annotations") or {}
-        if LEGACY_FINALIZER in (meta.get("finalizers") or []) or any(a in annotations for a in LEGACY_ANNOTATIONS):
+        meta = (self.store.get(api.KIND, namespace, name) or {}).get("metadata") or {}
+        if _has_legacy(meta):
             updated = self.client.remove_legacy(namespace, name, meta, LEGACY_FINALIZER, LEGACY_ANNOTATIONS)
             if updated is not None:
                 self.store.put(updated, kind=api.KIND)
+        self._legacy.discard((namespace, name))
+
+
+def _has_legacy(meta: Mapping[str, Any]) -> bool:
+    annotations = meta.get("annotations") or {}
+    return LEGACY_FINALIZER in (meta.get("finalizers") or []) or any(a in annotations for a in LEGACY_ANNOTATIONS)
 
 
 def build_registry(controller: Controller, settings: Settings) -> kopf.OperatorRegistry:

@@ -139,7 +139,7 @@ def test_a_gone_object_is_not_scheduled_again():
 
 def test_the_legacy_kopf_finalizer_is_taken_off_before_the_pass():
     c = _controller()
-    c.store.put(_md("3", finalizers=["kopf.zalando.org/KopfFinalizerMarker", "other"]))
+    c.model_deployment_event(None, _md("3", finalizers=["kopf.zalando.org/KopfFinalizerMarker", "other"]))
     c.process(KEY)
     assert c.client.removed == [("ml", "x", handlers.LEGACY_FINALIZER)]
     assert c.store.get(api.KIND, "ml", "x")["metadata"]["resourceVersion"] == "4"
