@@ -15,7 +15,7 @@ import datetime as dt
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from modelship_operator import api, builders, kube, metrics, rollout, rollout_status, status
@@ -71,6 +71,15 @@ def _essence(obj: Mapping[str, Any]) -> tuple[Any, ...]:
     return obj.get("spec"), meta.get("labels"), meta.get("ownerReferences")
 
 
+@dataclass
+class _Untold:
+    """What a deployment-first pass did and has not told yet: the full pass records its
+    Created Event and the rollout's Events."""
+
+    created: list[str] = field(default_factory=list)
+    events: list[rollout.Event] = field(default_factory=list)
+
+
 def _join(items: list[str]) -> str:
     return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
 
@@ -81,16 +90,15 @@ class Reconciler:
         self.clock = clock
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()
-        # What a deployment-first pass did and has not told yet (its Created/rollout Events).
-        self._created: dict[tuple[str, str], list[str]] = {}
-        self._plan_events: dict[tuple[str, str], list[rollout.Event]] = {}
+        self._untold: dict[tuple[str, str], _Untold] = {}
 
     def _lock(self, namespace: str, name: str) -> threading.Lock:
         with self._locks_guard:
             return self._locks.setdefault((namespace, name), threading.Lock())
 
-    def reconcile(self, namespace: str, name: str, *, apply: bool = True, deployment_first: bool = False) -> Result:
-        """One pass. ``apply=False`` refreshes status only (pod events need no writes).
+    def reconcile(self, namespace: str, name: str, *, deployment_first: bool = False) -> Result:
+        """One pass. Children are applied only where they differ from the desired objects, so a
+        pass for a pod or status event writes nothing but a changed status.
 
         ``deployment_first``: for a ModelDeployment whose Deployment does not exist yet, create
         only the Deployment and return ``partial`` (the caller queues the full pass). When a
@@ -99,16 +107,15 @@ class Reconciler:
         status write is spent on the first ones.
         """
         try:
-            return self._reconcile(namespace, name, apply=apply, deployment_first=deployment_first)
+            return self._reconcile(namespace, name, deployment_first=deployment_first)
         except kube.NamespaceTerminating:
             return Result(skipped=True)  # the namespace takes the object and its children with it
 
-    def _reconcile(self, namespace: str, name: str, *, apply: bool, deployment_first: bool = False) -> Result:
+    def _reconcile(self, namespace: str, name: str, *, deployment_first: bool = False) -> Result:
         with self._lock(namespace, name):
             body = self.cluster.get_model_deployment(namespace, name)
             if body is None or body.get("metadata", {}).get("deletionTimestamp"):
-                self._created.pop((namespace, name), None)
-                self._plan_events.pop((namespace, name), None)
+                self._untold.pop((namespace, name), None)
                 return Result(skipped=True)  # gone or going: garbage collection handles children
             now = self.clock()
             try:
@@ -119,29 +126,26 @@ class Reconciler:
             observed = self.cluster.get("Deployment", namespace, builders.child_name(md.name))
             pods = self.cluster.list_pods(namespace, builders.selector_string(md), md.name) if observed else []
             plan = rollout_status.plan(md, observed, pods, now=now)
+            untold = self._untold.pop((namespace, name), None) or _Untold()
             if deployment_first and observed is None:
-                created = self._created.setdefault((namespace, name), [])
                 try:
-                    self._apply_one(rollout_status.desired_deployment(md, plan), md, body, True, created, before=None)
-                    self._plan_events[(namespace, name)] = rollout_status.events(plan)
+                    self._apply_one(
+                        rollout_status.desired_deployment(md, plan), md, body, True, untold.created, before=None
+                    )  # fmt: skip
+                    untold.events = rollout_status.events(plan)
+                    self._untold[(namespace, name)] = untold
                     return Result(partial=True)
                 except (kube.Rejected, ChildConflict):
                     pass  # the full pass below reports it
             try:
-                # A status-only pass (pod events, the rollout timer) still applies when the plan
-                # moved the Deployment: a rollback must not wait for the next spec change.
-                if apply or rollout_status.deployment_outdated(observed, plan):
-                    deployment = self._apply_children(md, body, now, plan, observed)
-                else:
-                    deployment = observed
+                deployment = self._apply_children(md, body, now, plan, observed, untold.created)
             except kube.Rejected as error:
                 return self._problem(body, "InvalidSpec", f"the API server rejected a child: {error}", now)
             except ChildConflict as error:
                 return self._problem(body, "NameConflict", str(error), now)
             derived = status.derive_status(md, deployment, pods, now=now)
             new = rollout_status.merge_status(md.status, derived, plan, generation=md.generation, now=now)
-            told = self._plan_events.pop((namespace, name), [])
-            for event in told + [e for e in rollout_status.events(plan) if e not in told]:
+            for event in untold.events + [e for e in rollout_status.events(plan) if e not in untold.events]:
                 self._event(body, event.type, event.reason, event.message, now)
             metrics.observe_rollout(plan)
             return Result(status_written=self._write_status(body, md.status, new, now))
@@ -149,13 +153,14 @@ class Reconciler:
     # -- children -----------------------------------------------------------------------
 
     def _apply_children(
-        self, md: api.ModelDeployment, body: Obj, now: dt.datetime, plan: rollout.RolloutPlan, observed: Obj | None
-    ) -> Obj:
+        self, md: api.ModelDeployment, body: Obj, now: dt.datetime, plan: rollout.RolloutPlan, observed: Obj | None,
+        created: list[str],
+    ) -> Obj:  # fmt: skip
         """Apply Deployment (the rollout plan's revision), Service and PDB (or delete a PDB no
-        longer wanted); returns the Deployment as stored."""
+        longer wanted); returns the Deployment as stored. ``created`` (what a deployment-first
+        pass created) is added to and told in one Event."""
         spec_changed = md.status.observed_generation != md.generation
         moved = spec_changed or rollout_status.deployment_outdated(observed, plan)  # our decision, not drift
-        created = self._created.pop((md.namespace, md.name), [])
         try:
             by_rollout = not spec_changed and moved and observed is not None
             deployment = self._apply_one(

@@ -65,8 +65,8 @@ def desired_deployment(md: api.ModelDeployment, plan_: rollout.RolloutPlan) -> d
 
 
 def deployment_outdated(deployment: Obj | None, plan_: rollout.RolloutPlan) -> bool:
-    """Does the live Deployment lack the plan's revision or strategy (so even a status-only pass
-    must apply it)? Rollbacks are decided on pod events; they must not wait for a resync."""
+    """Does the live Deployment lack the plan's revision or strategy (the rollout moved it, not
+    the spec)? Rollbacks are decided on pod events; they must not wait for a resync."""
     if not deployment:
         return True
     spec = deployment.get("spec") or {}

@@ -20,7 +20,7 @@ class StubReconciler:
     def __init__(self, result=None, error=None):
         self.result, self.error, self.calls = result or Result(), error, []
 
-    def reconcile(self, namespace, name, *, apply=True, deployment_first=False):
+    def reconcile(self, namespace, name, *, deployment_first=False):
         self.calls.append((namespace, name))
         self.first = deployment_first
         if self.error:

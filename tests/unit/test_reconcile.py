@@ -127,7 +127,7 @@ def test_ready_when_the_deployment_is_rolled_out():
     dep["metadata"]["generation"] = 1
     dep["status"] = {"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2,
                      "availableReplicas": 2}  # fmt: skip
-    rec.reconcile("ml", "resnet", apply=False)
+    rec.reconcile("ml", "resnet")
     assert _cond(fake, "Ready")["status"] == "True"
     assert fake.md["status"]["image"] == fake.md["spec"]["image"]
     assert "Ready" in _reasons(fake)
@@ -225,7 +225,7 @@ def test_pod_failures_reach_status_and_events():
         "status": {"containerStatuses": [{"name": "server", "restartCount": 5,
                                           "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]},
     }]  # fmt: skip
-    rec.reconcile("ml", "resnet", apply=False)
+    rec.reconcile("ml", "resnet")
     assert _cond(fake, "Degraded")["reason"] == "CrashLoopBackOff"
     assert ("Warning", "CrashLoopBackOff") in [(t, r) for t, r, _ in fake.events]
 
@@ -236,8 +236,7 @@ def test_selector_for_the_scale_subresource():
     assert fake.md["status"]["selector"] == "app.kubernetes.io/instance=resnet,app.kubernetes.io/name=modelship-server"
 
 
-@pytest.mark.parametrize("apply", [True, False])
-def test_retryable_errors_propagate(apply):
+def test_retryable_errors_propagate():
     fake, rec = _make()
 
     def boom(*_a, **_k):
@@ -245,7 +244,7 @@ def test_retryable_errors_propagate(apply):
 
     fake.get_model_deployment = boom
     with pytest.raises(kube.Retryable):
-        rec.reconcile("ml", "resnet", apply=apply)
+        rec.reconcile("ml", "resnet")
 
 
 def test_child_names_for_long_model_deployment_names():

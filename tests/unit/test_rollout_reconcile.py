@@ -67,7 +67,7 @@ def _stable() -> tuple[FakeCluster, Reconciler, Clock]:
     rec.reconcile("ml", "resnet")
     _converge(fake)
     clock.advance(2)
-    rec.reconcile("ml", "resnet", apply=False)
+    rec.reconcile("ml", "resnet")
     assert fake.md["status"]["rollout"]["phase"] == "Complete" and _cond(fake, "Ready")["status"] == "True"
     return fake, rec, clock
 
@@ -82,7 +82,7 @@ def _pull_failure(revision: int, created: dt.datetime) -> dict:
     }
 
 
-def test_bad_image_is_rolled_back_from_a_status_only_pass_and_does_not_flap() -> None:
+def test_bad_image_is_rolled_back_from_a_pod_event_pass_and_does_not_flap() -> None:
     fake, rec, clock = _stable()
     fake.md["spec"]["image"] = BAD
     fake.md["metadata"]["generation"] = 4
@@ -91,11 +91,11 @@ def test_bad_image_is_rolled_back_from_a_status_only_pass_and_does_not_flap() ->
     assert _dep(fake)["spec"]["template"]["metadata"]["labels"][rollout.REVISION_LABEL] == "2"
     fake.pods = [_pull_failure(2, clock.now)]
     clock.advance(1)
-    rec.reconcile("ml", "resnet", apply=False)  # first sighting: not yet confirmed
+    rec.reconcile("ml", "resnet")  # first sighting: not yet confirmed
     assert _image(fake) == BAD and _cond(fake, "Degraded")["reason"] == "ImagePullBackOff"
     clock.advance(5)
-    rec.reconcile("ml", "resnet", apply=False)  # the rollout timer
-    assert _image(fake) == GOOD, "a status-only pass must still roll the Deployment back"
+    rec.reconcile("ml", "resnet")  # the rollout poll
+    assert _image(fake) == GOOD, "a pass for a pod event must roll the Deployment back"
     assert fake.md["spec"]["image"] == BAD
     degraded = _cond(fake, "Degraded")
     assert (degraded["status"], degraded["reason"]) == ("True", "RolledBack") and BAD in degraded["message"]
@@ -111,7 +111,7 @@ def test_bad_image_is_rolled_back_from_a_status_only_pass_and_does_not_flap() ->
     for _ in range(3):  # GitOps re-syncs, resyncs, pod events
         clock.advance(30)
         rec.reconcile("ml", "resnet")
-        rec.reconcile("ml", "resnet", apply=False)
+        rec.reconcile("ml", "resnet")
     assert _image(fake) == GOOD and len(fake.md["status"]["history"]) == 2
     assert fake.md["status"]["image"] == GOOD and fake.md["status"]["stableImage"] == GOOD
     assert [r for _, r, _ in fake.events[events:]] == []
@@ -125,7 +125,7 @@ def test_rollback_annotation_moves_the_deployment() -> None:
         clock.advance(10)
         rec.reconcile("ml", "resnet")
         _converge(fake)
-        rec.reconcile("ml", "resnet", apply=False)
+        rec.reconcile("ml", "resnet")
     assert fake.md["status"]["rollout"]["servingRevision"] == 3
     fake.md["metadata"]["annotations"] = {rollout.ROLLBACK_TO_ANNOTATION: "1@x"}
     rec.reconcile("ml", "resnet")
