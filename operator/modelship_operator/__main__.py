@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     metrics.serve(settings.metrics_port)
     kopf.run(
         registry=registry,
-        settings=settings.kopf_settings(),
+        settings=handlers.filter_watches(settings.kopf_settings()),
         clusterwide=settings.clusterwide,
         namespaces=list(settings.namespaces),
         liveness_endpoint=settings.liveness_endpoint,

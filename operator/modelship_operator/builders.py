@@ -22,6 +22,8 @@ Obj = dict[str, Any]
 Resolved = Literal["surge", "no-surge"]
 
 MANAGER = "modelship"
+#: On every child and pod: what the operator's watches select.
+MANAGED_LABELS = {"app.kubernetes.io/managed-by": MANAGER}
 #: On every child and pod template: the owning ModelDeployment's name, in full (a label value
 #: could not hold a 253-char name), so a watch event on a pod leads back to its owner.
 OWNER_ANNOTATION = "modelship.io/modeldeployment"
@@ -85,7 +87,7 @@ def labels(md: api.ModelDeployment, image: str | None = None) -> dict[str, str]:
         "app.kubernetes.io/version": image_version(image or md.spec.image),
         "app.kubernetes.io/component": "inference-server",
         "app.kubernetes.io/part-of": "modelship",
-        "app.kubernetes.io/managed-by": MANAGER,
+        **MANAGED_LABELS,
     }
 
 

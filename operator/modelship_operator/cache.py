@@ -75,11 +75,6 @@ def slim_pod(pod: Mapping[str, Any]) -> Obj:
     return {**slim(pod), "spec": {"containers": containers, "nodeName": spec.get("nodeName")}}
 
 
-def _matches(labels: Mapping[str, str] | None, selector: str) -> bool:
-    wanted = dict(term.split("=", 1) for term in selector.split(",") if term)
-    return all((labels or {}).get(k) == v for k, v in wanted.items())
-
-
 class _Packed:
     """One stored object: its resourceVersion and its compact JSON."""
 
@@ -94,10 +89,14 @@ class _Packed:
 
 
 class _PodSet:
-    __slots__ = ("listed_at", "pods", "selector")
+    __slots__ = ("labels", "listed_at", "pods", "selector")
 
     def __init__(self, selector: str, pods: dict[str, _Packed], listed_at: float) -> None:
         self.selector, self.pods, self.listed_at = selector, pods, listed_at
+        self.labels = dict(term.split("=", 1) for term in selector.split(",") if term)  # parsed once
+
+    def matches(self, labels: Mapping[str, str] | None) -> bool:
+        return all((labels or {}).get(k) == v for k, v in self.labels.items())
 
 
 class Store:
@@ -150,7 +149,7 @@ class Store:
             entry = self._pods.get((namespace, owner))
             if entry is None:
                 return  # not listed yet: the next pass lists
-            if type_ == "DELETED" or not _matches(meta.get("labels"), entry.selector):
+            if type_ == "DELETED" or not entry.matches(meta.get("labels")):
                 entry.pods.pop(name, None)
                 return
             known = entry.pods.get(name)

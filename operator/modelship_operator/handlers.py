@@ -49,7 +49,7 @@ CHILDREN = (
     ("policy/v1", "poddisruptionbudgets", "PodDisruptionBudget"),
 )
 PODS = ("v1", "pods")
-MANAGED = {"app.kubernetes.io/managed-by": builders.MANAGER}
+MANAGED = builders.MANAGED_LABELS
 
 #: The finalizer kopf put on every ModelDeployment while modelship used kopf timers (<= 0.1.0).
 LEGACY_FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"
@@ -260,6 +260,15 @@ class Controller:
 def _has_legacy(meta: Mapping[str, Any]) -> bool:
     annotations = meta.get("annotations") or {}
     return LEGACY_FINALIZER in (meta.get("finalizers") or []) or any(a in annotations for a in LEGACY_ANNOTATIONS)
+
+
+def filter_watches(kopf_settings: kopf.OperatorSettings) -> kopf.OperatorSettings:
+    """Children and pods are watched filtered server-side by :data:`MANAGED`: on a real cluster
+    the API server sends only what modelship manages, not every pod and Deployment in it."""
+    selector = ",".join(f"{k}={v}" for k, v in MANAGED.items())
+    for group_version, plural, *_ in (*CHILDREN, PODS):
+        kopf_settings.watching.label_selectors[group_version, plural] = selector
+    return kopf_settings
 
 
 def build_registry(controller: Controller, settings: Settings) -> kopf.OperatorRegistry:

@@ -23,11 +23,6 @@ class NoDiffBase(kopf.DiffBaseStorage):
         return None
 
 
-#: Label every child and pod of a ModelDeployment carries (builders.MANAGER's value).
-MANAGED_SELECTOR = "app.kubernetes.io/managed-by=modelship"
-MANAGED_RESOURCES = (("apps", "deployments"), ("v1", "services"), ("policy", "poddisruptionbudgets"), ("v1", "pods"))
-
-
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """How this operator process runs. Nothing here is read at import time."""
@@ -113,10 +108,6 @@ class Settings:
         # A per-object kopf worker lingers this long after its last event (default 5 s): at a
         # thousand objects arriving at once, thousands of idle tasks held memory for nothing.
         settings.queueing.idle_timeout = 1.0
-        # Children and pods are watched server-side filtered: on a real cluster the API server
-        # sends only what modelship manages, not every pod and Deployment in it.
-        for resource in MANAGED_RESOURCES:
-            settings.watching.label_selectors[resource] = MANAGED_SELECTOR
         settings.watching.server_timeout = self.watch_server_timeout
         settings.watching.client_timeout = self.watch_server_timeout + 30
         settings.networking.request_timeout = self.request_timeout

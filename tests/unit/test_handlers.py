@@ -189,11 +189,10 @@ def test_a_new_object_jumps_the_queue_for_its_deployment_then_queues_the_rest():
 
 
 def test_the_server_side_watch_filter_matches_what_the_builders_label():
-    from modelship_operator import settings as operator_settings
-
     from .samples import md
 
-    key, value = operator_settings.MANAGED_SELECTOR.split("=")
+    watched = handlers.filter_watches(Settings().kopf_settings()).watching.label_selectors
+    (key, value), = (term.split("=") for term in set(watched.values()))
     model = md(disruptionBudget={"maxUnavailable": 1})
     deployment = builders.desired_deployment(model)
     for labels in (
@@ -203,5 +202,7 @@ def test_the_server_side_watch_filter_matches_what_the_builders_label():
         builders.desired_pdb(model)["metadata"]["labels"],
     ):
         assert labels[key] == value
-    watched = Settings().kopf_settings().watching.label_selectors
     assert {s.any_name for s in watched} == {"deployments", "services", "poddisruptionbudgets", "pods"}
+    pods = kopf.Resource(group="", version="v1", plural="pods", kind="Pod", namespaced=True)
+    mds = kopf.Resource(group=api.GROUP, version=api.VERSION, plural=api.PLURAL, kind=api.KIND, namespaced=True)
+    assert list(watched.collect(pods)) == [f"{key}={value}"] and not list(watched.collect(mds))
