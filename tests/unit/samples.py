@@ -1,4 +1,5 @@
-"""Sample ModelDeployments for the unit tests (plain dicts as the API returns them)."""
+"""Sample ModelDeployments for the unit tests (plain dicts as the API returns them), and a
+fake monotonic clock."""
 
 from __future__ import annotations
 
@@ -35,3 +36,13 @@ def md(name: str | None = None, **spec: Any) -> api.ModelDeployment:
     if name:
         data["metadata"]["name"] = name
     return api.parse(data)
+
+
+class MonotonicClock:
+    """A ``time.monotonic`` stand-in that moves only when a test sets ``now``."""
+
+    def __init__(self, start: float = 100.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now

@@ -6,20 +6,12 @@ from __future__ import annotations
 from modelship_operator import api, builders
 from modelship_operator.cache import CachedCluster, Store, covers
 
-from .samples import md
+from .samples import MonotonicClock, md
 
 
 def _obj(kind: str, name: str, rv: str | None, **extra) -> dict:
     meta = {"name": name, "namespace": "ml", **({"resourceVersion": rv} if rv else {})}
     return {"kind": kind, "metadata": meta, **extra}
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 10.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_covers_ignores_defaulted_and_foreign_fields_but_not_changed_or_missing_ones():
@@ -77,7 +69,7 @@ def _pod(name: str, rv: str, ready: bool = False, **labels: str) -> dict:
 
 
 def test_pods_are_served_from_events_only_after_a_list_and_until_it_is_stale():
-    clock = Clock()
+    clock = MonotonicClock()
     store = Store(pod_list_ttl=60, clock=clock)
     store.pod_event("ADDED", _pod("p1", "1"), owner="a")
     assert store.pods("ml", "a", "app=a") is None  # never listed: the pass lists
@@ -96,7 +88,7 @@ def test_pods_are_served_from_events_only_after_a_list_and_until_it_is_stale():
 
 
 def test_a_pod_deleted_while_the_list_was_on_its_way_does_not_come_back():
-    clock = Clock()
+    clock = MonotonicClock()
     store = Store(clock=clock)
     store.pod_event("DELETED", _pod("p1", "9"), owner="a")  # before the list response arrives
     store.set_pods("ml", "a", "app=a", [_pod("p1", "8"), _pod("p2", "8")], started=clock.now)

@@ -9,13 +9,7 @@ import pytest
 
 from modelship_operator.workqueue import ShutDown, WorkQueue
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from .samples import MonotonicClock
 
 
 def test_a_key_added_many_times_is_processed_once():
@@ -40,7 +34,7 @@ def test_a_key_added_while_active_comes_back_once_after_done():
 
 
 def test_scheduled_keys_wait_and_the_earliest_due_time_wins():
-    clock = Clock()
+    clock = MonotonicClock()
     q = WorkQueue(clock=clock)
     q.add_after("a", 60)
     q.add_after("a", 3)
@@ -55,7 +49,7 @@ def test_scheduled_keys_wait_and_the_earliest_due_time_wins():
 
 
 def test_an_add_makes_a_scheduled_key_due_now_and_only_once():
-    clock = Clock()
+    clock = MonotonicClock()
     q = WorkQueue(clock=clock)
     q.add_after("a", 10)
     q.add("a")
@@ -66,7 +60,7 @@ def test_an_add_makes_a_scheduled_key_due_now_and_only_once():
 
 
 def test_forget_drops_a_scheduled_key():
-    clock = Clock()
+    clock = MonotonicClock()
     q = WorkQueue(clock=clock)
     q.add_after("a", 1)
     q.forget("a")
@@ -112,7 +106,7 @@ def test_urgent_keys_are_served_first_and_a_queued_key_can_be_promoted():
 
 
 def test_while_urgent_keys_keep_coming_the_other_lane_waits():
-    clock = Clock()
+    clock = MonotonicClock()
     q = WorkQueue(clock=clock, urgent_quiet=0.5)
     q.add("old")
     q.add("new", urgent=True)
