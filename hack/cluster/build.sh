@@ -3,7 +3,7 @@
 #   hack/cluster/build.sh [TOOL...]     (default: all of them)
 # Each binary lands in ~/.cache/modelship/bin/<tool>-<version>/<tool>; one that
 # is there already is not rebuilt, so a warm machine returns at once. Builds run
-# one at a time under `nice` with -p 2: the machine has two cores shared with
+# under `nice` with -p 2: the machine has two cores shared with
 # other work, and a full cold build takes minutes.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -26,33 +26,62 @@ k8s_ldflags() {
   echo "$flags"
 }
 
-build_one() {
-  local tool=$1 out tmp
-  out=$(tool_path "$tool")
-  [ -x "$out" ] && return 0
+# install_built TOOL TMPFILE: move a fresh binary into its cache slot.
+install_built() {
+  local out
+  out=$(tool_path "$1")
   mkdir -p "$(dirname "$out")"
-  tmp="$out.tmp.$$"
-  local start=$SECONDS
-  echo "cluster: building $tool -> $out" >&2
-  case "$tool" in
-    kube-apiserver|kube-controller-manager|kube-scheduler|kubectl)
-      (cd "$here/k8s" && nice -n 10 go build -p "$jobs" -trimpath -ldflags "$(k8s_ldflags)" \
-        -o "$tmp" "k8s.io/kubernetes/cmd/$tool") ;;
-    etcd)
-      (cd "$here/etcd" && nice -n 10 go build -p "$jobs" -trimpath -ldflags "-s -w" \
-        -o "$tmp" go.etcd.io/etcd/server/v3) ;;
-    kwok|kwokctl)
-      # No replace directives in sigs.k8s.io/kwok, so plain `go install` works.
-      local gobin="$out.gobin.$$"
-      GOBIN=$gobin nice -n 10 go install -p "$jobs" -trimpath \
-        -ldflags "-s -w" \
-        "sigs.k8s.io/kwok/cmd/$tool@$KWOK_VERSION"
-      mv "$gobin/$tool" "$tmp"; rmdir "$gobin" ;;
-  esac
-  mv "$tmp" "$out"
-  echo "cluster: built $tool in $((SECONDS - start))s" >&2
+  mv "$2" "$out"
+}
+
+# The Kubernetes binaries are built by ONE `go build` (one package graph: the shared
+# dependencies compile once and the links run side by side), from the wrapper module.
+build_k8s() {
+  [ $# -gt 0 ] || return 0
+  local start=$SECONDS tmp pkgs=() t
+  tmp=$(mktemp -d "$MODELSHIP_BIN/.k8s-build.XXXXXX")
+  for t in "$@"; do pkgs+=("k8s.io/kubernetes/cmd/$t"); done
+  echo "cluster: building $* (Kubernetes $K8S_VERSION, one go build)" >&2
+  (cd "$here/k8s" && nice -n 10 go build -p "$jobs" -trimpath -ldflags "$(k8s_ldflags)" -o "$tmp/" "${pkgs[@]}")
+  for t in "$@"; do install_built "$t" "$tmp/$t"; done
+  rmdir "$tmp"
+  echo "cluster: built $* in $((SECONDS - start))s" >&2
+}
+
+build_etcd() {
+  local start=$SECONDS tmp
+  tmp=$(mktemp "$MODELSHIP_BIN/.etcd.XXXXXX")
+  echo "cluster: building etcd $ETCD_VERSION" >&2
+  (cd "$here/etcd" && nice -n 10 go build -p "$jobs" -trimpath -ldflags "-s -w" -o "$tmp" go.etcd.io/etcd/server/v3)
+  install_built etcd "$tmp"
+  echo "cluster: built etcd in $((SECONDS - start))s" >&2
+}
+
+# No replace directives in sigs.k8s.io/kwok, so plain `go install` works (both commands at once).
+build_kwok() {
+  [ $# -gt 0 ] || return 0
+  local start=$SECONDS gobin pkgs=() t
+  gobin=$(mktemp -d "$MODELSHIP_BIN/.kwok-build.XXXXXX")
+  for t in "$@"; do pkgs+=("sigs.k8s.io/kwok/cmd/$t@$KWOK_VERSION"); done
+  echo "cluster: building $* (kwok $KWOK_VERSION)" >&2
+  GOBIN=$gobin nice -n 10 go install -p "$jobs" -trimpath -ldflags "-s -w" "${pkgs[@]}"
+  for t in "$@"; do install_built "$t" "$gobin/$t"; done
+  rmdir "$gobin"
+  echo "cluster: built $* in $((SECONDS - start))s" >&2
 }
 
 tools=("$@")
 [ ${#tools[@]} -gt 0 ] || tools=("${ALL_TOOLS[@]}")
-for t in "${tools[@]}"; do build_one "$t"; done
+mkdir -p "$MODELSHIP_BIN"
+k8s=() kwok=() etcd=0
+for t in "${tools[@]}"; do
+  [ -x "$(tool_path "$t")" ] && continue
+  case "$t" in
+    etcd) etcd=1 ;;
+    kwok|kwokctl) kwok+=("$t") ;;
+    *) tool_path "$t" >/dev/null && k8s+=("$t") ;;
+  esac
+done
+[ $etcd = 0 ] || build_etcd
+build_k8s ${k8s[@]+"${k8s[@]}"}
+build_kwok ${kwok[@]+"${kwok[@]}"}

@@ -16,10 +16,12 @@ export CGO_ENABLED=0
 # tool_path TOOL -> the cached binary's path (it may not exist yet).
 tool_path() {
   case "$1" in
-    kube-apiserver|kube-controller-manager|kube-scheduler|kubectl) echo "$MODELSHIP_BIN/$1-$K8S_VERSION/$1" ;;
+    kube-apiserver|kube-controller-manager|kube-scheduler|kubectl|kubelet) echo "$MODELSHIP_BIN/$1-$K8S_VERSION/$1" ;;
     etcd) echo "$MODELSHIP_BIN/etcd-$ETCD_VERSION/etcd" ;;
     kwok|kwokctl) echo "$MODELSHIP_BIN/$1-$KWOK_VERSION/$1" ;;
     *) echo "unknown tool $1" >&2; return 1 ;;
   esac
 }
-ALL_TOOLS=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok kwokctl)
+# kubelet runs the real node (hack/cluster/node.sh); the rest make the control plane.
+K8S_TOOLS=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet)
+ALL_TOOLS=(etcd "${K8S_TOOLS[@]}" kwok kwokctl)

@@ -1,6 +1,6 @@
 //go:build tools
 
-// Package tools pins the four command packages this module builds, so that
+// Package tools pins the command packages this module builds, so that
 // `go mod tidy` keeps their dependencies in go.mod/go.sum.
 package tools
 
@@ -9,4 +9,5 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
 	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
 )
