@@ -42,19 +42,37 @@ if [ -f "$out/.stamp" ] && [ "$(cat "$out/.stamp")" = "$want" ]; then
   exit 0
 fi
 
-echo "wheelhouse: pip wheel $extra (torch variant: $variant) -> $out"
-start=$(date +%s)
-# `pip wheel` (not `pip download`) so that any sdist-only dependency is built
-# into a wheel here, where a compiler and the network are available. It fills a
-# fresh folder, finding unchanged wheels in the previous one (no re-download of
-# GBs of torch after a one-line pyproject change) and leaving stale ones behind.
-new="$out.new"
-rm -rf "$new"
-mkdir -p "$new" "$out"
-nice -n 10 "$py" -m pip wheel --quiet --wheel-dir "$new" --find-links "$out" \
-  ${index_args[@]+"${index_args[@]}"} -r "$reqs"
-echo "$variant" > "$new/TORCH_VARIANT"
-echo "$want" > "$new/.stamp"
+# The wheels live once per machine under ~/.cache/modelship/wheelhouse/<extra>-<key>; the
+# checkout's wheelhouse/<extra> (the docker build context needs the files inside it) is a
+# tree of hard links to them, so a clone costs no disk for ~3 GB of wheels.
+cache=${MODELSHIP_CACHE:-$HOME/.cache/modelship}/wheelhouse
+shared="$cache/$extra-$want"
+mkdir -p "$cache"
+exec 8>"$cache/.lock"
+flock 8
+if [ ! -f "$shared/.stamp" ]; then
+  echo "wheelhouse: pip wheel $extra (torch variant: $variant) -> $shared"
+  start=$(date +%s)
+  # `pip wheel` (not `pip download`) so that any sdist-only dependency is built into a
+  # wheel here, where a compiler and the network are available. Wheels of the previous
+  # set of this extra are found locally (no re-download of GBs of torch after a one-line
+  # pyproject change).
+  previous=$(ls -dt "$cache/$extra"-*/ 2>/dev/null | head -1 || true)
+  new="$shared.new"
+  rm -rf "$new"
+  mkdir -p "$new"
+  nice -n 10 "$py" -m pip wheel --quiet --wheel-dir "$new" ${previous:+--find-links "$previous"} \
+    ${index_args[@]+"${index_args[@]}"} -r "$reqs"
+  echo "$variant" > "$new/TORCH_VARIANT"
+  echo "$want" > "$new/.stamp"
+  mv "$new" "$shared"
+  echo "wheelhouse: $extra done in $(( $(date +%s) - start ))s, $(ls "$shared"/*.whl | wc -l) wheels, $(du -sh "$shared" | cut -f1)"
+fi
+# Keep the two most recently made sets per extra.
+touch "$shared"
+ls -dt "$cache/$extra"-*/ 2>/dev/null | tail -n +3 | while read -r old; do rm -rf "$old"; done
+flock -u 8
 rm -rf "$out"
-mv "$new" "$out"
-echo "wheelhouse: $extra done in $(( $(date +%s) - start ))s, $(ls "$out"/*.whl | wc -l) wheels, $(du -sh "$out" | cut -f1)"
+mkdir -p "$(dirname "$out")"
+cp -al "$shared" "$out"
+echo "wheelhouse: $out -> $shared (hard links)"
