@@ -43,6 +43,9 @@ NO_SURGE = {"maxSurge": 0, "maxUnavailable": 1}
 READINESS_DEFAULTS = {"periodSeconds": 5, "timeoutSeconds": 3, "failureThreshold": 3}
 LIVENESS_DEFAULTS = {"periodSeconds": 10, "timeoutSeconds": 3, "failureThreshold": 3}
 STARTUP_PROBE_TIMEOUT_S = 3
+#: The server's exit code when the model fails to load for good (MODELSHIP_EXIT_ON_LOAD_FAILURE):
+#: a pod that exits with it is rollout evidence at once, not after the startup budget.
+MODEL_LOAD_FAILED_EXIT_CODE = 3
 MAX_NAME = 63
 _NOT_LABEL = re.compile(r"[^a-z0-9-]+")
 
@@ -192,6 +195,11 @@ def server_env(spec: api.ModelDeploymentSpec) -> list[Obj]:
         ("MODELSHIP_MAX_LATENCY_MS", str(serving.batching.max_latency_ms)),
         ("MODELSHIP_SHUTDOWN_DELAY_S", str(serving.shutdown_delay_seconds)),
         ("MODELSHIP_GRACEFUL_TIMEOUT_S", str(serving.drain_timeout_seconds)),
+        # A model that cannot load ends the process (exit code MODEL_LOAD_FAILED_EXIT_CODE, the
+        # reason in the termination message): the kubelet restarts it (a transient download
+        # failure gets retried) and the pod status says why within seconds, where a live but
+        # never-ready server would only be noticed when the startup budget runs out.
+        ("MODELSHIP_EXIT_ON_LOAD_FAILURE", "true"),
     ]
     env = [{"name": k, "value": v} for k, v in values if v is not None]
     return env + [e.wire() for e in spec.env]
@@ -270,6 +278,8 @@ def pod_template(md: api.ModelDeployment, image: str) -> Obj:
         **probes(spec.probes),
         "securityContext": container_security_context(),
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        # The server writes why it exits to /dev/termination-log; the log tail when it could not.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     return {
         "metadata": {

@@ -18,10 +18,13 @@ import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from modelship_operator import builders
+
 __all__ = [
     "Evidence",
     "EvidenceKind",
     "RolloutPolicy",
+    "model_load_failure",
     "parse_time",
     "pod_evidence",
     "deployment_evidence",
@@ -43,6 +46,7 @@ class EvidenceKind:
     """Names used as the ``reason`` in history entries, conditions and events."""
 
     IMAGE_PULL = "ImagePullFailed"
+    MODEL_LOAD = "ModelLoadFailed"
     CRASH_LOOP = "CrashLoopBackOff"
     CONFIG = "ContainerConfigError"
     STARTUP = "StartupTimeout"
@@ -144,6 +148,17 @@ def _waiting(cs: Obj) -> Obj:
     return ((cs.get("state") or {}).get("waiting")) or {}
 
 
+def model_load_failure(cs: Obj) -> Obj | None:
+    """The container's (last) termination when the server exited because its model failed to
+    load: final for this revision (the same image and model fail the same way), so it counts
+    at once instead of after the crash-loop restarts or the startup budget."""
+    for state in (cs.get("state"), cs.get("lastState")):
+        terminated = (state or {}).get("terminated") or {}
+        if terminated.get("exitCode") == builders.MODEL_LOAD_FAILED_EXIT_CODE:
+            return terminated
+    return None
+
+
 def _container_evidence(
     pod_name: str, cs: Obj, *, policy: RolloutPolicy, startup_timeout_s: float, now: dt.datetime
 ) -> Evidence | None:
@@ -159,6 +174,11 @@ def _container_evidence(
     if reason in CONFIG_FAILURES:
         msg = f"container of image {image} cannot be created ({reason}) on {subject}: {detail}"
         return Evidence(EvidenceKind.CONFIG, subject, msg, None, policy.config_failure_confirm_s)
+    load_failure = model_load_failure(cs)
+    if load_failure is not None and not cs.get("ready"):
+        reason = (load_failure.get("message") or "").strip() or "see the container's log"
+        msg = f"image {image} cannot load its model on {subject}: {reason}"
+        return Evidence(EvidenceKind.MODEL_LOAD, subject, msg, parse_time(load_failure.get("finishedAt")))
     restarts = int(cs.get("restartCount") or 0)
     if not cs.get("ready") and restarts >= policy.crashloop_restarts:
         last = ((cs.get("lastState") or {}).get("terminated")) or {}

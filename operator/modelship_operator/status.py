@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from modelship_operator import api, builders
+from modelship_operator import api, builders, evidence
 
 Obj = Mapping[str, Any]
 
@@ -103,7 +103,11 @@ def pod_problems(pods: Sequence[Obj], image: str | None) -> list[tuple[str, str]
             continue
         for cs in pod.get("status", {}).get("containerStatuses") or []:
             waiting = (cs.get("state") or {}).get("waiting") or {}
-            if waiting.get("reason") in FAILING_WAITING:
+            failure = evidence.model_load_failure(cs)
+            if failure is not None and not cs.get("ready"):
+                why = (failure.get("message") or "").strip() or "see the container's log"
+                problems.append(("ModelLoadFailed", f"pod {name}: the model failed to load: {why}"))
+            elif waiting.get("reason") in FAILING_WAITING:
                 detail = waiting.get("message") or f"restarts: {cs.get('restartCount', 0)}"
                 problems.append((waiting["reason"], f"pod {name}: {waiting['reason']} ({detail})"))
         scheduled = _condition(pod, "PodScheduled")

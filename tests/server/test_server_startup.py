@@ -141,6 +141,10 @@ def test_exit_on_load_failure_writes_the_termination_message(
         pass
     assert exits == [dataplane_mod.EXIT_LOAD_FAILED] == [3]
     assert "failed to load" in log_file.read_text() and "does not exist" in log_file.read_text()
+    # The operator reads that exit code as "the model failed to load" (rollout evidence at once).
+    from modelship_operator import builders
+
+    assert builders.MODEL_LOAD_FAILED_EXIT_CODE == dataplane_mod.EXIT_LOAD_FAILED
 
 
 def test_usable_cpus_respects_affinity_and_cgroup_quota(

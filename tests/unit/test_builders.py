@@ -138,6 +138,12 @@ def test_server_env_contract():
     assert _container(dep)["ports"] == [{"name": "http", "containerPort": 9000, "protocol": "TCP"}]
 
 
+def test_a_model_that_cannot_load_ends_the_server_with_its_reason():
+    dep = builders.desired_deployment(md())
+    assert _env(dep)["MODELSHIP_EXIT_ON_LOAD_FAILURE"] == "true"
+    assert _container(dep)["terminationMessagePolicy"] == "FallbackToLogsOnError"
+
+
 def test_handler_format_and_checksum_reach_the_server():
     sha = "a" * 64
     dep = builders.desired_deployment(

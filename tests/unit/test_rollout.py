@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from modelship_operator import evidence as ev
+from modelship_operator import builders, evidence as ev
 from modelship_operator import rollout as r
 from modelship_operator import rollout_steps as steps
 
@@ -248,6 +248,32 @@ def test_crash_loop_rolls_back_at_restart_threshold() -> None:
     assert plan.phase == "Progressing"
     plan = w.step(108, deployment=deployment(2, updated=1, total=3), pods=[pod(2, waiting="CrashLoopBackOff", restarts=2, created=100)])
     assert plan.rolled_back == "auto" and "crash-loops" in cond(plan, "Degraded").message
+
+
+def _exited(p: dict[str, Any], code: int, message: str, *, restarts: int = 1) -> dict[str, Any]:
+    """The pod after its server exited with ``code`` (restarted, now waiting in back-off)."""
+    cs = {"name": "server", "image": BAD, "ready": False, "restartCount": restarts,
+          "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 10s"}},
+          "lastState": {"terminated": {"exitCode": code, "reason": "Error", "message": message,
+                                       "finishedAt": ts(102)}}}  # fmt: skip
+    return {**p, "status": {"containerStatuses": [cs]}}
+
+
+def test_model_load_failure_rolls_back_at_once_with_the_servers_reason() -> None:
+    w = start_bad()
+    why = "model mlp failed to load: invalid TorchScript archive"
+    failed = _exited(pod(2, created=100), builders.MODEL_LOAD_FAILED_EXIT_CODE, why)
+    plan = w.step(103, deployment=deployment(2, updated=1, total=3), pods=[failed])
+    assert plan.rolled_back == "auto"
+    degraded = cond(plan, "Degraded")
+    assert degraded.reason == "RolledBack" and why in degraded.message
+    assert plan.status["history"][-1]["reason"] == ev.EvidenceKind.MODEL_LOAD
+
+
+def test_other_exit_codes_wait_for_the_crash_loop_threshold() -> None:
+    w = start_bad()
+    crashed = _exited(pod(2, created=100), 1, "Traceback ...")
+    assert w.step(103, deployment=deployment(2, updated=1, total=3), pods=[crashed]).phase == "Progressing"
 
 
 def test_startup_never_succeeding_rolls_back_after_budget() -> None:

@@ -113,6 +113,16 @@ def test_crashloop_pods_are_degraded_and_not_ready():
     assert "resnet-abc" in cond(st, "Degraded").message
 
 
+def test_a_model_that_failed_to_load_is_named_with_the_servers_reason():
+    crashed = pod(waiting="CrashLoopBackOff", restarts=1)
+    crashed["status"]["containerStatuses"][0]["lastState"] = {"terminated": {
+        "exitCode": builders.MODEL_LOAD_FAILED_EXIT_CODE, "message": "model resnet failed to load: bad zip file\n"}}
+    st = status.derive_status(md(), deployment(ready=0, available=0), [crashed], now=NOW)
+    degraded = cond(st, "Degraded")
+    assert (degraded.status, degraded.reason) == ("True", "ModelLoadFailed")
+    assert "bad zip file" in degraded.message and "resnet-abc" in degraded.message
+
+
 def test_image_pull_failure():
     st = status.derive_status(md(), deployment(ready=0, available=0), [pod(waiting="ImagePullBackOff")], now=NOW)
     assert cond(st, "Degraded").reason == "ImagePullBackOff"
