@@ -159,6 +159,21 @@ def model_load_failure(cs: Obj) -> Obj | None:
     return None
 
 
+def _outlived_startup_budget(cs: Obj, startup_timeout_s: float) -> float | None:
+    """Seconds the last run lasted when the kubelet ended it for its startup budget: the
+    container never started (startup probe) and its last run was at least the budget long.
+    The kubelet restarts such a container, so the running-too-long check below would start
+    over with every restart."""
+    if cs.get("ready") or cs.get("started") is True:
+        return None
+    last = ((cs.get("lastState") or {}).get("terminated")) or {}
+    began, ended = parse_time(last.get("startedAt")), parse_time(last.get("finishedAt"))
+    if began is None or ended is None:
+        return None
+    ran = (ended - began).total_seconds()
+    return ran if ran >= startup_timeout_s else None
+
+
 def _container_evidence(
     pod_name: str, cs: Obj, *, policy: RolloutPolicy, startup_timeout_s: float, now: dt.datetime
 ) -> Evidence | None:
@@ -179,6 +194,14 @@ def _container_evidence(
         reason = (load_failure.get("message") or "").strip() or "see the container's log"
         msg = f"image {image} cannot load its model on {subject}: {reason}"
         return Evidence(EvidenceKind.MODEL_LOAD, subject, msg, parse_time(load_failure.get("finishedAt")))
+    outlived = _outlived_startup_budget(cs, startup_timeout_s)
+    if outlived is not None:
+        msg = (
+            f"image {image} never became ready on {subject}: restarted after running "
+            f"{int(outlived)}s without passing its startup probe (budget {int(startup_timeout_s)}s)"
+        )
+        last = ((cs.get("lastState") or {}).get("terminated")) or {}
+        return Evidence(EvidenceKind.STARTUP, subject, msg, parse_time(last.get("finishedAt")))
     restarts = int(cs.get("restartCount") or 0)
     if not cs.get("ready") and restarts >= policy.crashloop_restarts:
         last = ((cs.get("lastState") or {}).get("terminated")) or {}

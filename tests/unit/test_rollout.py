@@ -284,6 +284,22 @@ def test_startup_never_succeeding_rolls_back_after_budget() -> None:
     assert plan.rolled_back == "auto" and "never became ready" in cond(plan, "Degraded").message
 
 
+def test_a_container_killed_for_its_startup_budget_counts_at_once() -> None:
+    """The kubelet restarts a container whose startup probe never passed; its last run lasting
+    the whole budget is the evidence (the running-too-long check restarts with each run)."""
+    w = start_bad("fail.modelship.test/server:neverready", probes={"startupTimeoutSeconds": 60})
+    killed = pod(2, created=100, running_since=170, restarts=1)
+    killed["status"]["containerStatuses"][0]["lastState"] = {
+        "terminated": {"exitCode": 137, "reason": "Error", "startedAt": ts(101), "finishedAt": ts(169)}}
+    plan = w.step(171, deployment=deployment(2, updated=1, total=3), pods=[killed])
+    assert plan.rolled_back == "auto" and "without passing its startup probe" in cond(plan, "Degraded").message
+    short = pod(2, created=100, running_since=110, restarts=1)
+    short["status"]["containerStatuses"][0]["lastState"] = {
+        "terminated": {"exitCode": 1, "reason": "Error", "startedAt": ts(101), "finishedAt": ts(109)}}
+    w2 = start_bad("fail.modelship.test/server:neverready", probes={"startupTimeoutSeconds": 60})
+    assert w2.step(111, deployment=deployment(2, updated=1, total=3), pods=[short]).phase == "Progressing"
+
+
 def test_progress_deadline_exceeded_rolls_back() -> None:
     w = start_bad(GOOD2)
     stuck = deployment(2, updated=1, available=2, total=3, conditions=[{
