@@ -5,8 +5,14 @@
 #
 #   hack/cluster.sh up          build/cache the binaries if needed, start the cluster,
 #                               create the fake nodes; returns at once when it runs
-#   hack/cluster.sh down        stop the demo operator (if any) and delete the cluster
+#   hack/cluster.sh up --real-node
+#                               the same plus a real node (kubelet + containerd on this
+#                               host, hack/cluster/node.sh); the fake CPU nodes are left
+#                               out so CPU pods land on the real node (fake GPU nodes stay)
+#   hack/cluster.sh down        stop the demo operator (if any), the real node, the cluster
 #   hack/cluster.sh status      components, nodes
+#   hack/cluster.sh node-up|node-down|node-status   the real node alone
+#   hack/cluster.sh load IMAGE...   import docker images into the real node (per digest)
 #   hack/cluster.sh kubeconfig  print the kubeconfig path ($ROOT/_out/cluster/kubeconfig)
 #   hack/cluster.sh kubectl ... the cached kubectl against this cluster
 #   hack/cluster.sh build       build/cache the binaries only
@@ -70,25 +76,36 @@ wait_for() {
   done
 }
 
-nodes_ready() {
+nodes_ready() {  # nodes_ready N: at least N fake nodes are Ready
   local ready
-  ready=$(kubectl_ get nodes -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' | grep -c True)
-  [ "$ready" -ge 4 ]
+  ready=$(kubectl_ get nodes -l type=kwok -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' | grep -c True)
+  [ "$ready" -ge "$1" ]
 }
 
+# ensure_nodes REAL: the fake nodes of hack/cluster/nodes.yaml; with a real node (REAL=1)
+# only the fake GPU nodes, so that a CPU pod can only land on the real one.
 ensure_nodes() {
-  kubectl_ apply -f "$ROOT/hack/cluster/nodes.yaml" >/dev/null
-  wait_for "4 fake nodes to be Ready" 60 nodes_ready
+  local want=4
+  if [ "$1" = 1 ]; then
+    want=2
+    kubectl_ apply -f "$ROOT/hack/cluster/nodes.yaml" -l nvidia.com/gpu.present=true >/dev/null
+    kubectl_ delete nodes -l 'type=kwok,!nvidia.com/gpu.present' --ignore-not-found >/dev/null
+  else
+    kubectl_ apply -f "$ROOT/hack/cluster/nodes.yaml" >/dev/null
+  fi
+  wait_for "$want fake nodes to be Ready" 60 nodes_ready "$want"
   # Pods are admitted only once the namespace's default ServiceAccount exists.
   wait_for "the default ServiceAccount" 60 kubectl_ -n default get serviceaccount default
 }
 
 cmd_up() {
-  local start=$SECONDS
+  local start=$SECONDS real=0
+  case "${1:-}" in --real-node) real=1 ;; "") ;; *) die "unknown option $1 (up [--real-node])" ;; esac
   ensure_tools
   mkdir -p "$OUT"
   if healthy; then
-    ensure_nodes
+    ensure_nodes "$real"
+    [ "$real" = 0 ] || bash "$ROOT/hack/cluster/node.sh" up
     log "already running (kubeconfig: $KUBECONFIG_PATH)"
     return 0
   fi
@@ -105,6 +122,7 @@ cmd_up() {
     kube_version=$("$KUBEBUILDER_ASSETS/kube-apiserver" --version | awk '{print $2}')
   fi
   log "starting kube $kube_version, etcd $ETCD_VERSION, kwok $KWOK_VERSION"
+  sed "s|@PKI@|$KWOK_WORKDIR/clusters/$CLUSTER_NAME/pki|g" "$ROOT/hack/cluster/kwok.yaml" >"$OUT/kwok.yaml"
   # kwokctl needs kubectl on PATH as well as by option. Versions go by env
   # (KWOK_KUBE_VERSION, KWOK_ETCD_VERSION): kwokctl picks component flags by them.
   PATH="$(dirname "$(resolve kubectl)"):$PATH" \
@@ -117,13 +135,14 @@ cmd_up() {
       --kube-scheduler-binary "$(resolve kube-scheduler)" \
       --etcd-binary "$(resolve etcd)" \
       --kwok-controller-binary "$(resolve kwok)" \
-      --config "$ROOT/hack/cluster/kwok.yaml" \
+      --config "$OUT/kwok.yaml" \
       --kubeconfig "$KUBECONFIG_PATH" \
       --wait 120s \
       >"$OUT/create.log" 2>&1 \
     || { cat "$OUT/create.log" >&2; die "kwokctl create cluster failed (component logs: $KWOK_WORKDIR/clusters/$CLUSTER_NAME/logs)"; }
   wait_for "the API server" 60 healthy
-  ensure_nodes
+  ensure_nodes "$real"
+  [ "$real" = 0 ] || bash "$ROOT/hack/cluster/node.sh" up
   log "up in $((SECONDS - start))s (kubeconfig: $KUBECONFIG_PATH)"
 }
 
@@ -143,6 +162,7 @@ stop_demo_operator() {
 
 cmd_down() {
   stop_demo_operator
+  bash "$ROOT/hack/cluster/node.sh" down
   if [ -d "$KWOK_WORKDIR/clusters/$CLUSTER_NAME" ]; then
     kwokctl_ delete cluster --kubeconfig "$KUBECONFIG_PATH" >/dev/null 2>&1 || true
     rm -rf "${KWOK_WORKDIR:?}/clusters/$CLUSTER_NAME"
@@ -162,12 +182,16 @@ cmd_status() {
 }
 
 case "${1:-}" in
-  up) cmd_up ;;
+  up) shift; cmd_up "$@" ;;
+  node-up) bash "$ROOT/hack/cluster/node.sh" up ;;
+  node-down) bash "$ROOT/hack/cluster/node.sh" down ;;
+  node-status) bash "$ROOT/hack/cluster/node.sh" status ;;
+  load) shift; bash "$ROOT/hack/cluster/node.sh" load "$@" ;;
   down) cmd_down ;;
   status) cmd_status ;;
   kubeconfig) echo "$KUBECONFIG_PATH" ;;
   demo-dir) echo "$DEMO_DIR" ;;
   kubectl) shift; kubectl_ "$@" ;;
   build) ensure_tools ;;
-  *) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

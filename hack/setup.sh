@@ -7,7 +7,8 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
 # Debian packages. Listed once here; each area appends what it needs.
-apt_packages=(docker.io debootstrap wrk)
+# containerd, runc, iptables and the CNI plugins run the real node (hack/cluster/node.sh).
+apt_packages=(docker.io debootstrap wrk containerd runc iptables containernetworking-plugins)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
