@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -39,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
 from e2e_support import (  # noqa: E402
+    CLUSTER_NAME,
     CRD_FILE,
     CRD_NAME,
     GROUP,
@@ -48,6 +48,7 @@ from e2e_support import (  # noqa: E402
     VERSION,
     Cluster,
     OperatorProcess,
+    cluster_sh,
     model_deployment,
     wait_until,
 )
@@ -352,7 +353,8 @@ def main() -> int:
     if user and Path(user).resolve() != LOCAL_KUBECONFIG.resolve():
         cluster = Cluster(kubeconfig=Path(user), local=False)
     else:
-        subprocess.run(["bash", str(ROOT / "hack" / "cluster.sh"), "up"], check=True)
+        if cluster_sh(CLUSTER_NAME, "up", capture_output=False).returncode != 0:
+            raise SystemExit(f"hack/cluster.sh up failed (cluster {CLUSTER_NAME})")
         cluster = Cluster(kubeconfig=LOCAL_KUBECONFIG, local=True)
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
     cluster.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")

@@ -1,9 +1,9 @@
 """e2e tier: the operator as a real process against a real control plane.
 
-The cluster is the local one from hack/cluster.sh (etcd, kube-apiserver,
-kube-controller-manager, kube-scheduler built from Go modules; KWOK fake nodes),
-started here when it is not running, or the user's own cluster when $KUBECONFIG
-points at one (kind, a real cluster). A cluster that cannot start FAILS the
+The cluster is the tests' own local one from hack/cluster.sh (etcd, kube-apiserver,
+kube-controller-manager, kube-scheduler built from Go modules; KWOK fake nodes; named
+"modelship-test", never the demo's "modelship"), started here when it is not running,
+or the user's own cluster when $KUBECONFIG points at one (kind, a real cluster). A cluster that cannot start FAILS the
 tests (never skips them): the error says which command to run and where its
 logs are.
 """
@@ -20,20 +20,17 @@ from pathlib import Path
 import pytest
 from e2e_support import (
     CLUSTER_NAME,
-    CRD_FILE,
-    CRD_NAME,
     LOCAL_KUBECONFIG,
-    LOCAL_OUT,
     ROOT,
     Cluster,
     OperatorProcess,
+    install_crd,
+    local_cluster,
     wait_until,
 )
 from kubernetes.client.exceptions import ApiException
 
-OUT = ROOT / "_out" / ("e2e" if CLUSTER_NAME == "modelship" else f"e2e-{CLUSTER_NAME}")
-#: A cold machine builds the control plane from Go modules first (tens of minutes on 2 cores).
-CLUSTER_UP_TIMEOUT_S = 60 * 60
+OUT = ROOT / "_out" / f"e2e-{CLUSTER_NAME}"
 NS_LABEL = "modelship.io/e2e"
 
 
@@ -62,36 +59,14 @@ def cluster() -> Iterator[Cluster]:
     if user is not None:
         yield Cluster(kubeconfig=user, local=False)
         return
-    OUT.mkdir(parents=True, exist_ok=True)
-    was_running = subprocess.run(
-        ["bash", str(ROOT / "hack" / "cluster.sh"), "status"], capture_output=True, check=False
-    ).returncode == 0
-    log = OUT / "cluster-up.log"
-    with log.open("w") as fh:
-        proc = subprocess.run(
-            ["bash", str(ROOT / "hack" / "cluster.sh"), "up"],
-            stdout=fh, stderr=subprocess.STDOUT, timeout=CLUSTER_UP_TIMEOUT_S, check=False,
-        )  # fmt: skip
-    if proc.returncode != 0:
-        pytest.fail(
-            f"the local control plane did not start (`hack/cluster.sh up` exited {proc.returncode}).\n"
-            f"--- {log}\n{log.read_text(errors='replace')[-6000:]}\n"
-            f"Component logs: {LOCAL_OUT}/kwok/clusters/{CLUSTER_NAME}/logs/",
-            pytrace=False,
-        )
-    yield Cluster(kubeconfig=LOCAL_KUBECONFIG, local=True)
-    # Leave a cluster that was already running (a developer's, the demo's); take
-    # down the one this session started unless asked to keep it warm.
-    if not was_running and os.environ.get("MODELSHIP_KEEP_CLUSTER") != "1":
-        subprocess.run(["bash", str(ROOT / "hack" / "cluster.sh"), "down"], capture_output=True, check=False)
+    with local_cluster(CLUSTER_NAME, OUT / "cluster-up.log") as started:
+        yield started
 
 
 @pytest.fixture(scope="session")
 def crd(cluster: Cluster) -> str:
     """The committed CRD, installed (server-side, so re-runs update it) and Established."""
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
-    cluster.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
-    return CRD_NAME
+    return install_crd(cluster)
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ and the last value seen, so a failing test says what never happened.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -17,20 +18,32 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client import ApiClient
 
 ROOT = Path(__file__).resolve().parents[2]
-#: MODELSHIP_CLUSTER_NAME selects a private local cluster (see hack/cluster.sh).
-CLUSTER_NAME = os.environ.get("MODELSHIP_CLUSTER_NAME", "modelship")
-LOCAL_OUT = ROOT / "_out" / ("cluster" if CLUSTER_NAME == "modelship" else f"cluster-{CLUSTER_NAME}")
+#: The demo's cluster (`make demo`, hack/cluster.sh's default): the tests never use it, or its
+#: operator would reconcile their objects too (two operators, doubled Events).
+DEMO_CLUSTER = "modelship"
+#: The tests' own local cluster; MODELSHIP_CLUSTER_NAME picks another (one per worktree).
+#: The node tier adds a real node to a second cluster, "<this>-node".
+CLUSTER_NAME = os.environ.get("MODELSHIP_CLUSTER_NAME", "modelship-test")
+
+
+def cluster_out(name: str) -> Path:
+    """hack/cluster.sh's state folder of the local cluster ``name``."""
+    return ROOT / "_out" / ("cluster" if name == DEMO_CLUSTER else f"cluster-{name}")
+
+
+LOCAL_OUT = cluster_out(CLUSTER_NAME)
 LOCAL_KUBECONFIG = LOCAL_OUT / "kubeconfig"
 CRD_FILE = ROOT / "deploy" / "crds" / "modelship.io_modeldeployments.yaml"
 CRD_NAME = "modeldeployments.modelship.io"
@@ -79,6 +92,62 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def cluster_sh(name: str, *args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """hack/cluster.sh ARGS for the local cluster ``name`` (subprocess.run keyword args pass on)."""
+    env = {**os.environ, "MODELSHIP_CLUSTER_NAME": name}
+    kwargs.setdefault("capture_output", "stdout" not in kwargs)
+    return subprocess.run(["bash", str(ROOT / "hack" / "cluster.sh"), *args], env=env, text=True, check=False, **kwargs)
+
+
+#: A cold machine builds the control plane from Go modules first (tens of minutes on 2 cores).
+CLUSTER_UP_TIMEOUT_S = 60 * 60
+
+
+@contextlib.contextmanager
+def local_cluster(name: str, log: Path, *, real_node: bool = False) -> Iterator[Cluster]:
+    """The local cluster ``name`` (hack/cluster.sh up [--real-node]), started when it is not
+    running and taken down afterwards when this session started it (unless
+    MODELSHIP_KEEP_CLUSTER=1). One that cannot start FAILS the tests with its log."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    status = ("node-status",) if real_node else ("status",)
+    was_running = cluster_sh(name, *status).returncode == 0
+    with log.open("w") as fh:
+        proc = cluster_sh(name, "up", *(["--real-node"] if real_node else []),
+                          stdout=fh, stderr=subprocess.STDOUT, timeout=CLUSTER_UP_TIMEOUT_S)  # fmt: skip
+    if proc.returncode != 0:
+        pytest.fail(
+            f"the local control plane {name!r} did not start (`hack/cluster.sh up"
+            f"{' --real-node' if real_node else ''}` exited {proc.returncode}).\n"
+            f"--- {log}\n{log.read_text(errors='replace')[-6000:]}\n"
+            f"Component logs: {cluster_out(name)}/kwok/clusters/{name}/logs/"
+            + (f", node logs: {cluster_out(name)}/node/" if real_node else ""),
+            pytrace=False,
+        )
+    try:
+        yield Cluster(kubeconfig=cluster_out(name) / "kubeconfig", local=True)
+    finally:
+        # Leave a cluster that was already running (a developer's); take down the one this
+        # session started unless asked to keep it warm.
+        if not was_running and os.environ.get("MODELSHIP_KEEP_CLUSTER") != "1":
+            cluster_sh(name, "down", timeout=300)
+
+
+def install_crd(cluster: Cluster) -> str:
+    """The committed CRD, server-side applied (so re-runs update it), once Established.
+
+    Polled rather than `kubectl wait`: on a CRD created a moment ago `status.conditions` is
+    still null and `kubectl wait` fails at once instead of waiting."""
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
+
+    def established() -> bool:
+        out = cluster.kubectl("get", f"crd/{CRD_NAME}", "-o",
+                              "jsonpath={.status.conditions[?(@.type=='Established')].status}", check=False)  # fmt: skip
+        return out.stdout.strip() == "True"
+
+    wait_until(established, timeout=60, what=f"crd/{CRD_NAME} Established")
+    return CRD_NAME
 
 
 def find_kubectl() -> str:

@@ -22,6 +22,8 @@ OUT = ROOT / "_out" / "images"
 DOCKER = "/usr/bin/docker"
 DOCKER_HOST = "unix:///tmp/ms-docker.sock"
 UID = GID = 10001
+#: A cold build of the server image installs ~3 GB of torch/CUDA wheels (see README).
+BUILD_TIMEOUT_S = 45 * 60
 
 # Polling and port helpers are the e2e tier's (one copy for both tiers).
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
