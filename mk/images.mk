@@ -5,7 +5,7 @@ IMAGE_TAG ?= dev
 TORCH_VARIANT ?= pypi
 IMAGES_ENV = BASE_IMAGE=$(BASE_IMAGE) IMAGE_TAG=$(IMAGE_TAG) TORCH_VARIANT=$(TORCH_VARIANT)
 
-.PHONY: docker-up docker-down base-image wheelhouse image-server image-operator images size-report hadolint test-images
+.PHONY: docker-up docker-down base-image wheelhouse image-server image-operator images model-images size-report hadolint test-images
 
 docker-up: ## start the private dockerd (unix:///tmp/ms-docker.sock, cache in ~/.cache/modelship/docker)
 	@bash hack/docker/dockerd.sh start
@@ -27,6 +27,9 @@ image-operator: docker-up ## build modelship-operator:$(IMAGE_TAG)
 	@$(IMAGES_ENV) bash hack/docker/build.sh operator
 
 images: image-operator image-server ## build both images
+
+model-images: image-server ## modelship-models:{v1,v2,broken,slow}: the server image + one baked test model each (node tier, demo, kind)
+	@$(IMAGES_ENV) bash hack/docker/model-images.sh
 
 size-report: docker-up ## per image: total size, floor (base + site-packages), overhead ratio
 	@$(PY) hack/docker/size_report.py modelship-operator:$(IMAGE_TAG) modelship-server:$(IMAGE_TAG)
