@@ -96,16 +96,18 @@ preflight() {
 # --- slot ownership -------------------------------------------------------------------
 
 # Hold slot N's lock with a process that lives as long as the node: a `sleep` that
-# inherited the locked file descriptor. Prints nothing; returns 1 when the slot is taken.
+# inherited the locked file descriptor (it writes its pid only once it holds the lock).
+# Returns 1 when the slot is taken. Nothing of a slot held by someone else is touched.
 take_slot() {
-  local n=$1 dir=$SLOTS/slot-$1
+  local n=$1 dir=$SLOTS/slot-$1 pid
   mkdir -p "$dir"
-  rm -f "$dir/holder.pid"
-  setsid bash -c 'exec 9>"$1/lock"; flock -n 9 || exit 75; echo $$ > "$1/holder.pid"; exec sleep infinity' _ "$dir" \
+  slot_free "$n" || return 1
+  nohup bash -c 'exec 9>"$1/lock"; flock -n 9 || exit 75; echo $$ > "$1/holder.pid.$$"; exec sleep infinity' _ "$dir" \
     </dev/null >/dev/null 2>&1 &
-  local pid=$!
+  pid=$!
   for _ in $(seq 1 50); do
-    if [ -s "$dir/holder.pid" ]; then
+    if [ -s "$dir/holder.pid.$pid" ]; then
+      mv "$dir/holder.pid.$pid" "$dir/holder.pid"
       echo "$OUT" > "$dir/owner"
       return 0
     fi
@@ -115,6 +117,9 @@ take_slot() {
   kill "$pid" 2>/dev/null || true
   return 1
 }
+
+# The slot's lock is free (no live holder).
+slot_free() { flock -n "$SLOTS/slot-$1/lock" true 2>/dev/null; }
 
 acquire_slot() {
   local n
@@ -389,7 +394,7 @@ containerd_pid() { pgrep -f -- "containerd --config $RUN/containerd.toml" | head
 node_running() {
   [ -s "$NODE_OUT/slot" ] || return 1
   SLOT=$(cat "$NODE_OUT/slot"); slot_vars
-  [ "$(cat "$SLOT_DIR/owner" 2>/dev/null)" = "$OUT" ] && kill -0 "$(cat "$SLOT_DIR/holder.pid" 2>/dev/null)" 2>/dev/null \
+  [ "$(cat "$SLOT_DIR/owner" 2>/dev/null)" = "$OUT" ] && ! slot_free "$SLOT" \
     && [ -n "$(kubelet_pid)" ] && [ -n "$(containerd_pid)" ]
 }
 
@@ -428,7 +433,7 @@ cmd_down() {
     return 0
   fi
   SLOT=$(cat "$NODE_OUT/slot"); slot_vars
-  if [ "$(cat "$SLOT_DIR/owner" 2>/dev/null)" != "$OUT" ] && kill -0 "$(cat "$SLOT_DIR/holder.pid" 2>/dev/null)" 2>/dev/null; then
+  if [ "$(cat "$SLOT_DIR/owner" 2>/dev/null)" != "$OUT" ] && ! slot_free "$SLOT"; then
     log "slot $SLOT now belongs to $(cat "$SLOT_DIR/owner"); leaving it alone"
     rm -f "$NODE_OUT/slot"
     return 0
