@@ -46,7 +46,7 @@ def wheelhouse() -> None:
 @dataclass(frozen=True)
 class Built:
     tag: str
-    #: the revision label it was built with (others commit while the tier runs)
+    #: the revision label it was built with: the last commit that changed its inputs
     revision: str
     log: Path
 
@@ -57,8 +57,11 @@ class Built:
 
 
 def _build(what: str) -> Built:
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False)
-    revision = head.stdout.strip() or "unknown"
+    # The revision label: the last commit that changed the image's inputs (build.sh says
+    # which); asked once, before the build, so commits made meanwhile do not move it.
+    rev = subprocess.run(["bash", str(REPO / "hack" / "docker" / "build.sh"), "--revision", what], cwd=REPO,
+                         capture_output=True, text=True, check=False)  # fmt: skip
+    revision = rev.stdout.strip() or "unknown"
     started = time.monotonic()
     log = OUT / f"build-{what}.log"
     script("build.sh", what, log=log, timeout=BUILD_TIMEOUT_S, env={"REVISION": revision})
