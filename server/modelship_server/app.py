@@ -4,22 +4,43 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 
 from . import __version__, protocol_v1, protocol_v2
 from .dataplane import DataPlane
+from .hotpath import HotPath
 from .metrics import Metrics, MetricsMiddleware
 from .settings import Settings
 from .web import BodyLimitMiddleware, install_error_handlers, json_response
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """Build the ASGI app. Nothing heavy happens here: the model loads in the lifespan hook."""
-    metrics = Metrics()
-    dataplane = DataPlane(settings, metrics)
+class ModelshipApp(FastAPI):
+    """FastAPI, except that the served model's inference paths are answered first by
+    :class:`HotPath` (same functions, same errors, same metrics, less framework)."""
+
+    hot: HotPath | None = None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and self.hot is not None and scope["method"] == "POST":
+            route = self.hot.routes.get(scope["path"])
+            if route is not None:
+                await self.hot.serve(scope, receive, send, route)
+                return
+        await super().__call__(scope, receive, send)
+
+
+def create_app(settings: Settings, dataplane: DataPlane | None = None) -> ModelshipApp:
+    """Build the ASGI app. Nothing heavy happens here: the model loads in the lifespan hook.
+
+    ``dataplane`` is given by the worker supervisor (a data plane that shares readiness and
+    metrics with the other processes, or one that talks to a shared model process)."""
+    if dataplane is None:
+        dataplane = DataPlane(settings, Metrics())
+    metrics = dataplane.metrics
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -29,7 +50,7 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             await dataplane.stop()
 
-    app = FastAPI(
+    app = ModelshipApp(
         title="modelship inference server",
         version=__version__,
         lifespan=lifespan,
@@ -38,10 +59,12 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.dataplane = dataplane
     app.state.metrics = metrics
+    app.hot = HotPath(settings, dataplane, metrics)
 
-    @app.get("/health", tags=["probes"])
+    @app.get("/health", tags=["probes"], responses={503: {"description": "Not ready; the body says why"}})
     async def health() -> Response:
-        """Readiness/startup probe: 200 only when the model is loaded and warmed up."""
+        """Readiness/startup probe: 200 only when the model is loaded and warmed up (in every
+        worker process), 503 with the reason otherwise."""
         return json_response(dataplane.health(), 200 if dataplane.ready else 503)
 
     @app.get("/health/live", tags=["probes"])
@@ -51,7 +74,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/metrics", tags=["metrics"])
     async def prometheus() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        """Prometheus text exposition, added up over every worker process."""
+        return Response(await dataplane.render_metrics(), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(protocol_v1.router(dataplane))
     app.include_router(protocol_v2.router(dataplane))

@@ -1,13 +1,22 @@
-"""Dynamic batching: one asyncio collector, one worker thread, results scattered back.
+"""Dynamic batching: one asyncio collector, results scattered back, the model run either on
+the event loop itself or in one worker thread, whichever the batcher measures to be cheaper.
 
 Requests are queued as jobs (a few rows each). The collector takes the first job, adds
-whatever else is queued up to ``max_batch_size`` rows, and runs the concatenation in a
-single worker thread (torch releases the GIL, so the event loop keeps parsing requests
-meanwhile). How long it waits for companions adapts to the load it just saw:
+whatever else is queued up to ``max_batch_size`` rows, and runs the concatenation. How long it
+waits for companions adapts to the load it just saw:
 
-* the previous batch had one job (a lone caller): dispatch at once, no added latency;
+* the previous batch had one job (a lone caller): dispatch at once, no added latency (and
+  when the model runs on the loop, the caller runs it itself: no queue, no task switch);
 * the previous batch had k jobs: wait up to ``max_latency_ms`` for about k rows, because
   those callers are probably sending their next requests right now.
+
+Where the model runs: handing a batch to the worker thread (torch releases the GIL, so the
+loop keeps parsing requests meanwhile) costs two thread wake-ups and a loop wake-up, ~50-150 µs
+of CPU, and on a busy core the GIL ping-pong between the two threads delays every request. A
+tiny model's whole call is cheaper than that, so running it on the loop is both faster and
+fairer. ``run_on_loop="auto"`` measures both (the call time of every batch, the hand-off cost
+of threaded batches) and runs on the loop while one call costs less than a hand-off; a few
+threaded batches now and then keep the hand-off figure current.
 
 A failing batch is retried job by job, so one poisonous input fails only its own caller.
 """
@@ -21,6 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -30,6 +40,14 @@ log = logging.getLogger("modelship.batching")
 
 RunBatch = Callable[[Sequence[np.ndarray]], list[np.ndarray]]
 """The model call: inputs (batch first) → outputs (batch first). Blocking."""
+
+RunOnLoop = Literal["auto", "always", "never"]
+
+_PROBE_BATCHES = 8
+"""Threaded batches at start-up before ``auto`` decides (the hand-off must be measured)."""
+_REPROBE_EVERY = 256
+"""While on the loop, one batch in this many goes through the thread to re-measure it."""
+_EWMA = 0.1
 
 
 @dataclass(eq=False)
@@ -53,6 +71,7 @@ class Batcher:
         max_queue: int,
         dynamic: bool = True,
         on_batch: Callable[[int, float], None] | None = None,
+        run_on_loop: RunOnLoop = "auto",
     ) -> None:
         self._run = run
         self._max_rows = max_batch_size if dynamic else 1
@@ -60,12 +79,21 @@ class Batcher:
         self._max_queue = max_queue
         self._dynamic = dynamic
         self._on_batch = on_batch
+        self._mode = run_on_loop
         self._queue: collections.deque[_Job] = collections.deque()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelship-model")
         self._waiter: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._collecting = False
         self._recent_jobs = 1
+        self._batches = 0
+        self.call_s: float | None = None
+        """Measured seconds per model call (moving average)."""
+        self.handoff_s: float | None = None
+        """Measured seconds a thread hand-off adds to a call (moving average)."""
+        self.on_loop = run_on_loop == "always"
+        """Where the model runs now (``auto`` revisits this after every batch)."""
         self.running_rows = 0
 
     # -- callers ---------------------------------------------------------------------------
@@ -84,21 +112,38 @@ class Batcher:
         """
         if self._closing and self._task is None:
             raise errors.ModelNotReady("server is shutting down")
-        if len(self._queue) >= self._max_queue:
+        queue = self._queue
+        if len(queue) >= self._max_queue:
             raise errors.Overloaded(f"inference queue is full ({self._max_queue} requests waiting)")
         # A request larger than max_batch_size is not refused: it runs as a batch of its own
         # (the body-size limit already bounds it).
         rows = int(arrays[0].shape[0]) if arrays and arrays[0].ndim else 1
+        if self.on_loop and self._recent_jobs <= 1 and not queue and not self._collecting:
+            return self._run_now(arrays, rows)  # a lone caller, a model cheaper than a hand-off
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[np.ndarray]] = loop.create_future()
         signature = tuple((a.dtype.str, a.shape[1:]) for a in arrays)
-        self._queue.append(_Job(arrays, rows, future, loop.time(), signature))
+        queue.append(_Job(arrays, rows, future, loop.time(), signature))
         self._wake()
         try:
             async with asyncio.timeout(timeout_s):
                 return await future
         except TimeoutError:
             raise errors.InferenceTimeout(f"inference did not finish within {timeout_s:g}s") from None
+
+    def _run_now(self, arrays: list[np.ndarray], rows: int) -> list[np.ndarray]:
+        """The direct path: the caller's own task runs the model (nothing else can run
+        meanwhile, so no other job is overtaken)."""
+        self._recent_jobs = 1
+        started = time.perf_counter()
+        try:
+            outputs = self._run(arrays)
+        except errors.ModelshipError:
+            raise
+        except Exception as exc:
+            raise errors.InferenceFailed(f"model raised {type(exc).__name__}: {exc}") from None
+        self._measured(rows, time.perf_counter() - started, None)
+        return outputs
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -150,15 +195,19 @@ class Batcher:
                 continue
             batch = [first]
             rows = first.rows
-            if self._dynamic and self._max_rows > 1:
-                rows = await self._gather(batch, rows, loop)
-            await self._execute(batch, rows, loop)
+            self._collecting = True
+            try:
+                if self._dynamic and self._max_rows > 1:
+                    rows = await self._gather(batch, rows, loop)
+                await self._execute(batch, rows, loop)
+            finally:
+                self._collecting = False
 
     async def _gather(self, batch: list[_Job], rows: int, loop: asyncio.AbstractEventLoop) -> int:
         deadline = batch[0].enqueued + self._max_latency
         # Expect as many jobs as last time (the callers we just answered are coming back).
         expected = min(self._recent_jobs, self._max_rows)
-        spins = 0
+        spins = 0 if expected > 1 else 2  # a lone caller is not kept waiting for anyone
         while rows < self._max_rows:
             if self._queue:
                 job = self._queue[0]
@@ -189,10 +238,16 @@ class Batcher:
             inputs = batch[0].arrays
         else:
             inputs = [np.concatenate(parts) for parts in zip(*(job.arrays for job in batch), strict=True)]
-        started = time.perf_counter()
         self.running_rows = rows
         try:
-            outputs = await loop.run_in_executor(self._executor, self._run, inputs)
+            if self._threaded_next():
+                started = time.perf_counter()
+                outputs, call_s = await loop.run_in_executor(self._executor, _timed, self._run, inputs)
+                self._measured(rows, call_s, time.perf_counter() - started - call_s)
+            else:
+                started = time.perf_counter()
+                outputs = self._run(inputs)
+                self._measured(rows, time.perf_counter() - started, None)
         except Exception as exc:  # the model raised: isolate the culprit(s)
             if len(batch) == 1:
                 _fail(batch[0], exc)
@@ -203,9 +258,41 @@ class Batcher:
             return
         finally:
             self.running_rows = 0
-        if self._on_batch is not None:
-            self._on_batch(rows, time.perf_counter() - started)
         _scatter(batch, outputs)
+
+    # -- where the model runs ------------------------------------------------------------------
+
+    def _threaded_next(self) -> bool:
+        if self._mode != "auto":
+            return self._mode == "never"
+        return not self.on_loop or self._batches % _REPROBE_EVERY == 0
+
+    def _measured(self, rows: int, call_s: float, handoff_s: float | None) -> None:
+        self._batches += 1
+        self.call_s = call_s if self.call_s is None else self.call_s + _EWMA * (call_s - self.call_s)
+        if handoff_s is not None:
+            handoff_s = max(handoff_s, 0.0)
+            self.handoff_s = (
+                handoff_s if self.handoff_s is None else self.handoff_s + _EWMA * (handoff_s - self.handoff_s)
+            )
+        if self._mode == "auto" and self._batches >= _PROBE_BATCHES and self.handoff_s is not None:
+            on_loop = self.call_s < self.handoff_s
+            if on_loop != self.on_loop:
+                log.info(
+                    "model calls now run %s (call %.0f µs, thread hand-off %.0f µs)",
+                    "on the event loop" if on_loop else "in the model thread",
+                    self.call_s * 1e6,
+                    self.handoff_s * 1e6,
+                )
+                self.on_loop = on_loop
+        if self._on_batch is not None:
+            self._on_batch(rows, call_s)
+
+
+def _timed(run: RunBatch, inputs: Sequence[np.ndarray]) -> tuple[list[np.ndarray], float]:
+    started = time.perf_counter()
+    outputs = run(inputs)
+    return outputs, time.perf_counter() - started
 
 
 def _fail(job: _Job, exc: Exception) -> None:

@@ -8,6 +8,7 @@ with a reason; ``draining`` overlays any of them once SIGTERM arrived. Protocol 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import time
@@ -57,7 +58,7 @@ class DataPlane:
         process answers /health/live (and /health with "loading") while weights stream in."""
         self.threads = device_mod.configure_threads(self.settings.num_threads)
         self.metrics.set_device(self.plan.device, self.plan.dtype, self.threads)
-        self.metrics.model_ready.labels(self.settings.model_name).set(0)
+        self.metrics.set_model(self.settings.model_name, ready=False)
         for note in self.plan.notes:
             log.warning("%s", note)
         if self.plan.unavailable:
@@ -90,12 +91,17 @@ class DataPlane:
             max_queue=s.max_queue,
             dynamic=model.dynamic_batch,
             on_batch=self.metrics.observe_batch,
+            run_on_loop=s.run_on_loop,
         )
         self.batcher.start()
         self.metrics.watch_queue(lambda: self.batcher.depth if self.batcher else 0)
         seconds = time.perf_counter() - started
-        self.metrics.load_seconds.labels(s.model_name).set(seconds)
-        self.metrics.model_ready.labels(s.model_name).set(1)
+        self.metrics.set_model(s.model_name, ready=True, load_seconds=seconds)
+        # Everything alive now (torch's modules, the weights' Python objects) lives as long as
+        # the process: take it out of the collector's view, so a full collection walks only
+        # what requests allocate (on one core it walked ~10^6 objects: tens of ms at c=32).
+        gc.collect()
+        gc.freeze()
         self._set("ready", None)
         log.info(
             "model %s ready on %s (%s) in %.2fs; inputs %s outputs %s",
@@ -159,10 +165,11 @@ class DataPlane:
             self._load_task.cancel()
         if self.batcher is not None:
             await self.batcher.close()
-        self.metrics.model_ready.labels(self.settings.model_name).set(0)
+        self.metrics.set_model(self.settings.model_name, ready=False)
         self.batcher = None  # drop every reference to the weights before emptying the cache
         self.model = None
         self._load_task = None
+        gc.unfreeze()  # let the weights (and extensions' objects) be collected at exit
         if self.plan.is_cuda:
             torch.cuda.empty_cache()
 
@@ -233,3 +240,7 @@ class DataPlane:
         if batcher is None:
             raise errors.ModelNotReady(f"model {name!r} is not ready")
         return await batcher.submit(arrays, self.settings.request_timeout_s)
+
+    async def render_metrics(self) -> bytes:
+        """/metrics: this process's numbers (the worker data plane adds the others')."""
+        return self.metrics.render()

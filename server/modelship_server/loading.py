@@ -51,6 +51,10 @@ class ServedModel:
     predict_fn: Predict | None = None
     load_seconds: float = 0.0
 
+    @property
+    def output_names(self) -> list[str]:
+        return [spec.name for spec in self.outputs]
+
     def run(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
         """One model call on a (batched) set of inputs; blocking, thread-safe by the batcher."""
         if self.predict_fn is None:

@@ -14,7 +14,7 @@ from starlette.responses import Response
 
 from . import errors, tensors
 from .dataplane import DataPlane
-from .web import json_response, parse_object
+from .web import ERROR_RESPONSES, Reply, json_reply, json_response, parse_object
 
 
 def _predictions(outputs: list[np.ndarray], names: list[str]) -> Any:
@@ -23,34 +23,82 @@ def _predictions(outputs: list[np.ndarray], names: list[str]) -> Any:
     return [{name: out[i] for name, out in zip(names, outputs, strict=False)} for i in range(len(outputs[0]))]
 
 
+async def predict(dataplane: DataPlane, name: str, body: bytes) -> Reply:
+    """POST /v1/models/{name}:predict, whichever transport carried it."""
+    model = dataplane.model_named(name)  # unknown model: 404 before parsing the body
+    payload = parse_object(body)
+    instances = payload.get("instances", payload.get("inputs"))
+    if instances is None:
+        raise errors.InvalidInput("missing field 'instances' (a list with one entry per input row)")
+    if len(model.inputs) != 1:
+        raise errors.InvalidInput(f"model {name!r} takes {len(model.inputs)} inputs; use the v2 infer endpoint")
+    array = tensors.decode_rows(instances, model.inputs[0], "instances")
+    outputs = await dataplane.infer(name, [array])
+    return json_reply({"predictions": _predictions(outputs, model.output_names)})
+
+
+PREDICT_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["instances"],
+                    "properties": {
+                        "instances": {
+                            "type": "array",
+                            "minItems": 1,
+                            "description": "One entry per input row, shaped like the model's input "
+                            "without the batch dimension (numbers, nested lists).",
+                            "items": {},
+                        }
+                    },
+                }
+            }
+        },
+    },
+    "responses": {
+        "200": {
+            "description": "One prediction per instance",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["predictions"],
+                        "properties": {"predictions": {"type": "array", "items": {}}},
+                    }
+                }
+            },
+        },
+        **ERROR_RESPONSES,
+    },
+}
+"""The body this route reads by hand (no pydantic model on the hot path), described for the
+OpenAPI document all the same."""
+
+
 def router(dataplane: DataPlane) -> APIRouter:
     api = APIRouter(tags=["KServe v1"])
 
     @api.get("/v1/models")
     async def list_models() -> Response:
+        """The names of the served models (one)."""
         return json_response({"models": [dataplane.settings.model_name]})
 
-    @api.get("/v1/models/{name}")
+    @api.get("/v1/models/{name}", responses=ERROR_RESPONSES)
     async def model_ready(name: str) -> Response:
+        """Whether the model serves: 200 ready, 404 unknown name, 503 not ready (with the reason)."""
         ready = dataplane.model_named(name) is not None  # raises 404 / 503 with the reason
         return json_response({"name": name, "ready": ready})
 
-    async def predict(request: Request) -> Response:
-        name = request.path_params["name"]
-        model = dataplane.model_named(name)  # unknown model: 404 before reading the body
-        payload = parse_object(await request.body())
-        instances = payload.get("instances", payload.get("inputs"))
-        if instances is None:
-            raise errors.InvalidInput("missing field 'instances' (a list with one entry per input row)")
-        if len(model.inputs) != 1:
-            raise errors.InvalidInput(
-                f"model {name!r} takes {len(model.inputs)} inputs; use the v2 infer endpoint"
-            )
-        array = tensors.decode_rows(instances, model.inputs[0], "instances")
-        outputs = await dataplane.infer(name, [array])
-        return json_response({"predictions": _predictions(outputs, [o.name for o in model.outputs])})
+    # The served model's path never gets here: hotpath.py answers it before FastAPI routes
+    # (the same function, less framework). This route serves other names (404) and documents
+    # the endpoint in the OpenAPI schema.
+    @api.post("/v1/models/{name}:predict", openapi_extra=PREDICT_OPENAPI)
+    async def predict_route(name: str, request: Request) -> Response:
+        """KServe v1 predict: ``{"instances": [...]}`` in, ``{"predictions": [...]}`` out."""
+        reply = await predict(dataplane, name, await request.body())
+        return reply.response()
 
-    # A plain Starlette route: the hot path skips FastAPI's dependency solving (~1/3 of the
-    # per-request CPU for a tiny model); the body is parsed and validated by tensors.py anyway.
-    api.add_route("/v1/models/{name}:predict", predict, methods=["POST"])
     return api

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from . import __version__, errors, tensors
 from .dataplane import DataPlane
 from .loading import ServedModel
-from .web import json_response, parse_object
+from .web import ERROR_RESPONSES, Reply, json_reply, json_response, parse_object
 
 VERSIONS = ["1"]
 EXTENSIONS = ["binary_tensor_data", "model_configuration"]
@@ -106,7 +106,7 @@ def _requested_outputs(model: ServedModel, payload: dict[str, Any]) -> list[tupl
     return result
 
 
-def _encode(model: ServedModel, payload: dict[str, Any], outputs: list[np.ndarray]) -> Response:
+def _encode(model: ServedModel, payload: dict[str, Any], outputs: list[np.ndarray]) -> Reply:
     entries = []
     blobs: list[bytes] = []
     for index, as_binary in _requested_outputs(model, payload):
@@ -127,13 +127,118 @@ def _encode(model: ServedModel, payload: dict[str, Any], outputs: list[np.ndarra
     if "id" in payload:
         body["id"] = payload["id"]
     if not blobs:
-        return json_response(body)
+        return json_reply(body)
     header = tensors.json_dumps(body)
-    return Response(
+    return Reply(
         header + b"".join(blobs),
         media_type="application/octet-stream",
         headers={"Inference-Header-Content-Length": str(len(header))},
     )
+
+
+def _split_binary(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+    """The binary tensor extension: the JSON header, then the raw tensors."""
+    if header_length is None:
+        return body, b""
+    try:
+        split = int(header_length)
+    except ValueError:
+        raise errors.MalformedRequest(f"{HEADER_LENGTH} must be an integer, got {header_length!r}") from None
+    if not 0 < split <= len(body):
+        raise errors.MalformedRequest(f"{HEADER_LENGTH} {split} is outside the {len(body)}-byte body")
+    return body[:split], body[split:]
+
+
+async def infer(
+    dataplane: DataPlane, name: str, version: str | None, body: bytes, header_length: str | None
+) -> Reply:
+    """POST /v2/models/{name}[/versions/{version}]/infer, whichever transport carried it."""
+    _check_version(version, name)
+    model = dataplane.model_named(name)
+    header, binary = _split_binary(body, header_length)
+    payload = parse_object(header)
+    arrays = _decode_inputs(model, payload, binary)
+    outputs = await dataplane.infer(name, arrays)
+    return _encode(model, payload, outputs)
+
+
+_TENSOR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "shape", "datatype"],
+    "properties": {
+        "name": {"type": "string"},
+        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        "datatype": {"type": "string", "enum": sorted(tensors.BY_NAME)},
+        "data": {"description": "Numbers, flat (row-major) or nested; absent with binary_data_size"},
+        "parameters": {
+            "type": "object",
+            "properties": {"binary_data_size": {"type": "integer", "minimum": 0}},
+        },
+    },
+}
+INFER_OPENAPI: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": "Inference-Header-Content-Length",
+            "in": "header",
+            "required": False,
+            "description": "Binary tensor extension: the length of the JSON header; raw tensors follow it",
+            "schema": {"type": "integer", "minimum": 1},
+        }
+    ],
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["inputs"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "inputs": {"type": "array", "minItems": 1, "items": _TENSOR_SCHEMA},
+                        "outputs": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["name"],
+                                "properties": {"name": {"type": "string"}, "parameters": {"type": "object"}},
+                            },
+                        },
+                        "parameters": {
+                            "type": "object",
+                            "properties": {"binary_data_output": {"type": "boolean"}},
+                        },
+                    },
+                }
+            },
+            "application/octet-stream": {
+                "schema": {"type": "string", "format": "binary"},
+            },
+        },
+    },
+    "responses": {
+        "200": {
+            "description": "The outputs (JSON, or a JSON header followed by raw tensors)",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["model_name", "outputs"],
+                        "properties": {
+                            "model_name": {"type": "string"},
+                            "model_version": {"type": "string"},
+                            "id": {"type": "string"},
+                            "outputs": {"type": "array", "items": _TENSOR_SCHEMA},
+                        },
+                    }
+                },
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            },
+        },
+        **ERROR_RESPONSES,
+    },
+}
+"""The body the infer route reads by hand, described for the OpenAPI document."""
 
 
 def router(dataplane: DataPlane) -> APIRouter:
@@ -141,20 +246,24 @@ def router(dataplane: DataPlane) -> APIRouter:
 
     @api.get("/v2")
     async def server_metadata() -> Response:
+        """Server name, version and protocol extensions."""
         return json_response({"name": "modelship", "version": __version__, "extensions": EXTENSIONS})
 
     @api.get("/v2/health/live")
     async def live() -> Response:
+        """Liveness: the event loop answers. Never touches the model."""
         return json_response({"live": True})
 
-    @api.get("/v2/health/ready")
+    @api.get("/v2/health/ready", responses={"503": ERROR_RESPONSES["503"]})
     async def ready() -> Response:
+        """Readiness: 200 when the model serves (in every worker), else 503 with the reason."""
         if dataplane.ready:
             return json_response({"ready": True})
         reason = dataplane.not_ready_reason()
         return json_response({"ready": False, "detail": reason, "error": reason}, 503)
 
     async def metadata(name: str, version: str | None = None) -> Response:
+        """Model metadata: platform, versions, input and output tensors."""
         _check_version(version, name)
         model = dataplane.model_named(name)
         return json_response(
@@ -172,64 +281,47 @@ def router(dataplane: DataPlane) -> APIRouter:
         and tools such as perf_analyzer: dims exclude the batch dim when batching is on."""
         _check_version(version, name)
         model = dataplane.model_named(name)
-        batching = model.dynamic_batch
-
-        def dims(spec: tensors.TensorSpec) -> list[int]:
-            return list(spec.shape[1:] if batching else spec.shape)
-
-        return json_response(
-            {
-                "name": name,
-                "platform": model.platform,
-                "backend": "pytorch",
-                "max_batch_size": dataplane.settings.max_batch_size if batching else 0,
-                "input": [
-                    {"name": i.name, "data_type": f"TYPE_{i.datatype}", "dims": dims(i)} for i in model.inputs
-                ],
-                "output": [
-                    {"name": o.name, "data_type": f"TYPE_{o.datatype}", "dims": dims(o)}
-                    for o in model.outputs
-                ],
-                "dynamic_batching": {
-                    "max_queue_delay_microseconds": int(dataplane.settings.max_latency_ms * 1000)
-                }
-                if batching
-                else None,
-            }
-        )
+        return json_response(model_configuration(dataplane, model))
 
     async def model_ready(name: str, version: str | None = None) -> Response:
+        """Model readiness: 200 ready, 404 unknown, 503 not ready (with the reason)."""
         _check_version(version, name)
         dataplane.model_named(name)  # 404 unknown, 503 not ready (with the reason)
         if dataplane.draining:
             raise errors.ModelNotReady(dataplane.not_ready_reason())
         return json_response({"name": name, "ready": True})
 
-    async def infer(request: Request) -> Response:
-        name = request.path_params["name"]
-        _check_version(request.path_params.get("version"), name)
-        model = dataplane.model_named(name)
-        body = await request.body()
-        binary = b""
-        header_length = request.headers.get(HEADER_LENGTH)
-        if header_length is not None:
-            try:
-                split = int(header_length)
-            except ValueError:
-                raise errors.MalformedRequest(
-                    f"{HEADER_LENGTH} must be an integer, got {header_length!r}"
-                ) from None
-            if not 0 < split <= len(body):
-                raise errors.MalformedRequest(f"{HEADER_LENGTH} {split} is outside the {len(body)}-byte body")
-            body, binary = body[:split], body[split:]
-        payload = parse_object(body)
-        arrays = _decode_inputs(model, payload, binary)
-        outputs = await dataplane.infer(name, arrays)
-        return _encode(model, payload, outputs)
+    async def infer_route(request: Request, name: str, version: str | None = None) -> Response:
+        """OIP v2 inference: typed tensors as JSON, or with the binary tensor data extension."""
+        reply = await infer(dataplane, name, version, await request.body(), request.headers.get(HEADER_LENGTH))
+        return reply.response()
 
+    # The served model's infer paths never get here: hotpath.py answers them before FastAPI
+    # routes (the same function, less framework). These routes serve other names and versions
+    # (404) and document the endpoints in the OpenAPI schema.
     for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
-        api.add_api_route(prefix, metadata, methods=["GET"])
-        api.add_api_route(prefix + "/ready", model_ready, methods=["GET"])
-        api.add_api_route(prefix + "/config", model_config, methods=["GET"])
-        api.add_route(prefix + "/infer", infer, methods=["POST"])  # hot path: plain Starlette route
+        api.add_api_route(prefix, metadata, methods=["GET"], responses=ERROR_RESPONSES)
+        api.add_api_route(prefix + "/ready", model_ready, methods=["GET"], responses=ERROR_RESPONSES)
+        api.add_api_route(prefix + "/config", model_config, methods=["GET"], responses=ERROR_RESPONSES)
+        api.add_api_route(prefix + "/infer", infer_route, methods=["POST"], openapi_extra=INFER_OPENAPI)
     return api
+
+
+def model_configuration(dataplane: DataPlane, model: ServedModel) -> dict[str, Any]:
+    """Triton's model configuration (REST and gRPC answer the same)."""
+    batching = model.dynamic_batch
+
+    def dims(spec: tensors.TensorSpec) -> list[int]:
+        return list(spec.shape[1:] if batching else spec.shape)
+
+    return {
+        "name": model.name,
+        "platform": model.platform,
+        "backend": "pytorch",
+        "max_batch_size": dataplane.settings.max_batch_size if batching else 0,
+        "input": [{"name": i.name, "data_type": f"TYPE_{i.datatype}", "dims": dims(i)} for i in model.inputs],
+        "output": [{"name": o.name, "data_type": f"TYPE_{o.datatype}", "dims": dims(o)} for o in model.outputs],
+        "dynamic_batching": {"max_queue_delay_microseconds": int(dataplane.settings.max_latency_ms * 1000)}
+        if batching
+        else None,
+    }

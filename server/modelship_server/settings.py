@@ -108,6 +108,12 @@ class Settings(BaseSettings):
     """Longest the first request of a batch waits for companions. An upper bound: the batcher
     dispatches as soon as no more requests are arriving, so a lone caller does not wait."""
 
+    run_on_loop: Literal["auto", "always", "never"] = "auto"
+    """Run the model on the event loop thread instead of the model thread. auto decides from
+    what the batcher measures: on the loop while one model call costs less than handing it to
+    the thread (a tiny model on CPU), in the thread otherwise, so the loop keeps parsing
+    requests while a big model computes."""
+
     max_queue: int = Field(256, ge=1)
     """Requests waiting for the model beyond which new ones get 503 + Retry-After."""
 
@@ -127,6 +133,22 @@ class Settings(BaseSettings):
     graceful_timeout_s: float = Field(30.0, gt=0)
     """Longest uvicorn waits for in-flight requests after SIGTERM before closing them."""
 
+    workers: int = Field(1, ge=0, le=64)
+    """HTTP (and gRPC) front-end processes. 0 = one per CPU this pod may use (cgroup quota,
+    affinity), capped at 8. Above 1 a supervisor process starts them, all listening on the same
+    port(s) (SO_REUSEPORT: the kernel spreads connections); probes and /metrics answer for all
+    of them. 1 keeps today's single process."""
+
+    model_process: Literal["auto", "per-worker", "shared"] = "auto"
+    """With several workers: per-worker loads the model in every front end (CPU: each owns a
+    copy and its share of the cores); shared loads it once, in its own process, and front ends
+    hand it tensors through shared memory, so batching spans all front ends (GPU: one copy in
+    device memory). auto: shared on a GPU, per-worker on CPU."""
+
+    grpc_port: int = Field(0, ge=0, le=65535)
+    """Port of the Open Inference Protocol v2 gRPC service (``inference.GRPCInferenceService``);
+    0 = off. The operator sets it (and exposes the port) when gRPC is enabled in the spec."""
+
     log_level: LogLevel = "info"
     """Python logging level for the server and uvicorn."""
 
@@ -144,6 +166,8 @@ class Settings(BaseSettings):
             raise ValueError("model_format=handler needs model_handler (module:Class)")
         if self.model_handler and ":" not in self.model_handler:
             raise ValueError("model_handler must look like module:Class")
+        if self.grpc_port and self.grpc_port == self.port:
+            raise ValueError("grpc_port must differ from port")
         return self
 
     def shape(self) -> list[int] | None:

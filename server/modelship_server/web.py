@@ -1,8 +1,9 @@
-"""HTTP plumbing shared by the routes: JSON responses, body parsing, the error table's
+"""HTTP plumbing shared by the routes: replies, JSON responses, body parsing, the error table's
 exception handlers, and the request-body size limit."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -14,6 +15,54 @@ from . import errors
 from .tensors import JSONDecodeError, json_dumps, json_loads
 
 JSON = "application/json"
+
+
+_ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["detail"],
+    "properties": {
+        "detail": {"description": "What went wrong, for a human"},
+        "error": {"type": "string", "description": "The same text (OIP v2 routes only; v2 clients read it)"},
+    },
+}
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    str(code): {"description": why, "content": {JSON: {"schema": _ERROR_SCHEMA}}}
+    for code, why in [
+        (400, "The body is not valid JSON, not the protocol's shape, or does not fit the model"),
+        (404, "No model (or version) of that name is served here"),
+        (413, "The body exceeds max_body_bytes"),
+        (500, "The model raised on valid input"),
+        (503, "Not ready (loading, failed, no GPU, draining) or overloaded; Retry-After is set"),
+        (504, "The model did not answer within request_timeout_s"),
+    ]
+}
+"""The error table (``errors.STATUS``) as OpenAPI responses, for the routes that use it."""
+
+
+@dataclass(slots=True)
+class Reply:
+    """What a protocol function answers, independent of the transport that carries it (the
+    hot ASGI path, a FastAPI route, or gRPC's error mapping)."""
+
+    body: bytes
+    status: int = 200
+    media_type: str = JSON
+    headers: dict[str, str] | None = None
+
+    def response(self) -> Response:
+        return Response(self.body, status_code=self.status, media_type=self.media_type, headers=self.headers)
+
+
+def json_reply(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Reply:
+    return Reply(json_dumps(obj), status, JSON, headers)
+
+
+def error_reply(path: str, exc: Exception, retry_after_s: int) -> Reply:
+    """The error table applied: a domain error's status (Retry-After on 503s), anything else 500."""
+    if isinstance(exc, errors.ModelshipError):
+        headers = {"Retry-After": str(retry_after_s)} if isinstance(exc, errors.RETRYABLE) else None
+        return json_reply(error_body(path, exc.detail), errors.status_of(exc), headers)
+    return json_reply(error_body(path, f"internal error: {type(exc).__name__}: {exc}"), 500)
 
 
 def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -37,7 +86,7 @@ def parse_object(body: bytes) -> dict[str, Any]:
     return payload
 
 
-def _error_body(path: str, detail: Any) -> dict[str, Any]:
+def error_body(path: str, detail: Any) -> dict[str, Any]:
     body: dict[str, Any] = {"detail": detail}
     if path.startswith("/v2"):
         body["error"] = detail if isinstance(detail, str) else str(detail)  # what v2 clients read
@@ -48,19 +97,16 @@ def install_error_handlers(app: FastAPI, retry_after_s: int) -> None:
     """The only place domain errors become HTTP responses (see ``errors.STATUS``)."""
 
     async def on_domain_error(request: Request, exc: errors.ModelshipError) -> Response:
-        headers = {"Retry-After": str(retry_after_s)} if isinstance(exc, errors.RETRYABLE) else None
-        return json_response(_error_body(request.url.path, exc.detail), errors.status_of(exc), headers)
+        return error_reply(request.url.path, exc, retry_after_s).response()
 
     async def on_http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        return json_response(_error_body(request.url.path, exc.detail), exc.status_code, exc.headers)
+        return json_response(error_body(request.url.path, exc.detail), exc.status_code, exc.headers)
 
     async def on_validation_error(request: Request, exc: RequestValidationError) -> Response:
-        return json_response(_error_body(request.url.path, exc.errors()), 422)
+        return json_response(error_body(request.url.path, exc.errors()), 422)
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
-        return json_response(
-            _error_body(request.url.path, f"internal error: {type(exc).__name__}: {exc}"), 500
-        )
+        return error_reply(request.url.path, exc, retry_after_s).response()
 
     app.add_exception_handler(errors.ModelshipError, on_domain_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, on_http_error)  # type: ignore[arg-type]
@@ -87,7 +133,7 @@ class BodyLimitMiddleware:
                 except ValueError:
                     declared = -1
                 if declared > self.max_bytes:
-                    await self._reject(scope, send, declared)
+                    await reject_declared(send, scope["path"], declared, self.max_bytes)
                     return
                 break
         seen = 0
@@ -104,18 +150,26 @@ class BodyLimitMiddleware:
 
         await self.app(scope, counting_receive, send)
 
-    async def _reject(self, scope: dict[str, Any], send: Any, declared: int) -> None:
-        detail = f"request body of {declared} bytes exceeds the limit of {self.max_bytes} bytes"
-        body = json_dumps(_error_body(scope["path"], detail))
-        await send(
-            {
-                "type": "http.response.start",
-                "status": errors.STATUS[errors.PayloadTooLarge],
-                "headers": [
-                    (b"content-type", JSON.encode()),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),  # the unread body must not be parsed as a request
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+
+async def reject_declared(send: Any, path: str, declared: int, limit: int) -> int:
+    """413 for a Content-Length over the limit, before reading anything; the connection is
+    closed so the unread body is never parsed as the next request. Returns the status."""
+    detail = f"request body of {declared} bytes exceeds the limit of {limit} bytes"
+    status = errors.STATUS[errors.PayloadTooLarge]
+    await send_reply(send, Reply(json_dumps(error_body(path, detail)), status), close=True)
+    return status
+
+
+_CONTENT_TYPES = {JSON: JSON.encode(), "application/octet-stream": b"application/octet-stream"}
+
+
+async def send_reply(send: Any, reply: Reply, close: bool = False) -> None:
+    """A reply as raw ASGI messages (no Response object: the hot path's way)."""
+    media = _CONTENT_TYPES.get(reply.media_type) or reply.media_type.encode()
+    headers = [(b"content-type", media), (b"content-length", str(len(reply.body)).encode())]
+    if reply.headers:
+        headers += [(key.lower().encode(), value.encode()) for key, value in reply.headers.items()]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+    await send({"type": "http.response.body", "body": reply.body})
