@@ -1,14 +1,22 @@
 #!/usr/bin/env python3
-"""Server benchmark (not a test): modelship vs a plain FastAPI app, and batching on a CNN.
+"""Server benchmark (not a test): modelship against its peers and the raw floor, one run.
 
-    .venv/bin/python bench/server/run.py              # ~2 minutes, prints a markdown table
-    .venv/bin/python bench/server/run.py --duration 5 --rounds 2
+    .venv/bin/python bench/server/run.py                     # ~15 minutes; table, plot, JSON
+    .venv/bin/python bench/server/run.py --only modelship,floor --duration 3 --rounds 1
 
-Both servers run the same TorchScript file, one after the other in this run, pinned to one
-core with taskset (``--server-core``); wrk runs pinned to another (``--load-core``), over
-loopback, with a Lua script POSTing a fixed JSON body. Results (rps, p50, p99 from wrk's
-latency distribution) go to stdout and bench/results/server-<time>.json. With ``--rounds``
-> 1 every cell is the median over rounds (the machine may be shared: report the noise).
+Every server serves the same TorchScript files (a tiny MLP and a small CNN, built here) on the
+KServe v1 path with the same JSON body, one after the other, pinned to one core with taskset
+(``--server-core``); wrk runs pinned to another (``--load-core``), over loopback, POSTing the
+body from a Lua script. Peers run in their own venvs (``venvs.py``, created on first use) so
+their pins never touch the project's. Before a server is measured, its answer to the body is
+checked against the model called directly: a server that predicts something else is not
+measured. Results (rps, p50, p99 from wrk's latency distribution; with ``--rounds`` > 1 the
+median over rounds, the spread kept) go to ``bench/server/results/<date>.json`` with the load
+average around each server, a markdown table (``.md``) and a plot (``.png``).
+
+Sections: ``mlp`` (every server at c = 1, 8, 32), ``cnn`` (the small CNN at c = 32, batching
+on where the server has it), ``workers`` (the CNN on two cores: one process against two
+front-end processes, with per-worker and shared models).
 """
 
 from __future__ import annotations
@@ -27,12 +35,22 @@ import tempfile
 import time
 import urllib.request
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
+PEERS = HERE / "peers"
+RESULTS = HERE / "results"
+sys.path.insert(0, str(HERE))
+import venvs  # noqa: E402
+
 warnings.simplefilter("ignore", FutureWarning)
+MODEL_NAME = "tiny"
+V1_PATH = f"/v1/models/{MODEL_NAME}:predict"
 
 
 def build_models(folder: Path) -> dict[str, Path]:
@@ -96,54 +114,131 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 90) -> None:
+@dataclass
+class Target:
+    """How to start one server: interpreter, arguments, environment, where to ask if ready."""
+
+    name: str
+    python: Path
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    health: str = "/health"
+
+
+def target(key: str, model: Path, port: int, batch: int, workdir: Path, extra: list[str] = ()) -> Target:
+    """The server ``key`` serving ``model`` on ``port``; ``batch`` > 1 turns batching on where
+    the server has it."""
+    env = {"BENCH_MODEL": str(model), "BENCH_PORT": str(port), "BENCH_MAX_BATCH": str(batch)}
+    uvicorn = ["--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning"]
+    if key == "modelship":
+        argv = [
+            "-m", "modelship_server", "--host", "127.0.0.1", "--port", str(port), "--num-threads", "1",
+            "--model-name", MODEL_NAME, "--model-uri", str(model), "--max-queue", "4096",
+            "--max-batch-size", str(batch), "--log-level", "warning", *extra,
+        ]  # fmt: skip
+        return Target("modelship", Path(sys.executable), argv)
+    if key == "plain":
+        argv = ["-m", "uvicorn", "plain_app:app", "--app-dir", str(HERE), *uvicorn]
+        return Target("plain FastAPI", Path(sys.executable), argv, {"PLAIN_MODEL": str(model)})
+    if key == "floor":
+        python = venvs.ensure("floor").python
+        argv = ["-m", "uvicorn", "floor_app:app", "--app-dir", str(PEERS), "--loop", "uvloop",
+                "--http", "httptools", *uvicorn]  # fmt: skip
+        return Target("raw ASGI floor", python, argv, env)
+    if key == "litserve":
+        venv = venvs.ensure("litserve")
+        return Target(f"LitServe {venv.version}", venv.python, [str(PEERS / "litserve_app.py")], env)
+    if key == "kserve":
+        venv = venvs.ensure("kserve")
+        return Target(f"KServe {venv.version}", venv.python, [str(PEERS / "kserve_app.py")], env,
+                      health=f"/v1/models/{MODEL_NAME}")  # fmt: skip
+    if key == "mlserver":
+        venv = venvs.ensure("mlserver")
+        folder = workdir / f"mlserver-{port}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "settings.json").write_text(json.dumps({
+            "http_port": port, "grpc_port": free_port(), "metrics_port": free_port(),
+            "parallel_workers": 0, "debug": False,
+        }))  # fmt: skip
+        (folder / "model-settings.json").write_text(json.dumps({
+            "name": MODEL_NAME, "implementation": "mlserver_app.TorchScriptRuntime",
+            "parameters": {"uri": str(model)},
+            **({"max_batch_size": batch, "max_batch_time": 0.005} if batch > 1 else {}),
+        }))  # fmt: skip
+        shutil.copy(PEERS / "mlserver_app.py", folder / "mlserver_app.py")
+        mlserver = str(venv.path / "bin" / "mlserver")
+        return Target(f"MLServer {venv.version}", venv.python, ["-c", _MLSERVER_MAIN, mlserver, "start",
+                      str(folder)], {**env, "PYTHONPATH": str(folder)}, health="/v2/health/ready")  # fmt: skip
+    raise SystemExit(f"unknown server {key!r}")
+
+
+_MLSERVER_MAIN = "import sys, runpy; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+
+SERVERS = ["modelship", "plain", "floor", "litserve", "kserve", "mlserver"]
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode}")
+            err = proc.stderr.read().decode(errors="replace")[-3000:] if proc.stderr else ""
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{err}")
         try:
-            with urllib.request.urlopen(url + "/health", timeout=2) as resp:
+            with urllib.request.urlopen(url, timeout=2) as resp:
                 if resp.status == 200:
                     return
         except OSError:
             pass
-        time.sleep(0.1)
-    raise SystemExit(f"{url} not ready after {timeout}s")
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} not ready after {timeout}s")
 
 
 class Server:
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], core: int) -> None:
-        self.name = name
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        full_env = {
+    """A target running under taskset; SIGTERM (then SIGKILL) on exit, children included."""
+
+    def __init__(self, spec: Target, port: int, cores: str) -> None:
+        self.spec = spec
+        self.url = f"http://127.0.0.1:{port}"
+        env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("MODELSHIP_")},
-            **env,
+            **spec.env,
             "OMP_NUM_THREADS": "1",
             "PYTHONWARNINGS": "ignore",
         }
-        cmd = [
-            "taskset",
-            "-c",
-            str(core),
-            sys.executable,
-            *[a.replace("{port}", str(self.port)) for a in argv],
-        ]
+        cmd = ["taskset", "-c", cores, str(spec.python), *spec.argv]
         self.proc = subprocess.Popen(
-            cmd, env=full_env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
         )
 
     def __enter__(self) -> Server:
-        wait_ready(self.url, self.proc)
+        try:
+            wait_ready(self.url + self.spec.health, self.proc)
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.proc.send_signal(signal.SIGTERM)
         try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
             self.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
+            os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+        except ProcessLookupError:
+            pass
+        try:  # peers that spawn workers: nothing of this session may outlive the run
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def check_predictions(url: str, body: bytes, expected: np.ndarray) -> None:
+    """The server must answer the body with the model's own output before it is measured."""
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        got = np.asarray(json.loads(resp.read())["predictions"], dtype=np.float32)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
 
 
 _UNIT = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
@@ -192,69 +287,56 @@ def wrk(url: str, body: Path, connections: int, seconds: float, core: int) -> di
     return parse_wrk(out.stdout)
 
 
-def run_once(
-    args: argparse.Namespace, models: dict[str, Path], bodies: dict[str, Path]
+def measure(
+    key: str, model: Path, body: Path, expected: np.ndarray, args: argparse.Namespace, *,
+    section: str, conns: list[int], batch: int, label: str | None = None, cores: str | None = None,
+    extra: list[str] = (), workdir: Path,
 ) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    serve_ms = [
-        "-m",
-        "modelship_server",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "{port}",
-        "--num-threads",
-        "1",
-        "--model-name",
-        "tiny",
-        "--max-queue",
-        "4096",
-    ]
-    targets = [
-        (
-            "plain FastAPI",
-            [
-                "-m",
-                "uvicorn",
-                "plain_app:app",
-                "--app-dir",
-                str(HERE),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "{port}",
-                "--no-access-log",
-                "--log-level",
-                "warning",
-            ],
-            {"PLAIN_MODEL": str(models["tiny"])},
-        ),
-        ("modelship", [*serve_ms, "--model-uri", str(models["tiny"])], {}),
-    ]
-    for name, argv, env in targets:
-        with Server(name, argv, env, args.server_core) as server:
-            url = server.url + "/v1/models/tiny:predict"
-            wrk(url, bodies["tiny"], 8, args.warmup, args.load_core)  # warm-up, discarded
-            for conns in (1, 8, 32):
-                result = wrk(url, bodies["tiny"], conns, args.duration, args.load_core)
-                rows.append({"model": "tiny MLP", "server": name, "concurrency": conns, **result})
-                print(json.dumps(rows[-1]), flush=True)
-    for name, batch in (("modelship unbatched", 1), ("modelship batched", 32)):
-        argv = [
-            *serve_ms,
-            "--model-uri",
-            str(models["cnn"]),
-            "--max-batch-size",
-            str(batch),
-            "--max-latency-ms",
-            "5",
-        ]
-        with Server(name, argv, {}, args.server_core) as server:
-            url = server.url + "/v1/models/tiny:predict"
-            wrk(url, bodies["cnn"], 32, args.warmup, args.load_core)
-            result = wrk(url, bodies["cnn"], 32, args.duration, args.load_core)
-            rows.append({"model": "small CNN", "server": name, "concurrency": 32, **result})
+    """Start one server, check its predictions, warm it up, then one wrk run per concurrency."""
+    port = free_port()
+    spec = target(key, model, port, batch, workdir, list(extra))
+    rows = []
+    load_before = os.getloadavg()
+    with Server(spec, port, cores or str(args.server_core)) as server:
+        url = server.url + V1_PATH
+        check_predictions(url, body.read_bytes(), expected)
+        wrk(url, body, max(conns), args.warmup, args.load_core)  # warm-up, discarded
+        for c in conns:
+            result = wrk(url, body, c, args.duration, args.load_core)
+            rows.append({
+                "section": section, "server": label or spec.name, "concurrency": c, "batch": batch,
+                **result, "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+            })  # fmt: skip
             print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def run_once(args: argparse.Namespace, models: dict[str, Path], bodies: dict[str, Path],
+             expected: dict[str, np.ndarray], workdir: Path) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    only = args.only.split(",") if args.only else SERVERS
+    common = dict(args=args, workdir=workdir)
+    if "mlp" in args.sections:
+        for key in only:
+            rows += measure(key, models["tiny"], bodies["tiny"], expected["tiny"], section="mlp",
+                            conns=[1, 8, 32], batch=32, **common)  # fmt: skip
+    if "cnn" in args.sections:
+        for key in only:
+            rows += measure(key, models["cnn"], bodies["cnn"], expected["cnn"], section="cnn",
+                            conns=[32], batch=32, **common)  # fmt: skip
+            if key == "modelship":
+                rows += measure(key, models["cnn"], bodies["cnn"], expected["cnn"], section="cnn",
+                                conns=[32], batch=1, label="modelship unbatched", **common)  # fmt: skip
+    if "workers" in args.sections:
+        both = f"{args.server_core},{args.load_core}"
+        for label, extra in [
+            ("1 process", ["--num-threads", "2"]),
+            ("2 workers, model per worker", ["--workers", "2", "--model-process", "per-worker"]),
+            ("2 workers, shared model process", ["--workers", "2", "--model-process", "shared",
+                                                 "--num-threads", "2"]),
+        ]:  # fmt: skip
+            rows += measure("modelship", models["cnn"], bodies["cnn"], expected["cnn"], section="workers",
+                            conns=[32], batch=32, label=label, cores=both, extra=extra, **common)  # fmt: skip
     return rows
 
 
@@ -265,47 +347,59 @@ def median_rows(rounds: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
         for key in ("rps", "p50_ms", "p99_ms"):
             values = [c[key] for c in cells]
             row[key] = statistics.median(values)
-            row[key + "_spread"] = [min(values), max(values)]
+            row[key + "_rounds"] = values
         row["non2xx"] = sum(c["non2xx"] for c in cells)
         row["socket_errors"] = sum(c["socket_errors"] for c in cells)
+        row["loadavg_rounds"] = [c["loadavg_before"] for c in cells]
         merged.append(row)
     return merged
 
 
 def table(rows: list[dict[str, Any]]) -> str:
+    """Markdown: every row with its ratios to the floor (mlp, cnn) or to one process (workers)."""
+    floor = {(r["section"], r["concurrency"]): r for r in rows if r["server"] == "raw ASGI floor"}
+    one = {r["concurrency"]: r for r in rows if r["section"] == "workers" and r["server"] == "1 process"}
     out = [
-        "| model | server | c | rps | p50 ms | p99 ms | ratio vs baseline |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| section | server | c | rps | p50 ms | p99 ms | rps / floor | p99 / floor |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    base: dict[tuple[str, int], float] = {}
     for row in rows:
-        if row["server"] in ("plain FastAPI", "modelship unbatched"):
-            base[(row["model"], row["concurrency"])] = row["rps"]
-    for row in rows:
-        ref = base.get((row["model"], row["concurrency"]))
-        is_base = row["server"] in ("plain FastAPI", "modelship unbatched")
-        ratio = "1.00 (baseline)" if is_base else (f"{row['rps'] / ref:.2f}x" if ref else "")
+        ref = floor.get((row["section"], row["concurrency"]))
+        if row["section"] == "workers":
+            ref = one.get(row["concurrency"])
+        ratio = f"{row['rps'] / ref['rps']:.2f}" if ref else ""
+        p99 = f"{row['p99_ms'] / ref['p99_ms']:.2f}" if ref else ""
         errs = f" ({row['non2xx']} non-2xx)" if row["non2xx"] else ""
         out.append(
-            f"| {row['model']} | {row['server']} | {row['concurrency']} | {row['rps']:.0f}{errs} | "
-            f"{row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {ratio} |"
+            f"| {row['section']} | {row['server']} | {row['concurrency']} | {row['rps']:,.0f}{errs} | "
+            f"{row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {ratio} | {p99} |"
         )
     return "\n".join(out)
 
 
+def wait_quiet(threshold: float, longest_s: float) -> tuple[float, ...]:
+    """Poll the 1-minute load average once a minute until it drops below ``threshold``."""
+    deadline = time.monotonic() + longest_s
+    while os.getloadavg()[0] >= threshold and time.monotonic() < deadline:
+        print(f"waiting for a quiet machine: load {os.getloadavg()}", file=sys.stderr, flush=True)
+        time.sleep(60)
+    return os.getloadavg()
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--duration", type=float, default=8.0, help="seconds per wrk run")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=6.0, help="seconds per wrk run")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of discarded load per server")
-    parser.add_argument("--rounds", type=int, default=1, help="repeat everything; cells are medians")
+    parser.add_argument("--rounds", type=int, default=2, help="repeat everything; cells are medians")
+    parser.add_argument("--sections", default="mlp,cnn,workers")
+    parser.add_argument("--only", default="", help=f"comma-separated subset of {','.join(SERVERS)}")
     parser.add_argument("--server-core", type=int, default=0)
     parser.add_argument("--load-core", type=int, default=1)
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
-    parser.add_argument(
-        "--export-models", metavar="DIR", help="only write tiny.pt and cnn.pt to DIR and exit"
-    )
+    parser.add_argument("--quiet-load", type=float, default=0.0,
+                        help="first wait (up to --quiet-wait s) for the 1-min load to drop below this")  # fmt: skip
+    parser.add_argument("--quiet-wait", type=float, default=1800.0)
+    parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--export-models", metavar="DIR", help="only write tiny.pt and cnn.pt to DIR and exit")
     args = parser.parse_args()
     if args.export_models:
         Path(args.export_models).mkdir(parents=True, exist_ok=True)
@@ -314,32 +408,62 @@ def main() -> int:
         return 0
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: apt-get install -y wrk (hack/setup.sh installs it)")
+    only = args.only.split(",") if args.only else SERVERS
+    for key in {"floor": "floor", "litserve": "litserve", "kserve": "kserve", "mlserver": "mlserver"}:
+        if key in only:
+            venvs.ensure(key)  # before the quiet window: installing is load too
+    venvs.ensure("tools", with_torch=False)
+    quiet = wait_quiet(args.quiet_load, args.quiet_wait) if args.quiet_load else os.getloadavg()
+    started = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         models = build_models(folder)
-        bodies = {"tiny": folder / "tiny.json", "cnn": folder / "cnn.json"}
-        bodies["tiny"].write_text(json.dumps({"instances": [[0.1, -0.2, 0.3, 0.4]]}))
-        import numpy as np
+        rng = np.random.default_rng(0)
+        inputs = {
+            "tiny": np.array([[0.1, -0.2, 0.3, 0.4]], dtype=np.float32),
+            "cnn": rng.normal(size=(1, 1, 16, 16)).round(4).astype(np.float32),
+        }
+        bodies, expected = {}, {}
+        import torch
 
-        image = np.random.default_rng(0).normal(size=(1, 1, 16, 16)).round(4)
-        bodies["cnn"].write_text(json.dumps({"instances": image.tolist()}))
-        load = os.getloadavg()
-        rounds = [run_once(args, models, bodies) for _ in range(args.rounds)]
+        for key, x in inputs.items():
+            bodies[key] = folder / f"{key}.json"
+            bodies[key].write_text(json.dumps({"instances": x.tolist()}))
+            with torch.inference_mode():
+                expected[key] = torch.jit.load(str(models[key]))(torch.from_numpy(x)).numpy()
+        rounds = [run_once(args, models, bodies, expected, folder) for _ in range(args.rounds)]
     rows = median_rows(rounds) if args.rounds > 1 else rounds[0]
+    stamp = time.strftime("%Y-%m-%d-%H%M", time.gmtime(started))
     report = {
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "loadavg_before": load,
-        "loadavg_after": os.getloadavg(),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "seconds": round(time.time() - started),
+        "loadavg_at_start": quiet,
+        "loadavg_at_end": os.getloadavg(),
         "cpus": os.cpu_count(),
         "duration_s": args.duration,
         "rounds": args.rounds,
+        "server_core": args.server_core,
+        "load_core": args.load_core,
         "rows": rows,
+        "all_rounds": rounds,
     }
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    path = Path(args.out) / f"server-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(report, indent=2))
-    print(table(rows))
-    print(f"\nloadavg before {load}, after {report['loadavg_after']}; raw: {path}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    raw = out / f"{stamp}.json"
+    raw.write_text(json.dumps(report, indent=2) + "\n")
+    md = table(rows)
+    (out / f"{stamp}.md").write_text(
+        f"Run {report['when']}, {args.rounds} rounds x {args.duration:g} s (medians), load average "
+        f"{quiet[0]:.2f} at start, {report['loadavg_at_end'][0]:.2f} at end. Raw: {raw.name}\n\n{md}\n"
+    )
+    plot = subprocess.run(
+        [str(venvs.VENVS["tools"].python), str(HERE / "plot.py"), str(raw), str(out / f"{stamp}.png")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    print(md)
+    print(f"\nload average {quiet} at start, {report['loadavg_at_end']} at end; raw: {raw}")
+    if plot.returncode != 0:
+        print(f"plot failed: {plot.stderr}", file=sys.stderr)
     return 0
 
 

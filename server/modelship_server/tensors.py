@@ -25,6 +25,7 @@ try:  # pragma: no cover - exercised by whichever is installed
         return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
 
     JSONDecodeError: type[Exception] = orjson.JSONDecodeError
+    JSON_HAS_NON_FINITE = False  # orjson refuses NaN, Infinity and numbers beyond a double
 except ImportError:  # pragma: no cover
     import json
 
@@ -40,6 +41,7 @@ except ImportError:  # pragma: no cover
         return json.dumps(obj, default=_default, separators=(",", ":")).encode()
 
     JSONDecodeError = json.JSONDecodeError
+    JSON_HAS_NON_FINITE = True
 
 
 @dataclass(frozen=True)
@@ -99,8 +101,9 @@ class TensorSpec:
 
     def check(self, array: np.ndarray, where: str) -> None:
         """Shape must have the same rank and agree on every fixed dimension."""
-        if len(array.shape) != len(self.shape) or any(
-            want not in (-1, got) for want, got in zip(self.shape, array.shape, strict=True)
+        shape = array.shape
+        if len(shape) != len(self.shape) or any(
+            want != got and want != -1 for want, got in zip(self.shape, shape, strict=True)
         ):
             raise errors.InvalidInput(
                 f"{where}: shape {list(array.shape)} does not match the model's {list(self.shape)}"
@@ -124,7 +127,7 @@ def _as_array(data: Any, dtype: DType, where: str) -> np.ndarray:
         else:
             what = f"{array.dtype} values"
         raise errors.InvalidInput(f"{where}: {what} do not fit datatype {dtype.name}")
-    if kind == "f" and not np.isfinite(array).all():
+    if JSON_HAS_NON_FINITE and kind == "f" and not np.isfinite(array).all():
         raise errors.InvalidInput(f"{where}: data holds NaN or infinity")
     try:
         return array.astype(dtype.numpy, copy=False)
