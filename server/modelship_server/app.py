@@ -45,9 +45,16 @@ def create_app(settings: Settings, dataplane: DataPlane | None = None) -> Models
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await dataplane.start()
+        grpc_server = None
+        if settings.grpc_port:
+            from . import grpc_service  # grpc only loads when the service is on
+
+            grpc_server = await grpc_service.start(settings, dataplane)
         try:
             yield
         finally:
+            if grpc_server is not None:  # refuse new calls, let running ones finish
+                await grpc_server.stop(settings.graceful_timeout_s)
             await dataplane.stop()
 
     app = ModelshipApp(

@@ -62,6 +62,17 @@ STATUS: dict[type[ModelshipError], int] = {
 
 RETRYABLE = (ModelNotReady, Overloaded)
 
+GRPC_CODE: dict[int, str] = {
+    400: "INVALID_ARGUMENT",
+    404: "NOT_FOUND",
+    413: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+"""The same errors on the gRPC service: HTTP status → ``grpc.StatusCode`` name (the message is
+the REST answer's ``detail``)."""
+
 
 def status_of(error: ModelshipError) -> int:
     """Status for an error, walking the class hierarchy (subclasses inherit their parent's)."""

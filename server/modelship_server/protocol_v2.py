@@ -24,12 +24,12 @@ EXTENSIONS = ["binary_tensor_data", "model_configuration"]
 HEADER_LENGTH = "inference-header-content-length"
 
 
-def _check_version(version: str | None, name: str) -> None:
+def check_version(version: str | None, name: str) -> None:
     if version is not None and version not in VERSIONS:
         raise errors.ModelNotFound(f"model {name!r} has no version {version!r} (versions: {VERSIONS})")
 
 
-def _decode_inputs(model: ServedModel, payload: dict[str, Any], binary: bytes) -> list[np.ndarray]:
+def decode_inputs(model: ServedModel, payload: dict[str, Any], binary: bytes) -> list[np.ndarray]:
     raw_inputs = payload.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise errors.InvalidInput("missing field 'inputs' (a non-empty list of tensors)")
@@ -80,7 +80,7 @@ def _decode_inputs(model: ServedModel, payload: dict[str, Any], binary: bytes) -
     return arrays
 
 
-def _requested_outputs(model: ServedModel, payload: dict[str, Any]) -> list[tuple[int, bool]]:
+def requested_outputs(model: ServedModel, payload: dict[str, Any]) -> list[tuple[int, bool]]:
     """(output index, as binary) for each output to return, in request order."""
     params = payload.get("parameters") or {}
     binary_default = bool(params.get("binary_data_output", False)) if isinstance(params, dict) else False
@@ -109,7 +109,7 @@ def _requested_outputs(model: ServedModel, payload: dict[str, Any]) -> list[tupl
 def _encode(model: ServedModel, payload: dict[str, Any], outputs: list[np.ndarray]) -> Reply:
     entries = []
     blobs: list[bytes] = []
-    for index, as_binary in _requested_outputs(model, payload):
+    for index, as_binary in requested_outputs(model, payload):
         array = outputs[index]
         entry: dict[str, Any] = {
             "name": model.outputs[index].name if index < len(model.outputs) else f"output__{index}",
@@ -117,7 +117,7 @@ def _encode(model: ServedModel, payload: dict[str, Any], outputs: list[np.ndarra
             "shape": list(array.shape),
         }
         if as_binary:
-            blob = np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+            blob = tensors.little_endian_bytes(array)
             entry["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:
@@ -153,11 +153,11 @@ async def infer(
     dataplane: DataPlane, name: str, version: str | None, body: bytes, header_length: str | None
 ) -> Reply:
     """POST /v2/models/{name}[/versions/{version}]/infer, whichever transport carried it."""
-    _check_version(version, name)
+    check_version(version, name)
     model = dataplane.model_named(name)
     header, binary = _split_binary(body, header_length)
     payload = parse_object(header)
-    arrays = _decode_inputs(model, payload, binary)
+    arrays = decode_inputs(model, payload, binary)
     outputs = await dataplane.infer(name, arrays)
     return _encode(model, payload, outputs)
 
@@ -264,7 +264,7 @@ def router(dataplane: DataPlane) -> APIRouter:
 
     async def metadata(name: str, version: str | None = None) -> Response:
         """Model metadata: platform, versions, input and output tensors."""
-        _check_version(version, name)
+        check_version(version, name)
         model = dataplane.model_named(name)
         return json_response(
             {
@@ -279,13 +279,13 @@ def router(dataplane: DataPlane) -> APIRouter:
     async def model_config(name: str, version: str | None = None) -> Response:
         """Triton's model-configuration extension, read by tritonclient's ``get_model_config``
         and tools such as perf_analyzer: dims exclude the batch dim when batching is on."""
-        _check_version(version, name)
+        check_version(version, name)
         model = dataplane.model_named(name)
         return json_response(model_configuration(dataplane, model))
 
     async def model_ready(name: str, version: str | None = None) -> Response:
         """Model readiness: 200 ready, 404 unknown, 503 not ready (with the reason)."""
-        _check_version(version, name)
+        check_version(version, name)
         dataplane.model_named(name)  # 404 unknown, 503 not ready (with the reason)
         if dataplane.draining:
             raise errors.ModelNotReady(dataplane.not_ready_reason())

@@ -173,6 +173,11 @@ def decode_rows(instances: Any, spec: TensorSpec, where: str) -> np.ndarray:
     return array
 
 
+def little_endian_bytes(array: np.ndarray) -> bytes:
+    """Raw tensor bytes as the binary extension and gRPC's raw contents carry them."""
+    return np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+
+
 def to_numpy(tensor: torch.Tensor) -> np.ndarray:
     """Output tensor → contiguous numpy on CPU; half/bfloat16 widen to float32 for clients."""
     tensor = tensor.detach()
