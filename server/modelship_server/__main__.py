@@ -9,6 +9,7 @@ lifespan shutdown drains whatever is still queued before the model is released.
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -17,7 +18,8 @@ from types import FrameType
 import pydantic
 import uvicorn
 
-from .app import create_app
+from . import workers
+from .app import ModelshipApp, create_app
 from .settings import Settings, load_settings
 
 log = logging.getLogger("modelship.main")
@@ -45,7 +47,7 @@ class DrainingServer(uvicorn.Server):
         timer.start()
 
 
-def _configure_logging(level: str) -> None:
+def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -53,8 +55,16 @@ def _configure_logging(level: str) -> None:
     )
 
 
-def serve(settings: Settings) -> None:
-    app = create_app(settings)
+def serve(settings: Settings) -> int:
+    """One process, or a supervisor over several (``workers``). Returns the exit code."""
+    if workers.worker_count(settings) > 1:
+        return workers.supervise(settings)
+    serve_app(create_app(settings), settings)
+    return 0
+
+
+def serve_app(app: ModelshipApp, settings: Settings, sockets: list[socket.socket] | None = None) -> None:
+    """uvicorn over ``app`` with the SIGTERM drain; ``sockets``: already-bound listeners."""
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -68,7 +78,7 @@ def serve(settings: Settings) -> None:
         log_config=None,
     )
     server = DrainingServer(config, app.state.dataplane.begin_drain, settings.shutdown_delay_s)
-    server.run()
+    server.run(sockets=sockets)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -76,8 +86,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings = load_settings(argv)
     except pydantic.ValidationError as exc:
         raise SystemExit(f"modelship-server: invalid settings:\n{exc}") from None
-    _configure_logging(settings.log_level)
-    serve(settings)
+    configure_logging(settings.log_level)
+    code = serve(settings)
+    if code:
+        raise SystemExit(code)
 
 
 if __name__ == "__main__":

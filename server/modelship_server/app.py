@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 
-from . import __version__, protocol_v1, protocol_v2
+from . import __version__, board, protocol_v1, protocol_v2
 from .dataplane import DataPlane
 from .hotpath import HotPath
 from .metrics import Metrics, MetricsMiddleware
@@ -33,11 +34,14 @@ class ModelshipApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
-def create_app(settings: Settings, dataplane: DataPlane | None = None) -> ModelshipApp:
+def create_app(
+    settings: Settings, dataplane: DataPlane | None = None, snapshot_socket: Path | None = None
+) -> ModelshipApp:
     """Build the ASGI app. Nothing heavy happens here: the model loads in the lifespan hook.
 
-    ``dataplane`` is given by the worker supervisor (a data plane that shares readiness and
-    metrics with the other processes, or one that talks to a shared model process)."""
+    A front end of several (``workers.py``) passes its ``dataplane`` (readiness and metrics
+    shared with the other processes, or inference in the model process) and the socket where
+    it answers the others' metrics requests."""
     if dataplane is None:
         dataplane = DataPlane(settings, Metrics())
     metrics = dataplane.metrics
@@ -45,6 +49,7 @@ def create_app(settings: Settings, dataplane: DataPlane | None = None) -> Models
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await dataplane.start()
+        snapshots = await board.serve_snapshots(snapshot_socket, metrics) if snapshot_socket else None
         grpc_server = None
         if settings.grpc_port:
             from . import grpc_service  # grpc only loads when the service is on
@@ -56,6 +61,8 @@ def create_app(settings: Settings, dataplane: DataPlane | None = None) -> Models
             if grpc_server is not None:  # refuse new calls, let running ones finish
                 await grpc_server.stop(settings.graceful_timeout_s)
             await dataplane.stop()
+            if snapshots is not None:
+                snapshots.close()
 
     app = ModelshipApp(
         title="modelship inference server",

@@ -12,15 +12,18 @@ import gc
 import logging
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from . import board as board_mod
 from . import device as device_mod
 from . import errors, loading, sources
 from .batching import Batcher
+from .board import Board
 from .metrics import Metrics
 from .settings import Settings
 
@@ -33,9 +36,19 @@ EXIT_LOAD_FAILED = 3
 class DataPlane:
     """Owns the model, its batcher and the readiness answer."""
 
-    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        board: Board | None = None,
+        peer_metrics: Sequence[Path] = (),
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
+        self.board = board
+        """Set with several processes: readiness is answered for all of them (board.py)."""
+        self.peer_metrics = list(peer_metrics)
+        """The other processes' snapshot sockets, added into /metrics."""
         self.plan = device_mod.plan_device(
             settings.device,
             require_gpu=settings.require_gpu,
@@ -156,6 +169,7 @@ class DataPlane:
         """SIGTERM: readiness answers 503 from now on; requests keep being served."""
         if not self.draining:
             self.draining = True
+            self._publish()
             log.info("draining: readiness is now 503; finishing in-flight and queued requests")
 
     async def stop(self) -> None:
@@ -176,23 +190,37 @@ class DataPlane:
     def _set(self, state: str, reason: str | None) -> None:
         self.state = state
         self.reason = reason
+        self._publish()
+
+    def _publish(self) -> None:
+        if self.board is not None:
+            self.board.publish(self.state, self.reason, self.draining)
 
     # -- readiness ----------------------------------------------------------------------------
 
     @property
+    def shutting_down(self) -> bool:
+        return self.draining or (self.board is not None and self.board.draining)
+
+    @property
     def ready(self) -> bool:
-        return self.state == "ready" and not self.draining
+        """One answer for the whole pod: this process serves, and so does every other one."""
+        if self.state != "ready" or self.shutting_down:
+            return False
+        return self.board is None or self.board.first_not_ready() is None
 
     def not_ready_reason(self) -> str:
-        if self.draining:
+        if self.shutting_down:
             return "server is shutting down (SIGTERM received)"
-        return self.reason or self.state
+        if self.state != "ready":
+            return self.reason or self.state
+        return (self.board.first_not_ready() if self.board else None) or self.state
 
     def health(self) -> dict[str, Any]:
         """The body of /health: enough for a human to see why a pod is not ready."""
         model = self.model
         body: dict[str, Any] = {
-            "status": "draining" if self.draining else self.state,
+            "status": "draining" if self.shutting_down else self.state,
             "ready": self.ready,
             "reason": None if self.ready else self.not_ready_reason(),
             "model": {
@@ -220,6 +248,11 @@ class DataPlane:
         }
         if self.plan.notes:
             body["notes"] = list(self.plan.notes)
+        if self.board is not None:
+            body["processes"] = [
+                dict(zip(("name", "state", "reason", "draining"), (name, *self.board.read(i)), strict=True))
+                for i, name in enumerate(self.board.names)
+            ]
         return body
 
     # -- inference ----------------------------------------------------------------------------
@@ -242,5 +275,6 @@ class DataPlane:
         return await batcher.submit(arrays, self.settings.request_timeout_s)
 
     async def render_metrics(self) -> bytes:
-        """/metrics: this process's numbers (the worker data plane adds the others')."""
-        return self.metrics.render()
+        """/metrics: this process's numbers, plus every other process's."""
+        others = await board_mod.gather_snapshots(self.peer_metrics) if self.peer_metrics else []
+        return self.metrics.render(others)

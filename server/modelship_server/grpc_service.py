@@ -81,7 +81,7 @@ class InferenceService:
             self.dataplane.model_named(request.name)
         except errors.ModelNotReady:
             return self.m["ModelReadyResponse"](ready=False)
-        return self.m["ModelReadyResponse"](ready=not self.dataplane.draining)
+        return self.m["ModelReadyResponse"](ready=not self.dataplane.shutting_down)
 
     async def ServerMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         return self.m["ServerMetadataResponse"](

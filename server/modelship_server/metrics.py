@@ -86,8 +86,7 @@ class Metrics:
         self.device: list[str] | None = None
         self._gpu: torch.device | None = None
         self._queue_depth: Callable[[], int] = lambda: 0
-        self.gather: Callable[[], list[Snapshot]] | None = None
-        """Set by the worker supervisor: the other processes' snapshots, fetched at scrape time."""
+        self._others: list[Snapshot] = []
         self.registry = CollectorRegistry()
         self.registry.register(_Exporter(self))
 
@@ -142,9 +141,14 @@ class Metrics:
             "processes": 1,
         }
 
-    def render(self) -> bytes:
-        """The Prometheus text exposition of this process (plus the others', if gathered)."""
-        return generate_latest(self.registry)
+    def render(self, others: list[Snapshot] | None = None) -> bytes:
+        """The Prometheus text exposition of this process, plus ``others`` (other processes'
+        snapshots, gathered by the caller) added in."""
+        self._others = others or []
+        try:
+            return generate_latest(self.registry)
+        finally:
+            self._others = []
 
 
 def merge(snapshots: list[Snapshot]) -> Snapshot:
@@ -213,9 +217,7 @@ class _Exporter(Collector):
         self.metrics = metrics
 
     def collect(self) -> Iterator[Any]:
-        snaps = [self.metrics.snapshot()]
-        if self.metrics.gather is not None:
-            snaps += self.metrics.gather()
+        snaps = [self.metrics.snapshot(), *self.metrics._others]
         snap = merge(snaps) if len(snaps) > 1 else snaps[0]
         labels = ["endpoint", "method", "status"]
         requests = CounterMetricFamily(

@@ -287,7 +287,7 @@ def router(dataplane: DataPlane) -> APIRouter:
         """Model readiness: 200 ready, 404 unknown, 503 not ready (with the reason)."""
         check_version(version, name)
         dataplane.model_named(name)  # 404 unknown, 503 not ready (with the reason)
-        if dataplane.draining:
+        if dataplane.shutting_down:
             raise errors.ModelNotReady(dataplane.not_ready_reason())
         return json_response({"name": name, "ready": True})
 
