@@ -84,8 +84,9 @@ def profile(args: argparse.Namespace) -> dict:
         gc_out = folder / "gc.json"
         port = bench.free_port()
         spec = bench.target(args.target, models["tiny"], port, 32, folder, args.server_args.split())
-        spec.env.update(PYTHONPATH=str(HERE / "profile_hook"), BENCH_GC_OUT=str(gc_out))
-        with bench.Server(spec, port, str(args.server_core)) as server:
+        path = [args.source] if args.source else []
+        spec.env.update(PYTHONPATH=os.pathsep.join([*path, str(HERE / "profile_hook")]), BENCH_GC_OUT=str(gc_out))
+        with bench.Server(spec, port, str(args.server_core), folder / "server.log") as server:
             url = server.url + bench.V1_PATH
             bench.wrk(url, body, args.concurrency, 2, args.load_core)  # warm-up
             raw = folder / "stacks.txt"
@@ -131,6 +132,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--rate", type=int, default=500, help="py-spy samples per second")
+    parser.add_argument("--source", help="serve modelship_server from this folder (e.g. an older commit's server/)")
     parser.add_argument("--native", action="store_true", help="py-spy --native (C/C++ frames too)")
     parser.add_argument("--keep-stacks", metavar="FILE", help="also write py-spy's raw stacks here")
     parser.add_argument("--server-core", type=int, default=0)

@@ -14,8 +14,9 @@ measured. Results (rps, p50, p99 from wrk's latency distribution; with ``--round
 median over rounds, the spread kept) go to ``bench/server/results/<date>.json`` with the load
 average around each server, a markdown table (``.md``) and a plot (``.png``).
 
-Sections: ``mlp`` (every server at c = 1, 8, 32), ``cnn`` (the small CNN at c = 32, batching
-on where the server has it), ``workers`` (the CNN on two cores: one process against two
+Sections: ``mlp`` (every server at c = 1, 8, 32 with its defaults: batching is on by default
+only in modelship), ``cnn`` (the small CNN at c = 32, batching on where the server has it:
+modelship, LitServe, MLServer; max 32 rows, 5 ms), ``workers`` (the CNN on two cores: one process against two
 front-end processes, with per-worker and shared models).
 """
 
@@ -181,8 +182,7 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 180) ->
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            err = proc.stderr.read().decode(errors="replace")[-3000:] if proc.stderr else ""
-            raise RuntimeError(f"server exited with {proc.returncode}:\n{err}")
+            raise RuntimeError(f"server exited with {proc.returncode}")
         try:
             with urllib.request.urlopen(url, timeout=2) as resp:
                 if resp.status == 200:
@@ -196,8 +196,9 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 180) ->
 class Server:
     """A target running under taskset; SIGTERM (then SIGKILL) on exit, children included."""
 
-    def __init__(self, spec: Target, port: int, cores: str) -> None:
+    def __init__(self, spec: Target, port: int, cores: str, log: Path) -> None:
         self.spec = spec
+        self.log = log
         self.url = f"http://127.0.0.1:{port}"
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("MODELSHIP_")},
@@ -206,15 +207,17 @@ class Server:
             "PYTHONWARNINGS": "ignore",
         }
         cmd = ["taskset", "-c", cores, str(spec.python), *spec.argv]
-        self.proc = subprocess.Popen(
-            cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
-        )
+        with log.open("wb") as out:  # a file, never a pipe: a chatty server must not block on it
+            self.proc = subprocess.Popen(
+                cmd, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
 
     def __enter__(self) -> Server:
         try:
             wait_ready(self.url + self.spec.health, self.proc)
         except BaseException:
             self.__exit__()
+            print(self.log.read_text(errors="replace")[-3000:], file=sys.stderr)
             raise
         return self
 
@@ -297,9 +300,13 @@ def measure(
     spec = target(key, model, port, batch, workdir, list(extra))
     rows = []
     load_before = os.getloadavg()
-    with Server(spec, port, cores or str(args.server_core)) as server:
+    with Server(spec, port, cores or str(args.server_core), workdir / f"{key}-{port}.log") as server:
         url = server.url + V1_PATH
-        check_predictions(url, body.read_bytes(), expected)
+        try:
+            check_predictions(url, body.read_bytes(), expected)
+        except Exception:
+            print(server.log.read_text(errors="replace")[-3000:], file=sys.stderr)
+            raise
         wrk(url, body, max(conns), args.warmup, args.load_core)  # warm-up, discarded
         for c in conns:
             result = wrk(url, body, c, args.duration, args.load_core)
@@ -316,10 +323,10 @@ def run_once(args: argparse.Namespace, models: dict[str, Path], bodies: dict[str
     rows: list[dict[str, Any]] = []
     only = args.only.split(",") if args.only else SERVERS
     common = dict(args=args, workdir=workdir)
-    if "mlp" in args.sections:
+    if "mlp" in args.sections:  # every server with its defaults: batching only in modelship's
         for key in only:
             rows += measure(key, models["tiny"], bodies["tiny"], expected["tiny"], section="mlp",
-                            conns=[1, 8, 32], batch=32, **common)  # fmt: skip
+                            conns=[1, 8, 32], batch=32 if key == "modelship" else 1, **common)  # fmt: skip
     if "cnn" in args.sections:
         for key in only:
             rows += measure(key, models["cnn"], bodies["cnn"], expected["cnn"], section="cnn",

@@ -1,11 +1,17 @@
 """KServe ModelServer peer: the same TorchScript file as a ``kserve.Model`` on the KServe v1
-path, the way KServe's custom-model docs write it (gRPC and per-request latency logging off:
-neither is used here, and no other server logs per request). Run in its own venv."""
+path, the way KServe's custom-model docs write it. Off, because no other server here does it
+and it only costs the peer: gRPC (not measured), the per-request latency log, and KServe's
+logging setup (its access log and timing trace print a line per request at INFO; with Python's
+default WARNING level they print nothing). Run in its own venv."""
 
 import os
+import sys
 
-import kserve
-import torch
+# KServe parses its flags from sys.argv when imported.
+sys.argv[1:] = ["--configure_logging", "false", "--enable_latency_logging", "false"]
+
+import kserve  # noqa: E402
+import torch  # noqa: E402
 
 
 class TorchScriptModel(kserve.Model):

@@ -9,6 +9,7 @@ import torch
 from fastapi import Request
 from mlserver import MLModel
 from mlserver.codecs import NumpyCodec
+from mlserver.context import model_context
 from mlserver.handlers import custom_handler
 from mlserver.types import InferenceRequest, InferenceResponse
 
@@ -29,7 +30,7 @@ class TorchScriptRuntime(MLModel):
     async def predict_v1(self, request: Request) -> dict:
         body = await request.json()
         rows = np.asarray(body["instances"], dtype=np.float32)
-        response = await self.predict(
-            InferenceRequest(inputs=[NumpyCodec.encode_input("input__0", rows)])
-        )
+        request_v2 = InferenceRequest(inputs=[NumpyCodec.encode_input("input__0", rows)])
+        with model_context(self.settings):  # what MLServer's own v2 route sets around predict
+            response = await self.predict(request_v2)
         return {"predictions": NumpyCodec.decode_output(response.outputs[0]).tolist()}
