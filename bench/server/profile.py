@@ -75,6 +75,7 @@ def cpu_seconds(pid: int) -> float:
 
 def profile(args: argparse.Namespace) -> dict:
     tools = venvs.ensure("tools", with_torch=False)
+    args.source = getattr(args, "source", "")
     py_spy = tools.path / "bin" / "py-spy"
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

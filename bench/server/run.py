@@ -14,10 +14,11 @@ measured. Results (rps, p50, p99 from wrk's latency distribution; with ``--round
 median over rounds, the spread kept) go to ``bench/server/results/<date>.json`` with the load
 average around each server, a markdown table (``.md``) and a plot (``.png``).
 
-Sections: ``mlp`` (every server at c = 1, 8, 32 with its defaults: batching is on by default
+Sections (``--sections``): ``mlp`` (every server at c = 1, 8, 32 with its defaults: batching is on by default
 only in modelship), ``cnn`` (the small CNN at c = 32, batching on where the server has it:
 modelship, LitServe, MLServer; max 32 rows, 5 ms), ``workers`` (the CNN on two cores: one process against two
-front-end processes, with per-worker and shared models).
+front-end processes, with per-worker and shared models), ``profile`` (``profile.py``: modelship's
+CPU per request by layer at c = 1, 8, 32; with ``--profile-before DIR`` also the server in DIR).
 """
 
 from __future__ import annotations
@@ -398,7 +399,9 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=6.0, help="seconds per wrk run")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of discarded load per server")
     parser.add_argument("--rounds", type=int, default=2, help="repeat everything; cells are medians")
-    parser.add_argument("--sections", default="mlp,cnn,workers")
+    parser.add_argument("--sections", default="mlp,cnn,workers,profile")
+    parser.add_argument("--profile-before", default="", metavar="DIR",
+                        help="profile section: also profile the server in DIR (e.g. main's server/)")  # fmt: skip
     parser.add_argument("--only", default="", help=f"comma-separated subset of {','.join(SERVERS)}")
     parser.add_argument("--server-core", type=int, default=0)
     parser.add_argument("--load-core", type=int, default=1)
@@ -440,6 +443,21 @@ def main() -> int:
                 expected[key] = torch.jit.load(str(models[key]))(torch.from_numpy(x)).numpy()
         rounds = [run_once(args, models, bodies, expected, folder) for _ in range(args.rounds)]
     rows = median_rows(rounds) if args.rounds > 1 else rounds[0]
+    profiles = []
+    if "profile" in args.sections:  # where the time goes, before (main's server) and after
+        import profile as layer_profile
+
+        for label, source in (("before", args.profile_before), ("after", "")):
+            if label == "before" and not source:
+                continue
+            for c in (1, 8, 32):
+                settings = argparse.Namespace(
+                    target="modelship", server_args="", concurrency=c, seconds=args.duration, rate=500,
+                    server_core=args.server_core, load_core=args.load_core, source=source, native=False,
+                    keep_stacks=None,
+                )  # fmt: skip
+                profiles.append({"code": label, **layer_profile.profile(settings)})
+                print(json.dumps(profiles[-1]), flush=True)
     stamp = time.strftime("%Y-%m-%d-%H%M", time.gmtime(started))
     report = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
@@ -453,6 +471,7 @@ def main() -> int:
         "load_core": args.load_core,
         "rows": rows,
         "all_rounds": rounds,
+        "profile": profiles,
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
