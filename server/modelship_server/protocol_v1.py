@@ -14,7 +14,7 @@ from starlette.responses import Response
 
 from . import errors, tensors
 from .dataplane import DataPlane
-from .web import ERROR_RESPONSES, Reply, json_reply, json_response, parse_object
+from .web import ERROR_RESPONSES, Reply, hand_read_operation, json_reply, json_response, parse_object
 
 
 def _predictions(outputs: list[np.ndarray], names: list[str]) -> Any:
@@ -37,43 +37,27 @@ async def predict(dataplane: DataPlane, name: str, body: bytes) -> Reply:
     return json_reply({"predictions": _predictions(outputs, model.output_names)})
 
 
-PREDICT_OPENAPI: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["instances"],
-                    "properties": {
-                        "instances": {
-                            "type": "array",
-                            "minItems": 1,
-                            "description": "One entry per input row, shaped like the model's input "
-                            "without the batch dimension (numbers, nested lists).",
-                            "items": {},
-                        }
-                    },
-                }
+PREDICT_OPENAPI = hand_read_operation(
+    {
+        "type": "object",
+        "required": ["instances"],
+        "properties": {
+            "instances": {
+                "type": "array",
+                "minItems": 1,
+                "description": "One entry per input row, shaped like the model's input "
+                "without the batch dimension (numbers, nested lists).",
+                "items": {},
             }
         },
     },
-    "responses": {
-        "200": {
-            "description": "One prediction per instance",
-            "content": {
-                "application/json": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["predictions"],
-                        "properties": {"predictions": {"type": "array", "items": {}}},
-                    }
-                }
-            },
-        },
-        **ERROR_RESPONSES,
+    "One prediction per instance",
+    {
+        "type": "object",
+        "required": ["predictions"],
+        "properties": {"predictions": {"type": "array", "items": {}}},
     },
-}
+)
 """The body this route reads by hand (no pydantic model on the hot path), described for the
 OpenAPI document all the same."""
 

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from . import __version__, errors, tensors
 from .dataplane import DataPlane
 from .loading import ServedModel
-from .web import ERROR_RESPONSES, Reply, json_reply, json_response, parse_object
+from .web import ERROR_RESPONSES, Reply, hand_read_operation, json_reply, json_response, parse_object
 
 VERSIONS = ["1"]
 EXTENSIONS = ["binary_tensor_data", "model_configuration"]
@@ -176,8 +176,37 @@ _TENSOR_SCHEMA: dict[str, Any] = {
         },
     },
 }
-INFER_OPENAPI: dict[str, Any] = {
-    "parameters": [
+INFER_OPENAPI = hand_read_operation(
+    {
+        "type": "object",
+        "required": ["inputs"],
+        "properties": {
+            "id": {"type": "string"},
+            "inputs": {"type": "array", "minItems": 1, "items": _TENSOR_SCHEMA},
+            "outputs": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name"],
+                    "properties": {"name": {"type": "string"}, "parameters": {"type": "object"}},
+                },
+            },
+            "parameters": {"type": "object", "properties": {"binary_data_output": {"type": "boolean"}}},
+        },
+    },
+    "The outputs (JSON, or a JSON header followed by raw tensors)",
+    {
+        "type": "object",
+        "required": ["model_name", "outputs"],
+        "properties": {
+            "model_name": {"type": "string"},
+            "model_version": {"type": "string"},
+            "id": {"type": "string"},
+            "outputs": {"type": "array", "items": _TENSOR_SCHEMA},
+        },
+    },
+    binary=True,
+    parameters=[
         {
             "name": "Inference-Header-Content-Length",
             "in": "header",
@@ -186,58 +215,7 @@ INFER_OPENAPI: dict[str, Any] = {
             "schema": {"type": "integer", "minimum": 1},
         }
     ],
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["inputs"],
-                    "properties": {
-                        "id": {"type": "string"},
-                        "inputs": {"type": "array", "minItems": 1, "items": _TENSOR_SCHEMA},
-                        "outputs": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "required": ["name"],
-                                "properties": {"name": {"type": "string"}, "parameters": {"type": "object"}},
-                            },
-                        },
-                        "parameters": {
-                            "type": "object",
-                            "properties": {"binary_data_output": {"type": "boolean"}},
-                        },
-                    },
-                }
-            },
-            "application/octet-stream": {
-                "schema": {"type": "string", "format": "binary"},
-            },
-        },
-    },
-    "responses": {
-        "200": {
-            "description": "The outputs (JSON, or a JSON header followed by raw tensors)",
-            "content": {
-                "application/json": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["model_name", "outputs"],
-                        "properties": {
-                            "model_name": {"type": "string"},
-                            "model_version": {"type": "string"},
-                            "id": {"type": "string"},
-                            "outputs": {"type": "array", "items": _TENSOR_SCHEMA},
-                        },
-                    }
-                },
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-            },
-        },
-        **ERROR_RESPONSES,
-    },
-}
+)
 """The body the infer route reads by hand, described for the OpenAPI document."""
 
 

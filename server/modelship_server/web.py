@@ -39,6 +39,28 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 """The error table (``errors.STATUS``) as OpenAPI responses, for the routes that use it."""
 
 
+def hand_read_operation(
+    request_schema: dict[str, Any],
+    ok_description: str,
+    ok_schema: dict[str, Any],
+    binary: bool = False,
+    parameters: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """OpenAPI for a route that reads its body by hand (no pydantic model on the hot path):
+    the request and 200 bodies (plus raw bytes when ``binary``) and the error table."""
+    raw = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}} if binary else {}
+    operation: dict[str, Any] = {
+        "requestBody": {"required": True, "content": {JSON: {"schema": request_schema}, **raw}},
+        "responses": {
+            "200": {"description": ok_description, "content": {JSON: {"schema": ok_schema}, **raw}},
+            **ERROR_RESPONSES,
+        },
+    }
+    if parameters:
+        operation["parameters"] = parameters
+    return operation
+
+
 @dataclass(slots=True)
 class Reply:
     """What a protocol function answers, independent of the transport that carries it (the

@@ -190,3 +190,15 @@ def test_unknown_routes_and_methods_answer_with_detail(mlp_server: Running) -> N
         assert client.get("/nope").json() == {"detail": "Not Found"}
         response = client.get("/v2/models/tiny/infer")
         assert response.status_code == 405 and "detail" in response.json()
+
+
+def test_openapi_describes_every_route_and_the_inference_bodies(mlp_server: Running) -> None:
+    spec = mlp_server.http.get("/openapi.json").json()
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            assert operation.get("description") or operation.get("summary"), f"{method} {path}"
+    for path in ("/v1/models/{name}:predict", "/v2/models/{name}/infer"):
+        operation = spec["paths"][path]["post"]
+        schema = operation["requestBody"]["content"]["application/json"]["schema"]
+        assert schema["required"] == (["instances"] if path.startswith("/v1") else ["inputs"])
+        assert {"400", "404", "413", "503"} <= set(operation["responses"])
