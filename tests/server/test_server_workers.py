@@ -10,13 +10,14 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from server_support import ModelFiles, serve_subprocess, wait_until
+from server_support import ModelFiles, free_port, serve_subprocess, wait_until
 
 
 @pytest.mark.parametrize("mode", ["per-worker", "shared"])
 def test_workers_serve_as_one(models: ModelFiles, mode: str) -> None:
+    grpc_port = free_port()
     args = ["--model-name", "tiny", "--model-uri", str(models.cnn_ts), "--workers", "2",
-            "--model-process", mode, "--num-threads", "1"]  # fmt: skip
+            "--model-process", mode, "--num-threads", "1", "--grpc-port", str(grpc_port)]  # fmt: skip
     images = np.random.default_rng(7).normal(size=(24, 1, 12, 12)).astype(np.float32)
     with torch.no_grad():
         expected = models.cnn(torch.from_numpy(images)).numpy()
@@ -48,15 +49,26 @@ def test_workers_serve_as_one(models: ModelFiles, mode: str) -> None:
         assert v2.status_code == 200, v2.text
         bad = httpx.post(f"{url}/v1/models/tiny:predict", json={"instances": [[1, 2]]}, timeout=10)
         assert bad.status_code == 400 and "shape" in bad.json()["detail"]
+        import tritonclient.grpc as triton  # every front end serves gRPC on the shared port too
+
+        grpc_client = triton.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+        tensor = triton.InferInput("input__0", [2, 1, 12, 12], "FP32")
+        tensor.set_data_from_numpy(images[:2])
+        np.testing.assert_allclose(
+            grpc_client.infer("tiny", [tensor]).as_numpy("output__0"), expected[:2], rtol=1e-4, atol=1e-5
+        )
+        grpc_client.close()
 
         def counted() -> bool:  # every process's numbers in one answer, whichever front end answers
             text = httpx.get(f"{url}/metrics", timeout=10).text
             lines = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
             ok = 'modelship_requests_total{endpoint="/v1/models/{name}:predict",method="POST",status="200"}'
+            grpc = 'modelship_requests_total{endpoint="/inference.GRPCInferenceService/ModelInfer",method="GRPC",status="200"}'
             return (
                 float(lines.get(ok, 0)) == len(images)
+                and float(lines.get(grpc, 0)) == 1
                 and float(lines["modelship_processes"]) == (3 if mode == "shared" else 2)
-                and float(lines["modelship_batch_size_sum"]) >= len(images) + 1
+                and float(lines["modelship_batch_size_sum"]) >= len(images) + 3
             )
 
         wait_until(counted, timeout=20, what="metrics added up over the processes")
