@@ -48,6 +48,7 @@ HERE = Path(__file__).resolve().parent
 PEERS = HERE / "peers"
 RESULTS = HERE / "results"
 sys.path.insert(0, str(HERE))
+import report as report_md  # noqa: E402
 import venvs  # noqa: E402
 
 warnings.simplefilter("ignore", FutureWarning)
@@ -363,28 +364,6 @@ def median_rows(rounds: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     return merged
 
 
-def table(rows: list[dict[str, Any]]) -> str:
-    """Markdown: every row with its ratios to the floor (mlp, cnn) or to one process (workers)."""
-    floor = {(r["section"], r["concurrency"]): r for r in rows if r["server"] == "raw ASGI floor"}
-    one = {r["concurrency"]: r for r in rows if r["section"] == "workers" and r["server"] == "1 process"}
-    out = [
-        "| section | server | c | rps | p50 ms | p99 ms | rps / floor | p99 / floor |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for row in rows:
-        ref = floor.get((row["section"], row["concurrency"]))
-        if row["section"] == "workers":
-            ref = one.get(row["concurrency"])
-        ratio = f"{row['rps'] / ref['rps']:.2f}" if ref else ""
-        p99 = f"{row['p99_ms'] / ref['p99_ms']:.2f}" if ref else ""
-        errs = f" ({row['non2xx']} non-2xx)" if row["non2xx"] else ""
-        out.append(
-            f"| {row['section']} | {row['server']} | {row['concurrency']} | {row['rps']:,.0f}{errs} | "
-            f"{row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {ratio} | {p99} |"
-        )
-    return "\n".join(out)
-
-
 def wait_quiet(threshold: float, longest_s: float) -> tuple[float, ...]:
     """Poll the 1-minute load average once a minute until it drops below ``threshold``."""
     deadline = time.monotonic() + longest_s
@@ -477,11 +456,8 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     raw = out / f"{stamp}.json"
     raw.write_text(json.dumps(report, indent=2) + "\n")
-    md = table(rows)
-    (out / f"{stamp}.md").write_text(
-        f"Run {report['when']}, {args.rounds} rounds x {args.duration:g} s (medians), load average "
-        f"{quiet[0]:.2f} at start, {report['loadavg_at_end'][0]:.2f} at end. Raw: {raw.name}\n\n{md}\n"
-    )
+    md = report_md.markdown(report, raw.name)
+    (out / f"{stamp}.md").write_text(md)
     plot = subprocess.run(
         [str(venvs.VENVS["tools"].python), str(HERE / "plot.py"), str(raw), str(out / f"{stamp}.png")],
         capture_output=True, text=True,
