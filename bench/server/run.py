@@ -18,7 +18,9 @@ Sections (``--sections``): ``mlp`` (every server at c = 1, 8, 32 with its defaul
 only in modelship), ``cnn`` (the small CNN at c = 32, batching on where the server has it:
 modelship, LitServe, MLServer; max 32 rows, 5 ms), ``workers`` (the CNN on two cores: one process against two
 front-end processes, with per-worker and shared models), ``profile`` (``profile.py``: modelship's
-CPU per request by layer at c = 1, 8, 32; with ``--profile-before DIR`` also the server in DIR).
+CPU per request by layer at c = 1, 8, 32; with ``--profile-before DIR`` also the server in DIR),
+and, not by default, ``scaling`` (the GPU check: served rows/s of the CNN over the binary OIP v2
+path with 1/2/4/8 front ends and one shared model process, every core, ``--scaling-device``).
 """
 
 from __future__ import annotations
@@ -272,13 +274,16 @@ def parse_wrk(output: str) -> dict[str, Any]:
     }
 
 
-def wrk(url: str, body: Path, connections: int, seconds: float, core: int) -> dict[str, Any]:
+def wrk(
+    url: str, body: Path, connections: int, seconds: float, core: int | str, threads: int = 1,
+    header_length: int | None = None,
+) -> dict[str, Any]:  # fmt: skip
     cmd = [
         "taskset",
         "-c",
         str(core),
         "wrk",
-        "-t1",
+        f"-t{threads}",
         f"-c{connections}",
         f"-d{max(1, round(seconds))}s",
         "--latency",
@@ -286,9 +291,8 @@ def wrk(url: str, body: Path, connections: int, seconds: float, core: int) -> di
         str(HERE / "post.lua"),
         url,
     ]
-    out = subprocess.run(
-        cmd, env={**os.environ, "BODY_FILE": str(body)}, capture_output=True, text=True, check=True
-    )
+    env = {**os.environ, "BODY_FILE": str(body), "HEADER_LENGTH": str(header_length or "")}
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
     return parse_wrk(out.stdout)
 
 
@@ -346,6 +350,39 @@ def run_once(args: argparse.Namespace, models: dict[str, Path], bodies: dict[str
         ]:  # fmt: skip
             rows += measure("modelship", models["cnn"], bodies["cnn"], expected["cnn"], section="workers",
                             conns=[32], batch=32, label=label, cores=both, extra=extra, **common)  # fmt: skip
+    if "scaling" in args.sections:
+        rows += measure_scaling(args, models["cnn"], bodies["cnn"], expected["cnn"], workdir)
+    return rows
+
+
+def measure_scaling(
+    args: argparse.Namespace, model: Path, json_body: Path, expected: np.ndarray, workdir: Path
+) -> list[dict[str, Any]]:
+    """Served rows/s of the CNN over the binary OIP v2 path (16 images per request) with 1, 2,
+    4, 8 front ends feeding one shared model process, on every core (``--scaling-device``:
+    cuda when the GPU machine is lent, cpu for a smoke test here)."""
+    images = np.random.default_rng(1).normal(size=(16, 1, 16, 16)).astype("<f4")
+    header = json.dumps({"inputs": [{"name": "input__0", "datatype": "FP32", "shape": list(images.shape),
+                                     "parameters": {"binary_data_size": images.nbytes}}],
+                         "parameters": {"binary_data_output": True}}).encode()  # fmt: skip
+    body = workdir / "cnn-binary.bin"
+    body.write_bytes(header + images.tobytes())
+    every = f"0-{(os.cpu_count() or 1) - 1}"
+    rows = []
+    for count in [int(n) for n in args.scaling_workers.split(",")]:
+        port = free_port()
+        extra = ["--workers", str(count), "--model-process", "shared", "--device", args.scaling_device,
+                 "--num-threads", "0", "--max-batch-size", "512", "--max-latency-ms", "2"]  # fmt: skip
+        spec = target("modelship", model, port, 512, workdir, extra)
+        with Server(spec, port, every, workdir / f"scaling-{count}.log") as server:
+            check_predictions(server.url + V1_PATH, json_body.read_bytes(), expected)
+            url = server.url + f"/v2/models/{MODEL_NAME}/infer"
+            wrk(url, body, 64, args.warmup, every, threads=4, header_length=len(header))
+            result = wrk(url, body, 64, args.duration, every, threads=4, header_length=len(header))
+        rows.append({"section": "scaling", "server": f"{count} front end(s), shared model ({args.scaling_device})",
+                     "concurrency": 64, "batch": 512, "rows_per_s": result["rps"] * len(images), **result,
+                     "loadavg_after": os.getloadavg()})  # fmt: skip
+        print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
@@ -379,6 +416,8 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of discarded load per server")
     parser.add_argument("--rounds", type=int, default=2, help="repeat everything; cells are medians")
     parser.add_argument("--sections", default="mlp,cnn,workers,profile")
+    parser.add_argument("--scaling-workers", default="1,2,4,8", help="scaling section: front-end counts")
+    parser.add_argument("--scaling-device", default="cuda", help="scaling section: cuda (GPU machine) or cpu")
     parser.add_argument("--profile-before", default="", metavar="DIR",
                         help="profile section: also profile the server in DIR (e.g. main's server/)")  # fmt: skip
     parser.add_argument("--only", default="", help=f"comma-separated subset of {','.join(SERVERS)}")
