@@ -144,7 +144,8 @@ def target(key: str, model: Path, port: int, batch: int, workdir: Path, extra: l
         return Target("modelship", Path(sys.executable), argv)
     if key == "plain":
         argv = ["-m", "uvicorn", "plain_app:app", "--app-dir", str(HERE), *uvicorn]
-        return Target("plain FastAPI", Path(sys.executable), argv, {"PLAIN_MODEL": str(model)})
+        rank = "4" if model.stem == "cnn" else "2"
+        return Target("plain FastAPI", Path(sys.executable), argv, {"PLAIN_MODEL": str(model), "PLAIN_RANK": rank})
     if key == "floor":
         python = venvs.ensure("floor").python
         argv = ["-m", "uvicorn", "floor_app:app", "--app-dir", str(PEERS), "--loop", "uvloop",
