@@ -10,7 +10,7 @@ serve-example: venv ## serve a tiny TorchScript MLP on 127.0.0.1:8000 (Ctrl-C st
 	@$(PY) bench/server/run.py --export-models $(SERVER_OUT) >/dev/null
 	$(PY) -m modelship_server --host 127.0.0.1 --model-name tiny --model-uri $(SERVER_OUT)/tiny.pt
 
-bench-server: venv ## wrk: modelship vs plain FastAPI (tiny MLP, c=1,8,32) + batching on a CNN
+bench-server: venv ## wrk: modelship vs the raw floor and peers (own venvs), CNN batching, workers, profile
 	@command -v wrk >/dev/null || { echo "wrk missing: make setup (apt-get install wrk)"; exit 1; }
 	$(PY) bench/server/run.py $(BENCH_ARGS)
 
