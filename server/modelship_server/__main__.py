@@ -26,16 +26,28 @@ log = logging.getLogger("modelship.main")
 
 
 class DrainingServer(uvicorn.Server):
-    """uvicorn.Server that tells the app about SIGTERM before (optionally) delaying exit."""
+    """uvicorn.Server that tells the app about SIGTERM before (optionally) delaying exit.
 
-    def __init__(self, config: uvicorn.Config, on_signal: Callable[[], None], delay_s: float) -> None:
+    The delay only matters to a server that was serving (endpoints may still route to it); one
+    still loading, or whose load failed, was never ready, so it stops at once instead of making
+    the kubelet wait (a rollback of a slow model would otherwise hold its pod, and maybe its
+    GPU, for the whole grace period)."""
+
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        on_signal: Callable[[], None],
+        delay_s: float,
+        serving: Callable[[], bool] = lambda: True,
+    ) -> None:
         super().__init__(config)
         self._on_signal = on_signal
         self._delay_s = delay_s
+        self._serving = serving
         self._signalled = False
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self._signalled or self._delay_s <= 0:
+        if self._signalled or self._delay_s <= 0 or not self._serving():
             self._signalled = True
             self._on_signal()
             super().handle_exit(sig, frame)
@@ -77,7 +89,9 @@ def serve_app(app: ModelshipApp, settings: Settings, sockets: list[socket.socket
         http="auto",
         log_config=None,
     )
-    server = DrainingServer(config, app.state.dataplane.begin_drain, settings.shutdown_delay_s)
+    dataplane = app.state.dataplane
+    server = DrainingServer(config, dataplane.begin_drain, settings.shutdown_delay_s,
+                            serving=lambda: dataplane.state == "ready")
     server.run(sockets=sockets)
 
 

@@ -11,10 +11,11 @@ import asyncio
 import gc
 import logging
 import os
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -31,6 +32,37 @@ log = logging.getLogger("modelship.dataplane")
 
 EXIT_LOAD_FAILED = 3
 """Process exit code with ``exit_on_load_failure`` (distinct from crashes and signals)."""
+
+
+T = TypeVar("T")
+
+
+async def _in_daemon_thread(fn: Callable[[], T]) -> T:
+    """``fn()`` in a daemon thread. asyncio.to_thread's executor threads are joined when the
+    interpreter exits, so a SIGTERM during a long load (or a hung download) would keep the
+    process alive until the kubelet's SIGKILL; a load still running at exit is abandoned."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def run() -> None:
+        try:
+            result = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task as is
+            loop.call_soon_threadsafe(_settle, future, None, exc)
+        else:
+            loop.call_soon_threadsafe(_settle, future, result, None)
+
+    threading.Thread(target=run, name="modelship-load", daemon=True).start()
+    return await future
+
+
+def _settle(future: asyncio.Future[T], result: T | None, exc: BaseException | None) -> None:
+    if future.done():  # the awaiting task was cancelled (shutdown)
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)  # type: ignore[arg-type]
 
 
 class DataPlane:
@@ -88,7 +120,7 @@ class DataPlane:
         s = self.settings
         started = time.perf_counter()
         try:
-            model = await asyncio.to_thread(self._load_blocking)
+            model = await _in_daemon_thread(self._load_blocking)
         except (sources.SourceError, loading.LoadError) as exc:
             self._load_failed(str(exc))
             return

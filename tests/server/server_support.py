@@ -144,6 +144,18 @@ class Doubler:
         return x * 2
 
 
+class SlowLoad:
+    """A load that takes MS_TEST_LOAD_S (a model streaming in), then 2*x."""
+
+    inputs = [{"name": "x", "datatype": "FP32", "shape": [-1, 3]}]
+
+    def load(self, path, device):
+        time.sleep(float(os.environ.get("MS_TEST_LOAD_S", "60")))
+
+    def predict(self, x):
+        return x * 2
+
+
 class SlowCNN:
     """A TorchScript CNN behind a delay, so concurrent requests pile up into batches."""
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -10,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from server_support import ModelFiles, Running, serve, serve_subprocess, wait_until
+from server_support import ModelFiles, Running, free_port, serve, serve_subprocess, wait_until
 
 
 def _post_many(
@@ -157,6 +160,39 @@ def test_sigterm_drains_in_flight_and_queued_requests(models: ModelFiles) -> Non
         assert proc.returncode in (0, -signal.SIGTERM), proc.returncode
         log = proc.stdout.read().decode() if proc.stdout else ""
         assert "draining" in log and "Traceback" not in log, log
+
+
+def test_sigterm_while_loading_exits_at_once(models: ModelFiles) -> None:
+    """Never ready = never routed to: no shutdown delay, and the load thread does not hold the
+    exit (a rollback of a slow model must not keep its pod for the whole grace period)."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELSHIP_")}
+    env.update({"MS_TEST_LOAD_S": "120", "MODELSHIP_MODEL_NAME": "m"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "modelship_server", "--host", "127.0.0.1", "--port", str(port),
+         "--model-uri", str(models.handlers), "--model-format", "handler", "--model-handler",
+         "test_handlers:SlowLoad", "--shutdown-delay-s", "10", "--graceful-timeout-s", "20"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        def loading() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).json()["status"] == "loading"
+            except httpx.HTTPError:
+                return False
+
+        wait_until(loading, timeout=60, what="the server answering while it loads")
+        signalled = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        took = time.monotonic() - signalled
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    log = proc.stdout.read().decode() if proc.stdout else ""
+    assert took < 10, f"exit took {took:.1f}s (the 10 s shutdown delay or the 120 s load held it):\n{log}"
+    assert proc.returncode in (0, -signal.SIGTERM), (proc.returncode, log)
 
 
 def test_lone_caller_does_not_wait_for_max_latency(models: ModelFiles) -> None:
