@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 sys.path.insert(0, str(ROOT / "tests" / "node"))
 sys.path.insert(0, str(ROOT / "tests" / "images"))
 from e2e_support import Cluster, OperatorProcess, condition, install_crd, local_cluster, wait_until  # noqa: E402
-from images_support import Docker  # noqa: E402
+from images_support import Docker, script  # noqa: E402
 from node_support import (  # noqa: E402
     MISSING_TAG,
     NODE_CLUSTER,
@@ -176,6 +176,8 @@ def main() -> int:
     started = dt.datetime.now(dt.timezone.utc)
     docker = Docker()
     with local_cluster(NODE_CLUSTER, OUT / "bench-cluster-up.log", real_node=True) as cluster:
+        # The server image of this checkout (a no-op when docker's cache has it).
+        script("build.sh", "server", log=OUT / "bench-build-server.log", timeout=3600)
         server = "modelship-server:dev"
         images = build_test_images(docker, server, Path(OUT / "bench-models"), OUT / "bench-images.log")
         import_s = load_images(NODE_CLUSTER, [image(t) for t in images.ids], OUT / "bench-images.log")

@@ -43,6 +43,8 @@ tag="modelship-$what:${IMAGE_TAG:-dev}"
 if [ "$base" = "modelship-base:bookworm" ]; then
   bash hack/docker/base-image.sh import
 fi
+# The wheels this image installs, for the current pins (a no-op when its stamp matches).
+bash hack/docker/wheelhouse.sh "$what"
 version=$(python3 -c 'import tomllib; print(tomllib.load(open("pyproject.toml","rb"))["project"]["version"])')
 revision=${REVISION:-$(input_revision "$what")}
 network=()
