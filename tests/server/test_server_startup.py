@@ -18,7 +18,7 @@ from server_support import ModelFiles, serve
 
 from modelship_server import dataplane as dataplane_mod
 from modelship_server import device as device_mod
-from modelship_server.__main__ import main
+from modelship_server.entry import main
 from modelship_server.settings import load_settings
 
 # -- settings -------------------------------------------------------------------------------
