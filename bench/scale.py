@@ -58,7 +58,7 @@ from kubernetes import config as k8s_config  # noqa: E402
 from kubernetes import watch  # noqa: E402
 from kubernetes.client import ApiClient  # noqa: E402
 
-from modelship_operator import api, builders  # noqa: E402
+from modelship_operator.core import api, builders  # noqa: E402
 
 OUT = ROOT / "_out" / "bench"
 RESULTS = ROOT / "bench" / "results"
@@ -265,7 +265,8 @@ class RssSampler:
 #: ("limit=64,batch=0.5"; operator flags such as --workers go in MODELSHIP_BENCH_ARGS).
 TUNED_LAUNCHER = """
 import os, sys
-from modelship_operator import settings as s, __main__ as m
+from modelship_operator import __main__ as m
+from modelship_operator.runtime import settings as s
 tune = dict(kv.split("=") for kv in os.environ.get("MODELSHIP_BENCH_TUNE", "").split(",") if kv)
 plain = s.Settings.kopf_settings
 def tuned(self):

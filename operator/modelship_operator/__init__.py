@@ -5,6 +5,6 @@ talks to the Kubernetes API; ``handlers`` wires kopf to ``reconcile``. Run it wi
 ``python -m modelship_operator``.
 """
 
-from modelship_operator.api import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from modelship_operator.core.api import API_VERSION, GROUP, KIND, PLURAL, VERSION
 
 __all__ = ["API_VERSION", "GROUP", "KIND", "PLURAL", "VERSION"]

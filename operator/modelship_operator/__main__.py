@@ -13,7 +13,7 @@ import os
 import random
 from collections.abc import Sequence
 
-from modelship_operator.settings import Settings
+from modelship_operator.runtime.settings import Settings
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Settings:
@@ -83,7 +83,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     # Imported here: the CLI (--help) must work without touching kopf or the cluster.
     import kopf
 
-    from modelship_operator import handlers, kube, metrics
+    from modelship_operator import kube
+    from modelship_operator.runtime import controller as handlers, metrics
 
     try:
         kube.load_config(settings.kubeconfig)

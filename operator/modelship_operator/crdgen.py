@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from modelship_operator import api
+from modelship_operator.core import api
 
 ROOT = Path(__file__).resolve().parents[2]
 

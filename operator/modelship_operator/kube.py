@@ -23,7 +23,7 @@ import kubernetes
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
-from modelship_operator import api
+from modelship_operator.core import api
 
 Obj = dict[str, Any]
 

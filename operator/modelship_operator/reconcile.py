@@ -18,8 +18,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from modelship_operator import api, builders, kube, metrics, rollout, rollout_status, status
-from modelship_operator.cache import covers
+from modelship_operator import kube
+from modelship_operator.core import api, builders, rollout, status
+from modelship_operator.core.rollout import landing as rollout_status
+from modelship_operator.runtime import metrics
+from modelship_operator.runtime.cache import covers
 
 logger = logging.getLogger(__name__)
 

@@ -378,7 +378,7 @@ def _operator_api_calls() -> set[tuple[str, str, str]]:
 def test_rbac_covers_every_call_the_operator_makes() -> None:
     """Cluster-less drift check: a new API call in kube.py, or a new watched kind in handlers.py,
     fails here until templates/rbac.yaml grants it (the e2e tier proves it end to end)."""
-    from modelship_operator import handlers
+    from modelship_operator.runtime import controller as handlers
 
     granted = _flat(one(render(), "ClusterRole")["rules"])
     needed = _operator_api_calls()

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from modelship_operator import api, builders
+from modelship_operator.core import api, builders
 
 from .samples import body, md
 

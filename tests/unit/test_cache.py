@@ -3,8 +3,8 @@ pod sets, and which reads reach the API."""
 
 from __future__ import annotations
 
-from modelship_operator import api, builders
-from modelship_operator.cache import CachedCluster, Store, covers
+from modelship_operator.core import api, builders
+from modelship_operator.runtime.cache import CachedCluster, Store, covers
 
 from .samples import MonotonicClock, md
 

@@ -4,7 +4,8 @@ import kopf
 import pytest
 
 from modelship_operator import __main__ as cli
-from modelship_operator import handlers, reconcile, settings
+from modelship_operator import reconcile
+from modelship_operator.runtime import controller as handlers, settings
 
 
 def test_defaults_watch_all_namespaces():

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import kopf
 
-from modelship_operator import api, builders, handlers, kube, metrics
+from modelship_operator import kube
+from modelship_operator.core import api, builders
+from modelship_operator.runtime import controller as handlers, metrics
 from modelship_operator.reconcile import Result
-from modelship_operator.settings import Settings
+from modelship_operator.runtime.settings import Settings
 
 KEY = ("ml", "x")
 

@@ -9,7 +9,8 @@ import itertools
 
 import pytest
 
-from modelship_operator import builders, kube
+from modelship_operator import kube
+from modelship_operator.core import builders
 from modelship_operator.reconcile import Reconciler
 
 from .samples import body

@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
-from modelship_operator import builders, evidence as ev
-from modelship_operator import rollout as r
-from modelship_operator import rollout_steps as steps
+from modelship_operator.core import builders
+from modelship_operator.core import rollout as r
+from modelship_operator.core.rollout import evidence as ev
+from modelship_operator.core.rollout import steps
 
 pytestmark = pytest.mark.unit
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from modelship_operator import rollout
+from modelship_operator.core import rollout
 from modelship_operator.reconcile import Reconciler
 
 from .test_reconcile import FakeCluster
@@ -142,8 +142,8 @@ def test_gpu_rollout_starts_with_surge() -> None:
 def test_rollout_requests_and_evidence_waits_reach_the_queue() -> None:
     """A rollback/retry annotation is a new resourceVersion like any change: it queues a pass
     (kopf's own change detection ignored the modelship.io/ prefix); evidence waits are polled."""
-    from modelship_operator import handlers
-    from modelship_operator.settings import Settings
+    from modelship_operator.runtime import controller as handlers
+    from modelship_operator.runtime.settings import Settings
 
     def md(annotations: dict, handled: dict, rv: str = "1") -> dict:
         meta = {"name": "resnet", "namespace": "ml", "resourceVersion": rv, "annotations": annotations}

@@ -6,7 +6,8 @@ import copy
 import datetime as dt
 from typing import Any
 
-from modelship_operator import api, builders, rollout, rollout_status, status
+from modelship_operator.core import api, builders, rollout, status
+from modelship_operator.core.rollout import landing as rollout_status
 
 from .samples import body
 

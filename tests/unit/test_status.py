@@ -2,7 +2,7 @@
 
 from datetime import datetime, timedelta, timezone
 
-from modelship_operator import api, builders, status
+from modelship_operator.core import api, builders, status
 
 from .samples import body, md
 

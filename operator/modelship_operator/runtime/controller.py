@@ -34,11 +34,14 @@ from typing import Any
 
 import kopf
 
-from modelship_operator import api, builders, evidence, kube, metrics
-from modelship_operator.cache import CachedCluster, Store
+from modelship_operator import kube
+from modelship_operator.core import api, builders
+from modelship_operator.core.rollout import evidence
+from modelship_operator.runtime import metrics
+from modelship_operator.runtime.cache import CachedCluster, Store
 from modelship_operator.reconcile import Reconciler, Result
-from modelship_operator.settings import Settings
-from modelship_operator.workqueue import ShutDown, WorkQueue
+from modelship_operator.runtime.settings import Settings
+from modelship_operator.runtime.workqueue import ShutDown, WorkQueue
 
 logger = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from modelship_operator import api, builders, rollout, status
+from modelship_operator.core import api, builders, rollout, status
 
 Obj = Mapping[str, Any]
 

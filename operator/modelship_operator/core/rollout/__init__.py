@@ -63,9 +63,9 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from modelship_operator import evidence as ev
-from modelship_operator import rollout_steps as steps
-from modelship_operator.rollout_model import (  # re-exported: this module is the entry point
+from modelship_operator.core.rollout import evidence as ev
+from modelship_operator.core.rollout import steps
+from modelship_operator.core.rollout.revisions import (  # re-exported: this module is the entry point
     POD_FIELDS,
     RETRY_ANNOTATION,
     REVISION_HASH_LABEL,

@@ -11,8 +11,8 @@ import datetime as dt
 import math
 from typing import Any
 
-from modelship_operator import evidence as ev
-from modelship_operator.rollout_model import (
+from modelship_operator.core.rollout import evidence as ev
+from modelship_operator.core.rollout.revisions import (
     DEFAULT_STARTUP_TIMEOUT_S,
     IN_FLIGHT,
     RETRY_ANNOTATION,

@@ -16,7 +16,7 @@ import math
 import re
 from typing import Any, Literal
 
-from modelship_operator import api
+from modelship_operator.core import api
 
 Obj = dict[str, Any]
 Resolved = Literal["surge", "no-surge"]

@@ -18,7 +18,7 @@ import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from modelship_operator import builders
+from modelship_operator.core import builders
 
 __all__ = [
     "Evidence",

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from modelship_operator import api, builders, evidence
+from modelship_operator.core import api, builders
+from modelship_operator.core.rollout import evidence
 
 Obj = Mapping[str, Any]
 
