@@ -188,7 +188,9 @@ def test_explicit_device_wins():
     ("surge", "gpu", "expected"),
     [
         ("auto", None, builders.SURGE),
-        ("auto", {"count": 1}, builders.NO_SURGE),
+        # auto means one thing everywhere: surge, until the rollout engine sees a surge pod short
+        # of GPUs (then no-surge, see test_rollout). It used to be no-surge here for GPU pods.
+        ("auto", {"count": 1}, builders.SURGE),
         ("auto", {"count": 0}, builders.SURGE),
         ("surge", {"count": 1}, builders.SURGE),
         ("no-surge", None, builders.NO_SURGE),

@@ -4,8 +4,7 @@ import kopf
 import pytest
 
 from modelship_operator import __main__ as cli
-from modelship_operator import reconcile
-from modelship_operator.runtime import controller as handlers, settings
+from modelship_operator.runtime import controller, settings, watches
 
 
 def test_defaults_watch_all_namespaces():
@@ -38,7 +37,7 @@ def test_kopf_settings_keep_progress_out_of_status_and_diff_nothing():
 
 
 def test_registry_has_every_trigger():
-    registry = handlers.build_registry(reconcile.Reconciler(None), settings.Settings())  # type: ignore[arg-type]
+    registry = watches.build_registry(controller.Controller(None, settings.Settings()), settings.Settings())
     resources = set()
     for sub in (registry._changing, registry._watching, registry._spawning):
         for handler in sub.get_all_handlers():
@@ -47,11 +46,14 @@ def test_registry_has_every_trigger():
             ("policy", "poddisruptionbudgets"), ("", "pods")} <= resources  # fmt: skip
 
 
-def test_standalone_by_default_peering_on_request():
-    assert cli.parse_args([]).kopf_settings().peering.standalone
-    s = cli.parse_args(["--peering", "modelship", "--peering-lifetime", "15"])
-    ks = s.kopf_settings()
-    assert (ks.peering.name, ks.peering.lifetime, ks.peering.mandatory) == ("modelship", 15, True)
-    assert not ks.peering.standalone and ks.peering.clusterwide
-    assert s.peering_priority > 0
-    assert cli.parse_args(["--peering", "p", "--peering-priority", "7"]).peering_priority == 7
+def test_one_replica_by_default_lease_leader_election_on_request():
+    s = cli.parse_args([])
+    assert not s.leader_elect and s.kopf_settings().peering.standalone
+    s = cli.parse_args(["--leader-elect", "--leader-elect-resource-name", "ms", "--leader-elect-resource-namespace",
+                        "ops", "--leader-elect-lease-duration", "20"])  # fmt: skip
+    assert s.leader_elect and s.kopf_settings().peering.standalone  # kopf peering is not used at all
+    lease = s.lease_config("me")
+    assert (lease.namespace, lease.name, lease.identity) == ("ops", "ms", "me")
+    assert (lease.lease_duration, lease.renew_deadline, lease.retry_period) == (20, 10, 2)  # client-go's defaults
+    with pytest.raises(SystemExit):  # the leader would not stop before another may start
+        cli.parse_args(["--leader-elect", "--leader-elect-renew-deadline", "20"])

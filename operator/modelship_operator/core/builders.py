@@ -1,12 +1,13 @@
 """Desired child objects of a ModelDeployment: Deployment, Service, PodDisruptionBudget.
 
 Pure functions: a validated ``api.ModelDeployment`` in, plain dicts out (ready for server-side
-apply). No API calls, no clock, no environment. The handlers apply the *whole* object every
+apply). No API calls, no clock, no environment. The reconcile pass applies the *whole* object every
 time, so whatever a builder leaves out is released by the field manager, and drift is undone.
 
-Rollout seams: ``desired_deployment`` takes ``image`` (serve another image than ``spec.image``,
-e.g. the stable one after a rollback) and ``surge`` (override the resolved surge mode, e.g.
-fall back to no-surge when a GPU surge pod cannot be scheduled).
+Rollout seams: ``desired_deployment`` takes ``image`` (serve another image than ``spec.image``)
+and ``surge`` (the mode the rollout engine resolved, see :func:`resolve_surge`). A rollback
+serves a whole earlier revision: the engine hands in a ModelDeployment whose pod-relevant
+fields are that revision's.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import math
 import re
 from typing import Any, Literal
 
-from modelship_operator.core import api
+from modelship_operator.core import api, server_env
 
 Obj = dict[str, Any]
 Resolved = Literal["surge", "no-surge"]
@@ -133,12 +134,19 @@ def _metadata(md: api.ModelDeployment, image: str | None = None) -> Obj:
     }
 
 
-def resolve_surge(spec: api.ModelDeploymentSpec) -> Resolved:
-    """auto: no surge for GPU pods (a surge pod may find no free GPU and block the rollout),
-    surge for CPU pods (capacity is usually there and the service never shrinks)."""
-    if spec.rollout.surge == "auto":
-        return "no-surge" if spec.gpu_count > 0 else "surge"
-    return spec.rollout.surge
+def resolve_surge(mode: api.SurgeMode, *, gpus_short: bool = False) -> Resolved:
+    """``spec.rollout.surge`` as the Deployment strategy to use now. ``auto`` is surge (the
+    service never drops below its replica count) until the rollout engine saw a surge pod that
+    cannot get ``nvidia.com/gpu`` in this rollout (``gpus_short``): then no-surge, which needs
+    no spare GPU."""
+    if mode == "no-surge" or (mode == "auto" and gpus_short):
+        return "no-surge"
+    return "surge"
+
+
+def strategy(mode: Resolved) -> dict[str, Any]:
+    """The Deployment's rollingUpdate parameters for a resolved surge mode."""
+    return dict(SURGE if mode == "surge" else NO_SURGE)
 
 
 def startup_failure_threshold(probes: api.Probes) -> int:
@@ -174,35 +182,10 @@ def probes(spec_probes: api.Probes) -> dict[str, Obj]:
     return out
 
 
-def server_env(spec: api.ModelDeploymentSpec) -> list[Obj]:
-    """The MODELSHIP_* contract with the server image, then the user's extra env."""
-    gpu = spec.gpu_count > 0
-    model, serving = spec.model, spec.serving
-    values: list[tuple[str, str | None]] = [
-        ("MODELSHIP_MODEL_NAME", model.name),
-        ("MODELSHIP_MODEL_URI", model.uri),
-        ("MODELSHIP_MODEL_FORMAT", model.format),
-        ("MODELSHIP_MODEL_HANDLER", model.handler),
-        ("MODELSHIP_MODEL_SHA256", model.sha256),
-        ("MODELSHIP_INPUT_SHAPE", ",".join(map(str, model.input_shape)) if model.input_shape else None),
-        ("MODELSHIP_INPUT_DATATYPE", model.input_datatype if model.input_shape else None),
-        ("MODELSHIP_HOST", "0.0.0.0"),
-        ("MODELSHIP_PORT", str(serving.port)),
-        ("MODELSHIP_DEVICE", serving.device or ("cuda" if gpu else "cpu")),
-        ("MODELSHIP_REQUIRE_GPU", "true" if gpu else "false"),
-        ("MODELSHIP_HALF_PRECISION", "true" if serving.half_precision else "false"),
-        ("MODELSHIP_MAX_BATCH_SIZE", str(serving.batching.max_batch_size)),
-        ("MODELSHIP_MAX_LATENCY_MS", str(serving.batching.max_latency_ms)),
-        ("MODELSHIP_SHUTDOWN_DELAY_S", str(serving.shutdown_delay_seconds)),
-        ("MODELSHIP_GRACEFUL_TIMEOUT_S", str(serving.drain_timeout_seconds)),
-        # A model that cannot load ends the process (exit code MODEL_LOAD_FAILED_EXIT_CODE, the
-        # reason in the termination message): the kubelet restarts it (a transient download
-        # failure gets retried) and the pod status says why within seconds, where a live but
-        # never-ready server would only be noticed when the startup budget runs out.
-        ("MODELSHIP_EXIT_ON_LOAD_FAILURE", "true"),
-    ]
-    env = [{"name": k, "value": v} for k, v in values if v is not None]
-    return env + [e.wire() for e in spec.env]
+def container_env(spec: api.ModelDeploymentSpec) -> list[Obj]:
+    """The MODELSHIP_* contract with the server image (:mod:`server_env`), then the user's extra
+    env (which may not repeat those names: the API refuses it)."""
+    return [*server_env.operator_env(spec), *(e.wire() for e in spec.env)]
 
 
 def termination_grace_seconds(serving: api.Serving) -> int:
@@ -273,7 +256,7 @@ def pod_template(md: api.ModelDeployment, image: str) -> Obj:
         "image": image,
         "imagePullPolicy": "IfNotPresent",
         "ports": [{"name": PORT_NAME, "containerPort": spec.serving.port, "protocol": "TCP"}],
-        "env": server_env(spec),
+        "env": container_env(spec),
         "resources": resources(spec),
         **probes(spec.probes),
         "securityContext": container_security_context(),
@@ -311,9 +294,10 @@ def desired_deployment(
     image: str | None = None,
     surge: Resolved | None = None,
 ) -> Obj:
-    """The Deployment serving ``image`` (default: spec.image) with the resolved surge mode."""
+    """The Deployment serving ``image`` (default: spec.image) with the resolved surge mode
+    (default: how a rollout starts, :func:`resolve_surge`)."""
     image = image or md.spec.image
-    mode = surge or resolve_surge(md.spec)
+    mode = surge or resolve_surge(md.spec.rollout.surge)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -321,7 +305,7 @@ def desired_deployment(
         "spec": {
             "replicas": md.spec.replicas,
             "selector": {"matchLabels": selector_labels(md)},
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": dict(SURGE if mode == "surge" else NO_SURGE)},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": strategy(mode)},
             "progressDeadlineSeconds": md.spec.rollout.progress_deadline_seconds,
             "revisionHistoryLimit": REVISION_HISTORY_LIMIT,
             "template": pod_template(md, image),

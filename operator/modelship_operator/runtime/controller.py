@@ -1,27 +1,24 @@
-"""The kopf shell: watch events in, reconcile passes out, through a work queue.
+"""Watch events in, reconcile passes out: the work queue, its workers, and what follows a pass.
 
-kopf watches ModelDeployments, their children (Deployments, Services, PDBs) and their pods.
-Every handler here is an ``on.event`` handler that does two cheap things on kopf's event loop:
-record the object in the :class:`~modelship_operator.cache.Store` and put the ModelDeployment
-it concerns on the :class:`~modelship_operator.workqueue.WorkQueue`. A pool of worker threads
-runs one reconcile pass (``reconcile.Reconciler``) per key taken from the queue.
+The kopf handlers (:mod:`~modelship_operator.runtime.watches`) call the ``*_event`` methods on
+kopf's event loop; they only record the object in the :class:`~.cache.Store` and put the
+ModelDeployment it concerns on the :class:`~.workqueue.WorkQueue` (any number of events for one
+queued object become one pass). Worker threads take keys and run one pass each;
+``Reconciler.reconcile`` returns a :class:`~modelship_operator.reconcile.Result`, and what
+follows comes from that one answer:
 
-Why not kopf's create/update handlers and timers: kopf runs one handler per event, so a
-ModelDeployment whose Deployment and pods move ten times got ten full passes; its handlers
-persist progress in annotations (an extra PATCH per change); and its timers put a finalizer on
-every object, so nothing could be deleted while the operator was down. The queue coalesces
-events per object (a busy operator does fewer, not more, passes per object), keeps no state in
-the API, and schedules the follow-ups itself:
+- ``requeue_after`` (rollout evidence being established) or the resync (``resync_seconds``,
+  the safety net for a missed event), whichever is sooner;
+- after an API error, a retry with exponential backoff from ``retry_delay_seconds``;
+- an invalid spec is reported in status + an Event and waits for a change (or the resync).
 
-- every ModelDeployment is passed again after ``resync_seconds`` (the safety net for a missed
-  event);
-- while a rollout waits for time to pass on some evidence (a failed pull to be confirmed, a
-  startup budget to end), every ``poll_interval_s``;
-- after an API error, with exponential backoff from ``retry_delay_seconds``.
+Only the leader runs passes (``gate``: :meth:`.leader.LeaderElector.holding`, or always true
+without leader election); a standby keeps watching, and when it becomes leader
+(:meth:`Controller.lead`) every ModelDeployment it knows is queued.
 
-An invalid spec is reported in status + an Event and is not retried (the next spec change is a
-new attempt; the resync re-checks it). kopf still gives us what it is good at: watches that
-resume and re-list, login, peering for HA, the liveness endpoint.
+Speed-up for a burst of new objects (knob: ``burst_hold_seconds``): a new ModelDeployment's key
+goes to the queue's urgent lane and its first step is a :class:`~.head_start.HeadStart`
+(its Deployment only); the full pass follows behind the other new objects.
 """
 
 from __future__ import annotations
@@ -32,27 +29,16 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import kopf
-
 from modelship_operator import kube
 from modelship_operator.core import api, builders
-from modelship_operator.core.rollout import evidence
+from modelship_operator.reconcile import Reconciler, Result, Untold
 from modelship_operator.runtime import metrics
 from modelship_operator.runtime.cache import CachedCluster, Store
-from modelship_operator.reconcile import Reconciler, Result
+from modelship_operator.runtime.head_start import HeadStart
 from modelship_operator.runtime.settings import Settings
 from modelship_operator.runtime.workqueue import ShutDown, WorkQueue
 
 logger = logging.getLogger(__name__)
-
-MODEL_DEPLOYMENTS = (api.API_VERSION, api.PLURAL)
-CHILDREN = (
-    ("apps/v1", "deployments", "Deployment"),
-    ("v1", "services", "Service"),
-    ("policy/v1", "poddisruptionbudgets", "PodDisruptionBudget"),
-)
-PODS = ("v1", "pods")
-MANAGED = builders.MANAGED_LABELS
 
 #: The finalizer kopf put on every ModelDeployment while modelship used kopf timers (<= 0.1.0).
 LEGACY_FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"
@@ -62,15 +48,15 @@ LEGACY_ANNOTATIONS = ("modelship.io/last-handled-configuration", "modelship.io/r
 Key = tuple[str, str]
 
 
-def run_pass(
-    reconciler: Reconciler, namespace: str, name: str, *, trigger: str, deployment_first: bool = False
-) -> Result:
+def run_pass(reconciler: Reconciler, namespace: str, name: str, *, trigger: str, untold: Untold | None = None) -> Result:
     """One reconcile pass, counted in the metrics. Raises ``kube.Retryable`` on API trouble."""
     started = time.monotonic()
     result = "error"
     try:
-        outcome = reconciler.reconcile(namespace, name, deployment_first=deployment_first)
-        result = "problem" if outcome.problem else "skipped" if outcome.skipped else "partial" if outcome.partial else "ok"
+        outcome = reconciler.reconcile(namespace, name, untold=untold)
+        result = "problem" if outcome.problem else "skipped" if outcome.skipped else "ok"
+        if outcome.plan is not None:
+            metrics.observe_rollout(outcome.plan)
         return outcome
     except kube.Retryable:
         result = "retry"
@@ -80,71 +66,33 @@ def run_pass(
         metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
 
 
-def rollout_evidence_pending(body: Mapping[str, Any] | None) -> bool:
-    """The rollout waits for time to pass on some evidence (a failed pull to be confirmed, a
-    grace or startup budget to end, a GPU wait before the surge switch): nothing else will
-    bring a watch event, so the object is polled. Everything else in a rollout is an event."""
-    rollout_state = ((body or {}).get("status") or {}).get("rollout") or {}
-    return bool((rollout_state.get("evidence") or {}).get("key"))
-
-
-class PeeringGate(logging.Filter):
-    """Is this replica the active one? (HA: with ``--peering`` only one replica may write.)
-
-    kopf pauses its watches while a peer with a higher priority is alive, but the passes this
-    operator schedules itself (resync, polls, retries) would go on. kopf has no public hook for
-    the pause; it logs it, from one logger, in two fixed messages (a unit test pins them to the
-    installed kopf). Installed as a filter on that logger; it never drops a record.
-    """
-
-    LOGGER = "kopf._core.engines.peering"
-    PAUSED = ("Pausing operations", "Pausing all operators")
-    RESUMED = "Resuming operations"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.active = True
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if message.startswith(self.PAUSED):
-            self.active = False
-        elif message.startswith(self.RESUMED):
-            self.active = True
-        return True
-
-    def install(self) -> PeeringGate:
-        logging.getLogger(self.LOGGER).addFilter(self)
-        return self
-
-
 class Controller:
     """The cache, the work queue and the worker threads between kopf and the reconciler."""
 
     def __init__(
         self, client: Any, settings: Settings, *, reconciler: Reconciler | None = None,
-        active: Callable[[], bool] = lambda: True,
+        gate: Callable[[], bool] = lambda: True,
     ) -> None:  # fmt: skip
         self.client = client
         self.settings = settings
         self.store = Store(pod_list_ttl=settings.resync_seconds)
-        self.queue = WorkQueue(urgent_quiet=settings.burst_hold_seconds)
+        self.queue: WorkQueue[Key] = WorkQueue(urgent_quiet=settings.burst_hold_seconds)
         self.reconciler = reconciler or Reconciler(CachedCluster(client, self.store, api.KIND))
-        self.active = active
+        self.head_start = HeadStart(self.reconciler)
+        self.gate = gate
         self._why: dict[Key, str] = {}
-        self._first: set[Key] = set()  # queued as new: the pass creates the Deployment first
+        self._new: set[Key] = set()  # queued as new: its first step is a head start
         self._legacy: set[Key] = set()  # carries what 0.1.0's kopf timers left (seen in its event)
         self._failures: dict[Key, int] = {}
         self._threads: list[threading.Thread] = []
-        self.poll_interval = evidence.RolloutPolicy().poll_interval_s
 
     # -- fed by kopf (event loop; must not block) ----------------------------------------
 
-    def enqueue(self, key: Key, why: str, *, urgent: bool = False) -> None:
+    def enqueue(self, key: Key, why: str, *, new: bool = False) -> None:
         self._why[key] = why
-        if urgent:
-            self._first.add(key)
-        self.queue.add(key, urgent=urgent)
+        if new:
+            self._new.add(key)
+        self.queue.add(key, urgent=new)
 
     def model_deployment_event(self, type_: str | None, obj: Mapping[str, Any]) -> None:
         meta = obj.get("metadata") or {}
@@ -153,6 +101,7 @@ class Controller:
             self.store.delete(obj, kind=api.KIND)
             self.store.forget_pods(*key)
             self.queue.forget(key)
+            self.head_start.forget(key)
             self._failures.pop(key, None)
             self._why.pop(key, None)
             self._legacy.discard(key)
@@ -161,10 +110,9 @@ class Controller:
             self._legacy.add(key)
         if self.store.put(obj, kind=api.KIND):  # not the echo of our own status write
             why = "resume" if type_ is None else "update" if meta.get("generation", 1) > 1 else "create"
-            # No Deployment seen yet: a new object. Its Deployment is created first, ahead of
-            # the queue (see Reconciler.reconcile's deployment_first).
+            # No Deployment seen yet: a new object, whose Deployment is created first.
             new = not self.store.knows("Deployment", key[0], builders.child_name(key[1]))
-            self.enqueue(key, why, urgent=new)
+            self.enqueue(key, why, new=new)
 
     def child_event(self, kind: str, type_: str | None, obj: Mapping[str, Any]) -> None:
         owner = builders.owner_name(obj)
@@ -181,6 +129,14 @@ class Controller:
         if owner:
             self.store.pod_event(type_, obj, owner)
             self.enqueue((str((obj.get("metadata") or {}).get("namespace")), owner), "pod")
+
+    # -- leadership ---------------------------------------------------------------------
+
+    def lead(self) -> None:
+        """This replica became the leader: pass every ModelDeployment it knows (what a standby
+        saw was not acted on; what it will see from now on is)."""
+        for namespace, name in self.store.names(api.KIND):
+            self.enqueue((namespace, name), "leader")
 
     # -- workers ----------------------------------------------------------------------------
 
@@ -203,23 +159,29 @@ class Controller:
                 key = self.queue.get()
             except ShutDown:
                 return
+            if key is None:  # (only a get with a timeout returns None)
+                continue
             try:
-                self.process(key)  # type: ignore[arg-type]
+                self.process(key)
             finally:
                 self.queue.done(key)
 
     def process(self, key: Key) -> None:
-        """One pass for ``key`` and what follows it: nothing, a poll, a resync or a retry."""
+        """One pass for ``key`` (or its head start) and what follows it."""
         why = self._why.pop(key, "resync")
-        first = key in self._first
-        self._first.discard(key)
-        if not self.active():
-            return  # a paused HA replica: kopf re-lists everything when it resumes
+        new = key in self._new
+        self._new.discard(key)
+        if not self.gate():
+            return  # a standby: the leader does the work; lead() queues everything on take-over
         namespace, name = key
         try:
             if key in self._legacy:
                 self._clean_legacy(namespace, name)
-            outcome = run_pass(self.reconciler, namespace, name, trigger=why, deployment_first=first)
+            if new and self._head_start(key, why):
+                return
+            result = run_pass(self.reconciler, namespace, name, trigger=why, untold=self.head_start.take(key))
+        except kube.NotLeader:
+            return  # lost the Lease during the pass: the next leader passes everything again
         except kube.Retryable as error:
             self._retry(key, f"{error}")
             return
@@ -228,15 +190,23 @@ class Controller:
             self._retry(key, f"{type(error).__name__}: {error}")
             return
         self._failures.pop(key, None)
-        if outcome.partial:
-            self.enqueue(key, why)  # the rest of the first pass, behind the other new objects
-            return
-        body = self.store.get(api.KIND, namespace, name)
-        if outcome.skipped and body is None:
+        if result.skipped and not self.store.knows(api.KIND, namespace, name):
             return  # gone
-        if rollout_evidence_pending(body):
-            self._schedule(key, self.poll_interval, "rollout")
-        self._schedule(key, self.settings.resync_seconds, "resync")
+        resync = self.settings.resync_seconds
+        if result.requeue_after is not None and result.requeue_after < resync:
+            self._schedule(key, result.requeue_after, "rollout")
+        else:
+            self._schedule(key, resync, "resync")
+
+    def _head_start(self, key: Key, why: str) -> bool:
+        """Create a new object's Deployment only; True when the full pass must follow."""
+        untold = self.head_start.create(*key)
+        metrics.RECONCILES.labels(trigger=why, result="partial" if untold else "skipped").inc()
+        if untold is None:
+            return False  # nothing to create (or a problem the full pass reports): the full pass now
+        metrics.observe_rollout(untold.plan)
+        self.enqueue(key, why)  # the rest of the first pass, behind the other new objects
+        return True
 
     def _schedule(self, key: Key, delay: float, why: str) -> None:
         self._why.setdefault(key, why)
@@ -263,46 +233,3 @@ class Controller:
 def _has_legacy(meta: Mapping[str, Any]) -> bool:
     annotations = meta.get("annotations") or {}
     return LEGACY_FINALIZER in (meta.get("finalizers") or []) or any(a in annotations for a in LEGACY_ANNOTATIONS)
-
-
-def filter_watches(kopf_settings: kopf.OperatorSettings) -> kopf.OperatorSettings:
-    """Children and pods are watched filtered server-side by :data:`MANAGED`: on a real cluster
-    the API server sends only what modelship manages, not every pod and Deployment in it."""
-    selector = ",".join(f"{k}={v}" for k, v in MANAGED.items())
-    for group_version, plural, *_ in (*CHILDREN, PODS):
-        kopf_settings.watching.label_selectors[group_version, plural] = selector
-    return kopf_settings
-
-
-def build_registry(controller: Controller, settings: Settings) -> kopf.OperatorRegistry:
-    """All handlers, registered on a fresh registry (nothing happens at import time)."""
-    registry = kopf.OperatorRegistry()
-
-    @kopf.on.login(registry=registry, id="login")
-    def login(**_: Any) -> kopf.ConnectionInfo:
-        return kube.connection_info(settings.kubeconfig)
-
-    @kopf.on.startup(registry=registry, id="workers")
-    async def start_workers(**_: Any) -> None:
-        controller.start()
-
-    @kopf.on.cleanup(registry=registry, id="workers")
-    async def stop_workers(**_: Any) -> None:
-        controller.stop()
-
-    @kopf.on.event(*MODEL_DEPLOYMENTS, registry=registry, id="model-deployments")
-    async def model_deployment_event(event: Mapping[str, Any], **_: Any) -> None:
-        controller.model_deployment_event(event.get("type"), event["object"])
-
-    for group_version, plural, kind in CHILDREN:
-
-        async def child_event(event: Mapping[str, Any], _kind: str = kind, **_: Any) -> None:
-            controller.child_event(_kind, event.get("type"), event["object"])
-
-        kopf.on.event(group_version, plural, labels=MANAGED, registry=registry, id=f"child-{plural}")(child_event)
-
-    @kopf.on.event(*PODS, labels=MANAGED, registry=registry, id="pods")
-    async def pod_event(event: Mapping[str, Any], **_: Any) -> None:
-        controller.pod_event(event.get("type"), event["object"])
-
-    return registry

@@ -1,7 +1,7 @@
 """Evidence that a revision will not become ready, read from its pods and the Deployment.
 
 Pure: takes plain dicts as the API returns them (``camelCase`` keys, RFC 3339 timestamps) and
-``now``; no API calls, no clock. :mod:`modelship_operator.rollout` decides what to do with it.
+``now``; no API calls, no clock. :mod:`modelship_operator.core.rollout` decides what to do with it.
 
 Each :class:`Evidence` is a *candidate*: it carries ``grace_s``, how long the condition is
 allowed at all (a pod may wait for the scheduler, a model may take its startup budget to load),
@@ -88,10 +88,9 @@ class RolloutPolicy:
     history_limit: int = 10
     """History entries kept in status (the stable and serving revisions are always kept)."""
 
-    poll_interval_s: float = 3.0
-    """Seconds between reconciles while a rollout is in flight (the timer interval). With the
-    confirm delays above, evidence turns into a rollback well within 30 s."""
-
+    min_requeue_s: float = 1.0
+    """Shortest wait before a pass looks again at evidence about to be established (API
+    timestamps have one-second resolution, so sooner could find it one second short)."""
 
 @dataclasses.dataclass(frozen=True)
 class Evidence:
