@@ -186,7 +186,7 @@ def bulk_create(cluster: Cluster, ns: str, items: list[dict[str, Any]], *, apply
             apps.patch_namespaced_deployment(
                 obj["metadata"]["name"], ns, obj, field_manager="bench", force=True,
                 _content_type="application/apply-patch+yaml", _preload_content=False,
-            ).drain_conn()  # fmt: skip
+            ).drain_conn()
         elif obj["kind"] == "Deployment":
             apps.create_namespaced_deployment(ns, obj, field_manager="bench", _preload_content=False).drain_conn()
         else:
@@ -215,7 +215,7 @@ def delete_namespace(cluster: Cluster, ns: str) -> None:
     wait_until(
         lambda: cluster.kubectl("get", "namespace", ns, check=False).returncode != 0,
         timeout=900, what=f"namespace {ns} deleted", interval=1,
-    )  # fmt: skip
+    )
 
 
 def bench_nodes(cluster: Cluster, create: bool) -> None:
@@ -230,7 +230,7 @@ def bench_nodes(cluster: Cluster, create: bool) -> None:
                       "labels": {"kubernetes.io/hostname": n, "type": "kwok", "modelship.io/bench": "true"}},
          "status": {"capacity": cap, "allocatable": cap}}
         for n in names
-    ]  # fmt: skip
+    ]
     cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": nodes}))
     cluster.kubectl("wait", "--for=condition=Ready", "node", "-l", "modelship.io/bench=true", "--timeout=60s")
 
@@ -337,7 +337,7 @@ def run_size(cluster: Cluster, n: int, timeout: float) -> Row:
         ready.stop()
         rss = sampler.stop()
         print(f"  operator  N={n}: apply {op_apply:.2f}s, exist {op_exist:.2f}s, ready {op_ready:.2f}s, "
-              f"peak RSS {rss:.0f} MB", flush=True)  # fmt: skip
+              f"peak RSS {rss:.0f} MB", flush=True)
         # While the operator still runs, as a user would delete them.
         delete_namespace(cluster, ns)
     finally:
@@ -374,7 +374,7 @@ def main() -> int:
 
     print()
     print("| N | floor (apply): Deployments exist | operator: Deployments exist | ratio | floor (create) | ratio "
-          "| floor: Deployments Ready | operator: MDs Ready | operator peak RSS |")  # fmt: skip
+          "| floor: Deployments Ready | operator: MDs Ready | operator peak RSS |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(

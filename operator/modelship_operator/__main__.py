@@ -23,35 +23,35 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
     parser = argparse.ArgumentParser(prog="modelship-operator", description="Run the modelship operator.")
     scope = parser.add_mutually_exclusive_group()
     scope.add_argument("--namespace", "-n", action="append", default=[], metavar="NS",
-                       help="watch this namespace (repeatable); default: all namespaces")  # fmt: skip
+                       help="watch this namespace (repeatable); default: all namespaces")
     scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch all namespaces (default)")
     parser.add_argument("--kubeconfig", default=None,
-                        help="kubeconfig file; default: in-cluster config, else $KUBECONFIG or ~/.kube/config")  # fmt: skip
+                        help="kubeconfig file; default: in-cluster config, else $KUBECONFIG or ~/.kube/config")
     parser.add_argument("--health-port", type=int, default=defaults.health_port,
-                        help=f"liveness endpoint port, GET /healthz (default {defaults.health_port})")  # fmt: skip
+                        help=f"liveness endpoint port, GET /healthz (default {defaults.health_port})")
     parser.add_argument("--metrics-port", type=int, default=defaults.metrics_port,
-                        help=f"Prometheus /metrics port (default {defaults.metrics_port})")  # fmt: skip
+                        help=f"Prometheus /metrics port (default {defaults.metrics_port})")
     parser.add_argument("--resync-seconds", type=float, default=defaults.resync_seconds,
-                        help=f"safety-net resync interval (default {defaults.resync_seconds:g})")  # fmt: skip
+                        help=f"safety-net resync interval (default {defaults.resync_seconds:g})")
     parser.add_argument("--workers", type=int, default=defaults.workers, metavar="N",
-                        help=f"threads running reconcile passes (default {defaults.workers})")  # fmt: skip
+                        help=f"threads running reconcile passes (default {defaults.workers})")
     parser.add_argument("--log-level", default=os.environ.get("MODELSHIP_LOG_LEVEL", defaults.log_level),
-                        help="DEBUG, INFO, WARNING... (default INFO, or $MODELSHIP_LOG_LEVEL)")  # fmt: skip
+                        help="DEBUG, INFO, WARNING... (default INFO, or $MODELSHIP_LOG_LEVEL)")
     le = parser.add_argument_group("leader election (replicas > 1: only the Lease holder reconciles)")
     le.add_argument("--leader-elect", action="store_true",
-                    help="compete for a coordination.k8s.io/v1 Lease; default: off (one replica)")  # fmt: skip
+                    help="compete for a coordination.k8s.io/v1 Lease; default: off (one replica)")
     le.add_argument("--leader-elect-resource-name", default=defaults.lease_name, metavar="NAME",
-                    help=f"Lease name (default {defaults.lease_name})")  # fmt: skip
+                    help=f"Lease name (default {defaults.lease_name})")
     le.add_argument("--leader-elect-resource-namespace", default=None, metavar="NS",
-                    help="Lease namespace (default: the pod's own, else default)")  # fmt: skip
+                    help="Lease namespace (default: the pod's own, else default)")
     le.add_argument("--leader-elect-lease-duration", type=float, default=defaults.lease_duration_seconds,
                     metavar="S", help=f"a standby takes over this long after the last renewal "
-                    f"(default {defaults.lease_duration_seconds:g})")  # fmt: skip
+                    f"(default {defaults.lease_duration_seconds:g})")
     le.add_argument("--leader-elect-renew-deadline", type=float, default=defaults.renew_deadline_seconds,
                     metavar="S", help=f"the leader stops writing when it could not renew for this long "
-                    f"(default {defaults.renew_deadline_seconds:g})")  # fmt: skip
+                    f"(default {defaults.renew_deadline_seconds:g})")
     le.add_argument("--leader-elect-retry-period", type=float, default=defaults.retry_period_seconds,
-                    metavar="S", help=f"between attempts to acquire or renew (default {defaults.retry_period_seconds:g})")  # fmt: skip
+                    metavar="S", help=f"between attempts to acquire or renew (default {defaults.retry_period_seconds:g})")
     args = parser.parse_args(argv)
     settings = Settings(
         namespaces=tuple(dict.fromkeys(args.namespace)),

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel
 
 from modelship_operator.core import api
 
@@ -82,7 +83,7 @@ def _structural(node: Any) -> Any:
     return {k: _structural(v) if k not in ("enum", "required") else v for k, v in ordered.items()}
 
 
-def openapi_schema(model: type[api.BaseModel]) -> dict[str, Any]:
+def openapi_schema(model: type[BaseModel]) -> dict[str, Any]:
     """The structural OpenAPI v3 schema of one pydantic model, wire (camelCase) names."""
     raw = model.model_json_schema(by_alias=True)
     return _structural(_inline(raw, raw.get("$defs", {})))

@@ -75,7 +75,7 @@ _TRY_LATER = frozenset({429, 503, 504})
 def _classify(error: ApiException, what: str) -> KubeError:
     message = f"{what}: HTTP {error.status} {error.reason}"
     try:
-        message = f"{what}: {json.loads(error.body).get('message', message)}"
+        message = f"{what}: {json.loads(error.body or '').get('message', message)}"
     except (TypeError, ValueError, AttributeError):  # the body is informative only
         pass
     body = str(error.body)
@@ -154,7 +154,7 @@ class Kube:
     def __init__(
         self, client: kubernetes.client.ApiClient | None = None, pool_size: int = 16,
         may_write: Callable[[], bool] = lambda: True,
-    ) -> None:  # fmt: skip
+    ) -> None:
         if client is None:
             config = kubernetes.client.Configuration.get_default_copy()
             config.connection_pool_maxsize = max(pool_size, 1)
@@ -178,7 +178,7 @@ class Kube:
         response = _call(
             f"get {api.KIND} {namespace}/{name}", self.custom.get_namespaced_custom_object,
             api.GROUP, api.VERSION, namespace, api.PLURAL, name, missing=None, _preload_content=False,
-        )  # fmt: skip
+        )
         return None if response is None else _json(response)
 
     def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> Obj | None:
@@ -189,7 +189,7 @@ class Kube:
             f"patch status of {api.KIND} {namespace}/{name}", self.custom.patch_namespaced_custom_object_status,
             api.GROUP, api.VERSION, namespace, api.PLURAL, name, {"status": dict(status)},
             _content_type=MERGE, missing=None, _preload_content=False,
-        )  # fmt: skip
+        )
         return None if response is None else _json(response)
 
     def remove_legacy(
@@ -209,7 +209,7 @@ class Kube:
             f"remove kopf's finalizer from {api.KIND} {namespace}/{name}", self.custom.patch_namespaced_custom_object,
             api.GROUP, api.VERSION, namespace, api.PLURAL, name, patch,
             _content_type=MERGE, missing=None, _preload_content=False,
-        )  # fmt: skip
+        )
         return None if response is None else _json(response)
 
     # -- children -----------------------------------------------------------------------
@@ -226,7 +226,7 @@ class Kube:
         result = _call(
             f"apply {kind} {meta['namespace']}/{meta['name']}", method, meta["name"], meta["namespace"], dict(obj),
             field_manager=FIELD_MANAGER, force=True, _content_type=APPLY, _preload_content=False,
-        )  # fmt: skip
+        )
         return _json(result)
 
     def get(self, kind: str, namespace: str, name: str) -> Obj | None:
@@ -244,14 +244,14 @@ class Kube:
         deleted = _call(
             f"delete PodDisruptionBudget {namespace}/{name}", self.policy.delete_namespaced_pod_disruption_budget,
             name, namespace, missing=False, _preload_content=False,
-        )  # fmt: skip
+        )
         if deleted is not False:
             deleted.drain_conn()
         return deleted is not False
 
     def list_pods(self, namespace: str, selector: str) -> list[Obj]:
         pods = _call(f"list pods {namespace} {selector}", self.core.list_namespaced_pod, namespace,
-                     label_selector=selector, _preload_content=False)  # fmt: skip
+                     label_selector=selector, _preload_content=False)
         return _json(pods).get("items") or []
 
     # -- events -------------------------------------------------------------------------
@@ -284,7 +284,7 @@ class Kube:
         try:
             self._writing(f"record event {reason}")
             response = _call(f"record event {reason}", self.core.create_namespaced_event, meta.get("namespace"), body,
-                             _preload_content=False)  # fmt: skip
+                             _preload_content=False)
             response.drain_conn()  # unread, the connection would never go back to the pool
         except NamespaceTerminating:
             pass  # the object and its Events are going away with the namespace
@@ -299,14 +299,14 @@ class Kube:
         response = _call(
             f"get Lease {namespace}/{name}", self.coordination.read_namespaced_lease, name, namespace,
             missing=None, _preload_content=False, _request_timeout=timeout,
-        )  # fmt: skip
+        )
         return None if response is None else _json(response)
 
     def create_lease(self, namespace: str, body: Mapping[str, Any], *, timeout: float) -> Obj:
         response = _call(
             f"create Lease {namespace}/{body['metadata']['name']}", self.coordination.create_namespaced_lease,
             namespace, dict(body), _preload_content=False, _request_timeout=timeout,
-        )  # fmt: skip
+        )
         return _json(response)
 
     def replace_lease(self, namespace: str, body: Mapping[str, Any], *, timeout: float) -> Obj:
@@ -315,5 +315,5 @@ class Kube:
         response = _call(
             f"update Lease {namespace}/{name}", self.coordination.replace_namespaced_lease,
             name, namespace, dict(body), _preload_content=False, _request_timeout=timeout,
-        )  # fmt: skip
+        )
         return _json(response)

@@ -29,7 +29,7 @@ Obj = dict[str, Any]
 
 def utcnow() -> dt.datetime:
     """Now, in UTC, to the second (conditions and events carry seconds)."""
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
 class Cluster(Protocol):
@@ -185,7 +185,7 @@ class Reconciler:
             deployment = self.apply_child(
                 rollout.desired_deployment(md, plan), md, body, created, moved, now, before=observed,
                 updated=f"moved to revision {plan.serving_revision} by the rollout" if by_rollout else None,
-            )  # fmt: skip
+            )
             self.apply_child(builders.desired_service(md), md, body, created, spec_changed, now)
             pdb = builders.desired_pdb(md)
             if pdb is not None:
@@ -198,15 +198,15 @@ class Reconciler:
             # Only a PDB this operator created can be deleted, and those are labelled and so
             # watched: the cache is enough (no GET per pass for every object without a budget).
             existing = self.cluster.cached("PodDisruptionBudget", md.namespace, child)
-            if existing is not None and _controlled_by(existing, md.metadata["uid"]):
-                if self.cluster.delete_pdb(md.namespace, child):
-                    self._event(body, "Normal", "Deleted", f"PodDisruptionBudget {child} deleted (no budget in spec)", now)
+            ours = existing is not None and _controlled_by(existing, md.metadata["uid"])
+            if ours and self.cluster.delete_pdb(md.namespace, child):
+                self._event(body, "Normal", "Deleted", f"PodDisruptionBudget {child} deleted (no budget in spec)", now)
         return deployment
 
     def apply_child(
         self, desired: Obj, md: api.ModelDeployment, body: Obj, created: list[str], spec_changed: bool = False,
-        now: dt.datetime | None = None, *, before: Obj | None | object = ..., updated: str | None = None,
-    ) -> Obj:  # fmt: skip
+        now: dt.datetime | None = None, *, before: Obj | object | None = ..., updated: str | None = None,
+    ) -> Obj:
         """Apply one child unless it is already as desired; what it creates is added to
         ``created`` (the caller records one Event), updates get an Event here. ``before``: the
         child as this pass already read it (not read again); ``updated``: what the update Event

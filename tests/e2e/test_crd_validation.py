@@ -70,14 +70,14 @@ BAD_SPECS: list[tuple[str, dict[str, Any], str]] = [
     ("zero-startup-budget", _spec(probes={"startupTimeoutSeconds": 0}),
      "spec.probes.startupTimeoutSeconds: Invalid value: 0"),
     ("misspelled-field", _spec(replica=2), ".spec.replica: field not declared in schema"),
-]  # fmt: skip
+]
 
 
-def _dry_run_apply(cluster: Cluster, ns: str, obj: dict[str, Any]):  # type: ignore[no-untyped-def]
+def _dry_run_apply(cluster: Cluster, ns: str, obj: dict[str, Any]):
     return cluster.kubectl(
         "-n", ns, "apply", "--server-side", "--dry-run=server", "--field-manager=e2e-user", "-f", "-",
         input=json.dumps(obj), check=False,
-    )  # fmt: skip
+    )
 
 
 def test_crd_is_established_with_short_names(cluster: Cluster, crd: str) -> None:
@@ -91,7 +91,7 @@ def test_valid_minimal_spec_is_accepted(cluster: Cluster, crd: str) -> None:
 
 
 @pytest.mark.parametrize(("manifest", "message"), [(m, msg) for _, m, msg in BAD_SPECS],
-                         ids=[i for i, _, _ in BAD_SPECS])  # fmt: skip
+                         ids=[i for i, _, _ in BAD_SPECS])
 def test_invalid_spec_is_rejected_with_readable_message(
     cluster: Cluster, crd: str, manifest: dict[str, Any], message: str
 ) -> None:

@@ -48,7 +48,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 # The chart helpers live with the chart tests (tests/helm); this tier reuses them.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "helm"))
-from helm_support import CHART, helm_binary, run_helm  # noqa: E402
+from helm_support import CHART, helm_binary, run_helm
 
 OUT = ROOT / "_out" / "e2e" / "helm"
 CONVERGE_S = 90
@@ -57,7 +57,7 @@ CONVERGE_S = 90
 #: writing RENEW_S after its last renewal.
 LEASE_S, RENEW_S, RETRY_S = 6, 4, 1
 LEASE_SETS = ("leaderElection.enabled=true", f"leaderElection.leaseDuration={LEASE_S}",
-              f"leaderElection.renewDeadline={RENEW_S}", f"leaderElection.retryPeriod={RETRY_S}")  # fmt: skip
+              f"leaderElection.renewDeadline={RENEW_S}", f"leaderElection.retryPeriod={RETRY_S}")
 #: Allowance for one pass after the hand-over on this shared machine (not a target).
 ONE_PASS_S = 20
 
@@ -100,7 +100,7 @@ class Release:
 
     def install(self, *sets: str) -> str:
         out = self.helm("install", self.name, str(CHART), "-n", self.namespace, "--wait", "--timeout", "120s",
-                        *[a for s in sets for a in ("--set", s)])  # fmt: skip
+                        *[a for s in sets for a in ("--set", s)])
         self.installed = True
         return out
 
@@ -136,7 +136,7 @@ class Release:
             "clusters": [{"name": "local", "cluster": cluster_entry}],
             "users": [{"name": "sa", "user": {"token": token}}],
             "contexts": [{"name": "sa", "context": {"cluster": "local", "user": "sa"}}],
-        }  # fmt: skip
+        }
         OUT.mkdir(parents=True, exist_ok=True)
         path = OUT / f"{self.name}.kubeconfig"
         path.write_text(yaml.safe_dump(config))
@@ -146,7 +146,7 @@ class Release:
     def cleanup(self) -> None:
         if self.installed:
             run_helm("uninstall", self.name, "-n", self.namespace, "--wait", "--timeout", "60s",
-                     kubeconfig=self.cluster.kubeconfig, check=False)  # fmt: skip
+                     kubeconfig=self.cluster.kubeconfig, check=False)
 
 
 @pytest.fixture
@@ -170,7 +170,7 @@ class ChartOperator(OperatorProcess):
         self.starts += 1
         self.metrics_port = free_port()
         cmd = [self.python, "-m", "modelship_operator", *self.args, "--kubeconfig", str(self.kubeconfig),
-               f"--health-port={free_port()}", f"--metrics-port={self.metrics_port}"]  # fmt: skip
+               f"--health-port={free_port()}", f"--metrics-port={self.metrics_port}"]
         env = self.cluster.env() | {"KUBECONFIG": str(self.kubeconfig)}
         with self.log_path.open("ab") as log:
             log.write(f"\n===== start #{self.starts}: {' '.join(cmd)}\n".encode())
@@ -179,7 +179,7 @@ class ChartOperator(OperatorProcess):
             # reconciling the shared cluster.
             self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, start_new_session=True,
-                                         preexec_fn=_die_with_parent)  # fmt: skip
+                                         preexec_fn=_die_with_parent)
         # Up = its /metrics answers (served before kopf starts). On a loaded machine the
         # imports alone take seconds; a test must not race them.
         def up() -> bool:
@@ -211,7 +211,7 @@ class ChartOperator(OperatorProcess):
             sample.value == 1
             for family in text_string_to_metric_families(self._metrics()) if family.name == "modelship_leader"
             for sample in family.samples
-        )  # fmt: skip
+        )
 
     def reconciles(self, *results: str) -> float:
         """This process's own reconcile count (its /metrics on loopback), optionally by result
@@ -222,7 +222,7 @@ class ChartOperator(OperatorProcess):
             for family in text_string_to_metric_families(text) if family.name == "modelship_reconciles"
             for sample in family.samples
             if sample.name == "modelship_reconciles_total" and (not results or sample.labels["result"] in results)
-        )  # fmt: skip
+        )
 
 
 def _rbac_trouble(log: str) -> list[str]:
@@ -262,7 +262,7 @@ def test_install_upgrade_uninstall(cluster: Cluster, release: Release, tmp_path:
     cluster.kubectl("label", "--overwrite", f"crd/{CRD_NAME}", "app.kubernetes.io/managed-by=Helm")
     # Pod Security "restricted" enforced by the real API server: the operator pod must be admitted.
     cluster.kubectl("label", "--overwrite", "namespace", release.namespace,
-                    "pod-security.kubernetes.io/enforce=restricted")  # fmt: skip
+                    "pod-security.kubernetes.io/enforce=restricted")
     try:
         out = release.install()
         # NOTES.txt tells the user what to do next.
@@ -310,9 +310,9 @@ def test_install_upgrade_uninstall(cluster: Cluster, release: Release, tmp_path:
         # release's): what is no longer rendered is removed.
         release.upgrade("--reset-values")
         assert cluster.kubectl("get", f"service/{release.fullname}-metrics", "-n", release.namespace,
-                               check=False).returncode != 0  # fmt: skip
+                               check=False).returncode != 0
         assert cluster.kubectl("get", f"role/{release.fullname}-leader-election", "-n", release.namespace,
-                               check=False).returncode != 0  # fmt: skip
+                               check=False).returncode != 0
 
         release.uninstall()
         for what in (f"deployment/{release.fullname}", f"serviceaccount/{release.fullname}"):
@@ -322,15 +322,15 @@ def test_install_upgrade_uninstall(cluster: Cluster, release: Release, tmp_path:
         cluster.kubectl("get", f"crd/{CRD_NAME}")
     finally:
         cluster.kubectl("annotate", f"crd/{CRD_NAME}", "meta.helm.sh/release-name-",
-                        "meta.helm.sh/release-namespace-", "helm.sh/resource-policy-", check=False)  # fmt: skip
+                        "meta.helm.sh/release-namespace-", "helm.sh/resource-policy-", check=False)
 
 
 def test_misspelled_value_fails_the_install(cluster: Cluster, release: Release) -> None:
     proc = run_helm("install", release.name, str(CHART), "-n", release.namespace, "--set", "replica=2",
-                    kubeconfig=cluster.kubeconfig, check=False)  # fmt: skip
+                    kubeconfig=cluster.kubeconfig, check=False)
     assert proc.returncode != 0 and "replica" in proc.stderr, proc.stderr
     assert cluster.kubectl("get", f"deployment/{release.fullname}", "-n", release.namespace,
-                           check=False).returncode != 0  # fmt: skip
+                           check=False).returncode != 0
 
 
 # -- what the chart's identity may and may not do ----------------------------------------
@@ -351,7 +351,7 @@ ALLOWED = [
     ("patch", "services"), ("delete", "poddisruptionbudgets.policy"), ("list", "pods"), ("watch", "pods"),
     ("create", "events"), ("patch", "modeldeployments.modelship.io"),
     ("patch", "modeldeployments.modelship.io/status"),
-]  # fmt: skip
+]
 DENIED = [
     ("get", "secrets"), ("list", "secrets"), ("watch", "secrets"), ("get", "configmaps"),
     ("delete", "deployments.apps"), ("delete", "services"), ("create", "pods"), ("delete", "pods"),
@@ -360,13 +360,13 @@ DENIED = [
     ("create", "serviceaccounts/token"), ("create", "rolebindings.rbac.authorization.k8s.io"),
     ("impersonate", "serviceaccounts"), ("patch", "events"),
     ("create", "leases.coordination.k8s.io"), ("get", "leases.coordination.k8s.io"),  # no leader election here
-]  # fmt: skip
+]
 CLUSTER_DENIED = [
     ("delete", "nodes"), ("patch", "nodes"), ("get", "nodes"), ("list", "secrets"),
     ("create", "clusterrolebindings.rbac.authorization.k8s.io"), ("escalate", "clusterroles.rbac.authorization.k8s.io"),
     ("delete", "customresourcedefinitions.apiextensions.k8s.io"), ("patch", "customresourcedefinitions.apiextensions.k8s.io"),
     ("delete", "namespaces"), ("create", "namespaces"),
-]  # fmt: skip
+]
 
 
 def test_cluster_wide_identity_can_only_do_what_it_needs(cluster: Cluster, release: Release) -> None:
@@ -421,9 +421,9 @@ def test_operator_reconciles_under_the_chart_identity(
         dep = wait_until(lambda: cluster.deployment(ns, "chart-rbac"), timeout=CONVERGE_S, what="Deployment chart-rbac")
         assert "modelship" in _managers(dep), _managers(dep)
         wait_until(lambda: cluster.policy.read_namespaced_pod_disruption_budget("chart-rbac", ns),
-                   timeout=CONVERGE_S, what="PDB chart-rbac")  # fmt: skip
+                   timeout=CONVERGE_S, what="PDB chart-rbac")
         wait_until(lambda: cluster.core.read_namespaced_service("chart-rbac", ns), timeout=CONVERGE_S,
-                   what="Service chart-rbac")  # fmt: skip
+                   what="Service chart-rbac")
         md = wait_until(lambda: _ready_md(cluster, ns, "chart-rbac"), timeout=CONVERGE_S, what="md/chart-rbac Ready")
         assert md["status"]["readyReplicas"] == 2
 
@@ -434,7 +434,7 @@ def test_operator_reconciles_under_the_chart_identity(
             lambda: cluster.deployment(ns, "chart-rbac")["spec"]["template"]["spec"]["containers"][0]["image"]
             == new_image,
             timeout=CONVERGE_S, what="Deployment on the new image",
-        )  # fmt: skip
+        )
 
         def pdb_gone() -> bool:
             try:
@@ -542,7 +542,7 @@ def test_ha_two_replicas_hand_over_when_the_active_one_is_killed(
 ) -> None:
     namespaced = scope == "namespaced"
     release.install("crds.enabled=false", "replicas=2", *LEASE_SETS,
-                    *([f"watch.namespaces={{{ns}}}"] if namespaced else []))  # fmt: skip
+                    *([f"watch.namespaces={{{ns}}}"] if namespaced else []))
     args = release.operator_args()
     assert "--leader-elect" in args, args
     kubeconfig = release.token_kubeconfig()
@@ -556,11 +556,11 @@ def test_ha_two_replicas_hand_over_when_the_active_one_is_killed(
         # ...the second finds it held, and waits.
         second.start()
         lease = wait_until(lambda: cluster.get_json(f"lease/{release.fullname}", "-n", release.namespace),
-                           timeout=CONVERGE_S, what="the leader Lease")  # fmt: skip
+                           timeout=CONVERGE_S, what="the leader Lease")
         assert lease["spec"]["leaseDurationSeconds"] == LEASE_S
         probes = iter(range(100))
         active = wait_until(lambda: _sole_worker(cluster, ns, (first, second), probes), timeout=CONVERGE_S,
-                            what="exactly one replica doing the work")  # fmt: skip
+                            what="exactly one replica doing the work")
         standby = second if active is first else first
         assert standby.running() and active.leading() and not standby.leading()
 
@@ -572,7 +572,7 @@ def test_ha_two_replicas_hand_over_when_the_active_one_is_killed(
         # The standby takes the Lease once the dead leader's renewal is LEASE_S old, then passes
         # every object it knows: its own counter proves it was this process.
         wait_until(lambda: standby.reconciles() > idle, timeout=LEASE_S + RETRY_S + ONE_PASS_S,
-                   what="the standby taking over after the leader was killed")  # fmt: skip
+                   what="the standby taking over after the leader was killed")
         print(f"\nhand-over after SIGKILL: {time.monotonic() - killed:.1f}s (lease duration {LEASE_S}s)")
         wait_until(lambda: cluster.deployment(ns, "ha-two"), timeout=CONVERGE_S, what="Deployment ha-two")
         wait_until(lambda: _ready_md(cluster, ns, "ha-two"), timeout=CONVERGE_S, what="md/ha-two Ready")
@@ -607,9 +607,9 @@ def test_ha_a_leader_cut_off_from_the_api_server_steps_down(
         partition.set_cut(True)
         cut = time.monotonic()
         stepped_down = wait_until(lambda: not leader.leading() and time.monotonic(), timeout=RENEW_S + RETRY_S + 10,
-                                  what="the cut-off leader stepping down")  # fmt: skip
+                                  what="the cut-off leader stepping down")
         took_over = wait_until(lambda: other.leading() and time.monotonic(), timeout=LEASE_S + RETRY_S + ONE_PASS_S,
-                               what="the other replica taking the Lease")  # fmt: skip
+                               what="the other replica taking the Lease")
         print(f"\nstepped down {stepped_down - cut:.1f}s after the cut, taken over {took_over - cut:.1f}s after it")
         assert stepped_down < took_over, "two replicas could write at once"
         assert "lost the leader Lease" in leader.log()

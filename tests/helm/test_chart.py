@@ -22,7 +22,7 @@ RBAC_KINDS = ("Role", "ClusterRole")
 ESCALATING_VERBS = {"*", "escalate", "bind", "impersonate", "deletecollection"}
 #: Resources the operator must never be able to touch.
 FORBIDDEN_RESOURCES = {"secrets", "configmaps", "nodes", "serviceaccounts", "roles", "rolebindings",
-                       "clusterroles", "clusterrolebindings", "*", "pods/exec", "pods/log"}  # fmt: skip
+                       "clusterroles", "clusterrolebindings", "*", "pods/exec", "pods/log"}
 
 
 def test_ci_value_sets_exist() -> None:
@@ -74,7 +74,7 @@ def test_probes_hit_the_operator_health_endpoint(values: Path) -> None:
 
 def _rules(docs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
     return [(f"{d['kind']}/{d['metadata']['name']}", rule) for d in docs if d["kind"] in RBAC_KINDS
-            for rule in d.get("rules", [])]  # fmt: skip
+            for rule in d.get("rules", [])]
 
 
 @pytest.mark.parametrize("values", CI_VALUES, ids=CI_IDS)
@@ -183,7 +183,7 @@ def test_ha_uses_lease_leader_election() -> None:
     args = deploy["spec"]["template"]["spec"]["containers"][0]["args"]
     assert {"--leader-elect", "--leader-elect-resource-name=modelship", "--leader-elect-resource-namespace=modelship-system",
             "--leader-elect-lease-duration=20", "--leader-elect-renew-deadline=10",
-            "--leader-elect-retry-period=2"} <= set(args)  # fmt: skip
+            "--leader-elect-retry-period=2"} <= set(args)
     binding = one(docs, "RoleBinding")
     assert binding["roleRef"]["name"] == one(docs, "Role")["metadata"]["name"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "modelship", "namespace": "modelship-system"}]
@@ -209,7 +209,7 @@ def test_replicas_without_leader_election_is_refused() -> None:
 
 def test_lease_timings_that_would_let_two_leaders_write_are_refused() -> None:
     proc = run_helm("template", "x", str(CHART), "--set", "replicas=2", "--set", "leaderElection.enabled=true",
-                    "--set", "leaderElection.renewDeadline=20", check=False)  # fmt: skip
+                    "--set", "leaderElection.renewDeadline=20", check=False)
     assert proc.returncode != 0 and "renewDeadline" in proc.stderr, proc.stderr
 
 
@@ -350,9 +350,10 @@ def test_packaged_chart_is_self_contained(tmp_path: Path) -> None:
 
     run_helm("package", str(CHART), "--destination", str(tmp_path))
     (tgz,) = tmp_path.glob("modelship-*.tgz")
-    names = set(tarfile.open(tgz).getnames())
+    with tarfile.open(tgz) as archive:
+        names = set(archive.getnames())
     assert {"modelship/files/crds/modelship.io_modeldeployments.yaml", "modelship/values.schema.json",
-            "modelship/templates/NOTES.txt"} <= names  # fmt: skip
+            "modelship/templates/NOTES.txt"} <= names
     text = run_helm("template", "x", str(tgz), "--include-crds").stdout
     kinds = [d["kind"] for d in yaml.safe_load_all(text) if d]
     assert kinds.count("CustomResourceDefinition") == 1 and "Deployment" in kinds
@@ -371,7 +372,7 @@ _CLIENT_RESOURCES = {
     "node": ("", "nodes"),
 }
 _CLIENT_VERBS = {"read": "get", "list": "list", "patch": "patch", "create": "create", "delete": "delete",
-                 "replace": "update"}  # fmt: skip
+                 "replace": "update"}
 
 
 def _operator_api_calls() -> set[tuple[str, str, str]]:
@@ -388,7 +389,7 @@ def _operator_api_calls() -> set[tuple[str, str, str]]:
             calls.add((group, resource, "create"))
     for verb, sub in re.findall(r"self\.custom\.(get|patch|list|delete|create|replace)_namespaced_custom_object(_status)?", src):
         calls.add(("modelship.io", "modeldeployments/status" if sub else "modeldeployments",
-                   {"get": "get", "replace": "update"}.get(verb, verb)))  # fmt: skip
+                   {"get": "get", "replace": "update"}.get(verb, verb)))
     for verb in re.findall(r"self\.coordination\.(read|create|replace)_namespaced_lease", src):
         calls.add(("coordination.k8s.io", "leases", _CLIENT_VERBS[verb]))
     return calls

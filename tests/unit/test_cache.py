@@ -3,10 +3,10 @@ the API."""
 
 from __future__ import annotations
 
-from modelship_operator.core import api, builders
+from modelship_operator.core import api
 from modelship_operator.runtime.cache import CachedCluster, Store
 
-from .samples import MonotonicClock, md
+from .samples import MonotonicClock
 
 
 def _obj(kind: str, name: str, rv: str | None, **extra) -> dict:
@@ -47,7 +47,7 @@ def test_stored_objects_lose_managed_fields_and_reads_are_private_copies():
 
 def _pod(name: str, rv: str, ready: bool = False, **labels: str) -> dict:
     pod = _obj("Pod", name, rv, spec={"containers": [{"name": "server", "image": "x:1", "env": []}], "nodeName": "n"},
-               status={"phase": "Running", "conditions": [{"type": "Ready", "status": str(ready)}]})  # fmt: skip
+               status={"phase": "Running", "conditions": [{"type": "Ready", "status": str(ready)}]})
     pod["metadata"]["labels"] = {"app": "a", **labels}
     return pod
 

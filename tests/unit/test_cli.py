@@ -17,7 +17,7 @@ def test_defaults_watch_all_namespaces():
 
 def test_flags():
     s = cli.parse_args(["--namespace", "a", "-n", "b", "--namespace", "a", "--kubeconfig", "/k",
-                        "--health-port", "1", "--metrics-port", "2"])  # fmt: skip
+                        "--health-port", "1", "--metrics-port", "2"])
     assert s.namespaces == ("a", "b") and not s.clusterwide
     assert (s.kubeconfig, s.health_port, s.metrics_port) == ("/k", 1, 2)
     assert cli.parse_args(["--all-namespaces"]).clusterwide
@@ -43,14 +43,14 @@ def test_registry_has_every_trigger():
         for handler in sub.get_all_handlers():
             resources.add((handler.selector.group, handler.selector.plural or handler.selector.any_name))
     assert {("modelship.io", "modeldeployments"), ("apps", "deployments"), ("", "services"),
-            ("policy", "poddisruptionbudgets"), ("", "pods")} <= resources  # fmt: skip
+            ("policy", "poddisruptionbudgets"), ("", "pods")} <= resources
 
 
 def test_one_replica_by_default_lease_leader_election_on_request():
     s = cli.parse_args([])
     assert not s.leader_elect and s.kopf_settings().peering.standalone
     s = cli.parse_args(["--leader-elect", "--leader-elect-resource-name", "ms", "--leader-elect-resource-namespace",
-                        "ops", "--leader-elect-lease-duration", "20"])  # fmt: skip
+                        "ops", "--leader-elect-lease-duration", "20"])
     assert s.leader_elect and s.kopf_settings().peering.standalone  # kopf peering is not used at all
     lease = s.lease_config("me")
     assert (lease.namespace, lease.name, lease.identity) == ("ops", "ms", "me")

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 import yaml
-from modelship_server import settings as server_settings
 
 from modelship_operator import crdgen
 from modelship_operator.core import api, builders, rollout, server_env
+from modelship_server import settings as server_settings
 
 from .samples import md
 
@@ -28,9 +28,9 @@ SPECS = {
     "gpu-handler-shaped": {
         "gpu": {"count": 2},
         "model": {"name": "m", "uri": "https://x.example/m.py", "format": "handler", "handler": "pkg.mod:Model",
-                  "sha256": "a" * 64, "inputShape": [-1, 3, 32, 32], "inputDatatype": "FP16"},  # fmt: skip
+                  "sha256": "a" * 64, "inputShape": [-1, 3, 32, 32], "inputDatatype": "FP16"},
         "serving": {"port": 9000, "halfPrecision": True, "batching": {"maxBatchSize": 64, "maxLatencyMs": 9},
-                    "shutdownDelaySeconds": 7, "drainTimeoutSeconds": 45, "device": "cuda:1"},  # fmt: skip
+                    "shutdownDelaySeconds": 7, "drainTimeoutSeconds": 45, "device": "cuda:1"},
     },
 }
 
@@ -62,10 +62,10 @@ def test_the_env_the_builder_emits_is_what_the_server_parses(spec: dict[str, Any
     assert parsed.device == (s.serving.device or ("cuda" if s.gpu_count else "cpu"))
     assert parsed.require_gpu is (s.gpu_count > 0) and parsed.half_precision is s.serving.half_precision
     assert (parsed.max_batch_size, parsed.max_latency_ms) == (s.serving.batching.max_batch_size,
-                                                              s.serving.batching.max_latency_ms)  # fmt: skip
+                                                              s.serving.batching.max_latency_ms)
     assert (parsed.shutdown_delay_s, parsed.graceful_timeout_s) == (s.serving.shutdown_delay_seconds,
                                                                     s.serving.drain_timeout_seconds)
-    assert parsed.exit_on_load_failure is True  # fmt: skip
+    assert parsed.exit_on_load_failure is True
 
 
 def test_every_variable_the_operator_sets_is_reserved_and_only_those() -> None:
@@ -111,7 +111,7 @@ VARIANTS: dict[str, Any] = {
 
 
 def _template(model: api.ModelDeployment) -> dict[str, Any]:
-    return builders.desired_deployment(model)["spec"]["template"]  # type: ignore[no-any-return]
+    return builders.desired_deployment(model)["spec"]["template"]
 
 
 def test_every_spec_field_has_a_variant() -> None:
@@ -158,7 +158,7 @@ def _api_default(path: list[str]) -> Any:
             return field.get_default(call_default_factory=True)
         annotation = field.annotation
         model = next(a for a in typing.get_args(annotation) if isinstance(a, type)) if typing.get_args(annotation) \
-            else annotation  # fmt: skip
+            else annotation
     raise AssertionError(path)
 
 

@@ -56,7 +56,7 @@ class LeaseStore:
 
 
 def _elector(store: LeaseStore, clock: MonotonicClock, identity: str) -> LeaderElector:
-    wall = lambda: dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(seconds=clock.now)  # noqa: E731
+    wall = lambda: dt.datetime(2026, 1, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=clock.now)  # noqa: E731
     return LeaderElector(store, LeaseConfig("ops", "modelship", identity), clock=clock, wall=wall)
 
 
@@ -113,7 +113,7 @@ def test_a_conflicting_update_loses_the_race() -> None:
     clock.now += 16  # a stalled past the lease duration
     stale = store.get_lease("ops", "modelship", timeout=1)
     assert b.try_acquire_or_renew() and store.holder == "b"
-    store.get_lease = lambda *_, **__: copy.deepcopy(stale)  # type: ignore[method-assign]  # a read before b wrote
+    store.get_lease = lambda *_, **__: copy.deepcopy(stale)  # a read before b wrote
     assert not a.try_acquire_or_renew() and not a.holding()  # its write from that read is a conflict
     del store.get_lease
     assert not a.try_acquire_or_renew() and not a.holding()  # and now it sees b's record
@@ -148,7 +148,7 @@ def test_the_loop_leads_steps_down_when_it_cannot_renew_and_campaigns_again() ->
     store = LeaseStore()
     started, stopped = threading.Event(), threading.Event()
     elector = LeaderElector(store, LeaseConfig("ops", "modelship", "a", 0.6, 0.4, 0.1),
-                            on_started=started.set, on_stopped=stopped.set)  # fmt: skip
+                            on_started=started.set, on_stopped=stopped.set)
     elector.start()
     try:
         assert started.wait(5) and elector.holding()

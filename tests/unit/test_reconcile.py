@@ -17,7 +17,7 @@ from modelship_operator.runtime.head_start import HeadStart
 
 from .samples import body, md
 
-NOW = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
 
 
 def merge_patch(target, patch):
@@ -61,7 +61,7 @@ class FakeCluster:
         new = copy.deepcopy(dict(obj))
         new.setdefault("status", (old or {}).get("status", {}))
         if old is not None and {k: v for k, v in old.items() if k != "metadata"} | {"metadata": {
-                k: v for k, v in old["metadata"].items() if k != "resourceVersion"}} == new:  # fmt: skip
+                k: v for k, v in old["metadata"].items() if k != "resourceVersion"}} == new:
             return copy.deepcopy(old)
         new["metadata"]["resourceVersion"] = str(next(self._rv))
         self.objects[key] = new
@@ -127,7 +127,7 @@ def test_a_child_already_as_desired_is_not_applied_again():
     fake, rec = _make()
     rec.reconcile("ml", "resnet")
     applied = []
-    fake.apply = lambda obj: applied.append(obj["kind"])  # type: ignore[method-assign]
+    fake.apply = lambda obj: applied.append(obj["kind"])
     fake.objects[("Deployment", "ml", "resnet")]["status"] = {"replicas": 2, "readyReplicas": 2}  # status only
     rec.reconcile("ml", "resnet")
     assert applied == []
@@ -147,7 +147,7 @@ def test_ready_when_the_deployment_is_rolled_out():
     dep = fake.objects[("Deployment", "ml", "resnet")]
     dep["metadata"]["generation"] = 1
     dep["status"] = {"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2,
-                     "availableReplicas": 2}  # fmt: skip
+                     "availableReplicas": 2}
     rec.reconcile("ml", "resnet")
     assert _cond(fake, "Ready")["status"] == "True"
     assert fake.md["status"]["image"] == fake.md["spec"]["image"]
@@ -251,7 +251,7 @@ def test_rejected_child_becomes_invalid_spec():
 
 
 def test_a_pass_returns_when_to_come_back_from_the_plan():
-    fake, rec = _make()
+    _, rec = _make()
     assert rec.reconcile("ml", "resnet").requeue_after is None  # nothing waits on time: events will come
 
 
@@ -271,7 +271,7 @@ def test_pod_failures_reach_status_and_events():
         "spec": {"containers": [{"name": "server", "image": fake.md["spec"]["image"]}]},
         "status": {"containerStatuses": [{"name": "server", "restartCount": 5,
                                           "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]},
-    }]  # fmt: skip
+    }]
     rec.reconcile("ml", "resnet")
     assert _cond(fake, "Degraded")["reason"] == "CrashLoopBackOff"
     assert ("Warning", "CrashLoopBackOff") in [(t, r) for t, r, _ in fake.events]

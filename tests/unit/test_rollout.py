@@ -15,7 +15,7 @@ from modelship_operator.core.rollout import steps
 
 pytestmark = pytest.mark.unit
 
-T0 = dt.datetime(2026, 11, 26, 12, 0, 0, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 11, 26, 12, 0, 0, tzinfo=dt.UTC)
 GOOD1, GOOD2, GOOD3 = "reg.example/ml/server:1.0", "reg.example/ml/server:1.1", "reg.example/ml/server:1.2"
 BAD = "fail.modelship.test/server:imagepull"
 

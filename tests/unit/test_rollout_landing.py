@@ -11,7 +11,7 @@ from modelship_operator.core import api, builders, rollout, status
 
 from .samples import body
 
-NOW = dt.datetime(2026, 11, 26, 12, 0, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 11, 26, 12, 0, 0, tzinfo=dt.UTC)
 GOOD = "registry.example.com/ml/resnet-server:1.4.2"
 BAD = "fail.modelship.test/server:imagepull"
 

@@ -8,10 +8,10 @@ import datetime as dt
 from modelship_operator.core import rollout
 from modelship_operator.reconcile import Reconciler
 
-from .test_reconcile import FakeCluster
 from .samples import body
+from .test_reconcile import FakeCluster
 
-T0 = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
 GOOD = "registry.example.com/ml/resnet-server:1.4.2"
 BAD = "fail.modelship.test/server:imagepull"
 
@@ -51,7 +51,7 @@ def _cond(fake: FakeCluster, type_: str) -> dict:
 class RolloutCluster(FakeCluster):
     """The fake, plus what the API server does on a Deployment spec change: bump generation."""
 
-    def apply(self, obj):  # type: ignore[no-untyped-def]
+    def apply(self, obj):
         key = (obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"])
         before = self.objects.get(key)
         after = super().apply(obj)
@@ -160,10 +160,10 @@ def test_rollout_requests_and_evidence_waits_reach_the_queue() -> None:
     controller.queue.done(("ml", "resnet"))
 
     class Waiting:  # a pass whose plan waits 4 s for a pull failure to be confirmed
-        def reconcile(self, namespace, name, *, untold=None):  # type: ignore[no-untyped-def]
+        def reconcile(self, namespace, name, *, untold=None):
             return Result(requeue_after=4.0)
 
-    controller.reconciler = Waiting()  # type: ignore[assignment]
+    controller.reconciler = Waiting()
     controller.process(("ml", "resnet"))
     assert controller.queue._due[("ml", "resnet")] - controller.queue._clock() < 5  # not the 60 s resync
 

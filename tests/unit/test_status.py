@@ -2,20 +2,20 @@
 
 Each status is what one pass writes: the rollout plan, then ``status.next_status``."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from modelship_operator.core import api, builders, rollout, status
 from modelship_operator.core.rollout import evidence
 
 from .samples import body, md
 
-NOW = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 IMAGE = "registry.example.com/ml/resnet-server:1.4.2"
 OLD = "registry.example.com/ml/resnet-server:1.4.1"
 
 
 def deployment(image=IMAGE, replicas=2, generation=5, observed=5, updated=2, total=2, ready=2, available=2,
-               conditions=(), revision=1):  # fmt: skip
+               conditions=(), revision=1):
     """A Deployment the operator made for ``revision`` (None: not labelled by this rollout)."""
     labels = {} if revision is None else {rollout.REVISION_LABEL: str(revision)}
     return {
@@ -42,7 +42,7 @@ def pod(name="resnet-abc", image=IMAGE, waiting=None, unschedulable=False, resta
     conditions = []
     if unschedulable:
         conditions = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                       "message": "0/4 nodes are available: 4 Insufficient nvidia.com/gpu."}]  # fmt: skip
+                       "message": "0/4 nodes are available: 4 Insufficient nvidia.com/gpu."}]
     return {
         "metadata": {"name": name},
         "spec": {"containers": [{"name": "server", "image": image}]},
@@ -163,7 +163,7 @@ def test_progress_deadline_exceeded():
     # (On a revision being rolled out it is rollout evidence: see test_rollout.)
     dep = deployment(updated=1, ready=1, available=1, total=3, conditions=[
         {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
-         "message": 'ReplicaSet "resnet-x" has timed out progressing.'}])  # fmt: skip
+         "message": 'ReplicaSet "resnet-x" has timed out progressing.'}])
     st = derive(settled(), dep, now=NOW)
     assert (cond(st, "Degraded").status, cond(st, "Degraded").reason) == ("True", "ProgressDeadlineExceeded")
     assert (cond(st, "Progressing").status, cond(st, "Progressing").reason) == ("False", "ProgressDeadlineExceeded")
@@ -173,7 +173,7 @@ def test_progress_deadline_exceeded():
 def test_replica_failure_from_admission():
     dep = deployment(updated=0, ready=0, available=0, total=0, conditions=[
         {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
-         "message": 'pods "resnet-x" is forbidden: violates PodSecurity'}])  # fmt: skip
+         "message": 'pods "resnet-x" is forbidden: violates PodSecurity'}])
     st = derive(md(), dep, now=NOW)
     assert cond(st, "Degraded").reason == "ReplicaFailure" and "PodSecurity" in cond(st, "Degraded").message
 

@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
+from pydantic.json_schema import JsonDict
 
 from modelship_operator.core import server_env
 
@@ -53,7 +54,7 @@ PERCENT_PATTERN = r"^[0-9]{1,3}%$"
 QUANTITY_PATTERN = (
     r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
-_QUANTITY_MAP = {"additionalProperties": {"x-kubernetes-int-or-string": True, "pattern": QUANTITY_PATTERN}}
+_QUANTITY_MAP: JsonDict = {"additionalProperties": {"x-kubernetes-int-or-string": True, "pattern": QUANTITY_PATTERN}}
 
 #: Server env vars the operator derives from the spec (one table: ``server_env.CONTRACT``);
 #: setting them in ``spec.env`` would give the container two entries of one name, so it is
@@ -514,11 +515,8 @@ class ModelDeploymentSpec(_Wire):
         if device.startswith("cuda") and self.gpu_count == 0:
             raise ValueError("serving.device cuda needs gpu.count >= 1")
         budget = self.disruption_budget
-        if budget and isinstance(budget.min_available, int) and self.replicas > 0:
-            if budget.min_available >= self.replicas:
-                raise ValueError(
-                    "disruptionBudget.minAvailable must be less than replicas, or no pod could ever be evicted"
-                )
+        if budget and isinstance(budget.min_available, int) and 0 < self.replicas <= budget.min_available:
+            raise ValueError("disruptionBudget.minAvailable must be less than replicas, or no pod could ever be evicted")
         return self
 
     @property
@@ -553,7 +551,7 @@ class Condition(_Wire):
 #: Keys of ``status.rollout`` that modelship <= 0.1.0 wrote as "" (or 0) to mean unset, because
 #: its merge patches could not clear a key.
 _LEGACY_UNSET = ("specHash", "phase", "servingRevision", "stableRevision", "noSurgeSince", "handledRetry",
-                 "handledRollbackTo")  # fmt: skip
+                 "handledRollbackTo")
 
 
 class _Record(_Wire):
@@ -642,7 +640,8 @@ class ModelDeploymentStatus(_Wire):
         """The whole status as a JSON merge patch: an unset field is sent as null, so what a pass
         cleared is removed on the server too (an omitted key would keep its old value). Lists
         replace the stored ones whole; their items carry no nulls."""
-        return _without_nulls_in_lists(self.model_dump(by_alias=True, mode="json"))
+        patch: dict[str, Any] = _without_nulls_in_lists(self.model_dump(by_alias=True, mode="json"))
+        return patch
 
 
 def _without_nulls_in_lists(value: Any, in_list: bool = False) -> Any:

@@ -66,18 +66,14 @@ class Rollout:
 
 def container_image(deployment: Obj) -> str | None:
     """The server container's image in the Deployment's pod template."""
-    containers = deployment.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
-    for container in containers:
-        if container.get("name") == builders.CONTAINER:
-            return container.get("image")
-    return None
+    containers: Sequence[Obj] = deployment.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
+    image = next((c.get("image") for c in containers if c.get("name") == builders.CONTAINER), None)
+    return None if image is None else str(image)
 
 
 def _condition(obj: Obj, type_: str) -> Obj:
-    for cond in obj.get("status", {}).get("conditions") or []:
-        if cond.get("type") == type_:
-            return cond
-    return {}
+    conditions: Sequence[Obj] = obj.get("status", {}).get("conditions") or []
+    return next((c for c in conditions if c.get("type") == type_), {})
 
 
 def read_rollout(deployment: Obj) -> Rollout:
@@ -130,7 +126,7 @@ def pod_problems(pods: Sequence[Obj], image: str | None) -> list[tuple[str, str]
 def set_condition(
     previous: Sequence[api.Condition], type_: str, status: api.ConditionStatus, reason: str, message: str,
     generation: int, now: datetime,
-) -> api.Condition:  # fmt: skip
+) -> api.Condition:
     """A condition that keeps lastTransitionTime unless its status changed."""
     old = next((c for c in previous if c.type == type_), None)
     since = old.last_transition_time if old is not None and old.status == status else now
@@ -186,7 +182,7 @@ def deployment_view(md: api.ModelDeployment, deployment: Obj | None, pods: Seque
     """Ready, Progressing and Degraded as the Deployment and its pods show them."""
     if deployment is None:
         return ("False", "DeploymentMissing", "the Deployment does not exist yet"), \
-            ("True", "Creating", "creating the Deployment"), ("False", "AsExpected", "")  # fmt: skip
+            ("True", "Creating", "creating the Deployment"), ("False", "AsExpected", "")
     counts = _counts(deployment)
     rollout = read_rollout(deployment)
     problems = pod_problems(pods, rollout.template_image)

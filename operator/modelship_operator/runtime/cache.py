@@ -37,6 +37,8 @@ _DROPPED_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",)
 
 def _rv(obj: Mapping[str, Any]) -> int | None:
     value = (obj.get("metadata") or {}).get("resourceVersion")
+    if value is None:
+        return None
     try:
         return int(value)
     except (TypeError, ValueError):
@@ -71,7 +73,8 @@ class _Packed:
         self.data = json.dumps(obj, separators=(",", ":")).encode()
 
     def unpack(self) -> Obj:
-        return json.loads(self.data)  # type: ignore[no-any-return]
+        obj: Obj = json.loads(self.data)
+        return obj
 
 
 class _PodSet:

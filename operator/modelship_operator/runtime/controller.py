@@ -72,7 +72,7 @@ class Controller:
     def __init__(
         self, client: Any, settings: Settings, *, reconciler: Reconciler | None = None,
         gate: Callable[[], bool] = lambda: True,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.client = client
         self.settings = settings
         self.store = Store(pod_list_ttl=settings.resync_seconds)

@@ -73,11 +73,11 @@ class LeaseStore(Protocol):
 
 def _micro_time(now: dt.datetime) -> str:
     """A Lease MicroTime: RFC 3339 with microseconds, UTC."""
-    return now.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _wall() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 class LeaderElector:
@@ -88,7 +88,7 @@ class LeaderElector:
         self, store: LeaseStore, config: LeaseConfig, *, on_started: Callable[[], None] = lambda: None,
         on_stopped: Callable[[], None] = lambda: None, clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], dt.datetime] = _wall,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.store, self.config = store, config
         self.on_started, self.on_stopped = on_started, on_stopped
         self.clock, self.wall = clock, wall
@@ -129,7 +129,7 @@ class LeaderElector:
             if lease is None:
                 spec = self._record(None, now)
                 body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                        "metadata": {"name": cfg.name, "namespace": cfg.namespace}, "spec": spec}  # fmt: skip
+                        "metadata": {"name": cfg.name, "namespace": cfg.namespace}, "spec": spec}
                 self._seen(self.store.create_lease(cfg.namespace, body, timeout=timeout))
                 self._renewed_at = started
                 return True
@@ -176,7 +176,7 @@ class LeaderElector:
         spec = lease.get("spec") or {}
         now = _micro_time(self.wall())
         released = {"leaseDurationSeconds": 1, "leaseTransitions": spec.get("leaseTransitions") or 0,
-                    "acquireTime": now, "renewTime": now}  # fmt: skip
+                    "acquireTime": now, "renewTime": now}
         try:
             self._seen(self.store.replace_lease(cfg.namespace, {**lease, "spec": released}, timeout=cfg.retry_period))
         except kube.KubeError as error:
@@ -203,7 +203,7 @@ class LeaderElector:
                 return  # stop() tells the runtime and releases
             self._renewed_at = None
             logger.warning("%s lost the leader Lease %s/%s (no renewal for %gs): stepping down",
-                           cfg.identity, cfg.namespace, cfg.name, cfg.renew_deadline)  # fmt: skip
+                           cfg.identity, cfg.namespace, cfg.name, cfg.renew_deadline)
             self.on_stopped()
 
     def start(self) -> None:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from modelship_operator.core.rollout import RolloutPlan
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from modelship_operator.core.rollout import RolloutPlan
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 import uuid
+
 import kopf
 
 from modelship_operator import kube
@@ -45,7 +46,7 @@ def run(settings: Settings) -> None:
     registry = watches.build_registry(
         controller, settings, on_start=campaign.start if campaign else lambda: None,
         on_stop=campaign.stop if campaign else lambda: None,
-    )  # fmt: skip
+    )
     metrics.serve(settings.metrics_port)
     kopf.run(
         registry=registry,

@@ -117,7 +117,7 @@ class Settings:
             namespace=self.lease_namespace, name=self.lease_name, identity=identity,
             lease_duration=self.lease_duration_seconds, renew_deadline=self.renew_deadline_seconds,
             retry_period=self.retry_period_seconds,
-        )  # fmt: skip
+        )
 
     def check(self) -> None:
         """Raise ValueError for settings that cannot work together."""

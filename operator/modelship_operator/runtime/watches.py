@@ -43,7 +43,7 @@ def filter_watches(kopf_settings: kopf.OperatorSettings) -> kopf.OperatorSetting
 def build_registry(
     controller: Controller, settings: Settings, *, on_start: Callable[[], None] = lambda: None,
     on_stop: Callable[[], None] = lambda: None,
-) -> kopf.OperatorRegistry:  # fmt: skip
+) -> kopf.OperatorRegistry:
     """All handlers, registered on a fresh registry (nothing happens at import time).
     ``on_start``/``on_stop`` run after the workers started / after they stopped (leader
     election: campaign once passes can run; release the Lease once they no longer do)."""

@@ -27,7 +27,6 @@ from collections import deque
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
-
 K = TypeVar("K", bound=Hashable)
 
 

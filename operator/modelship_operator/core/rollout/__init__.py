@@ -86,23 +86,23 @@ from modelship_operator.core.rollout.revisions import (  # re-exported: this pac
 )
 
 __all__ = [
-    "REVISION_LABEL",
-    "REVISION_HASH_LABEL",
-    "ROLLBACK_TO_ANNOTATION",
     "RETRY_ANNOTATION",
-    "Observed",
+    "REVISION_HASH_LABEL",
+    "REVISION_LABEL",
+    "ROLLBACK_TO_ANNOTATION",
     "Event",
+    "Observed",
     "RolloutPlan",
+    "deployment_outdated",
+    "desired_deployment",
+    "events_to_record",
     "plan_rollout",
     "pod_template",
     "revision_hash",
     "revision_pods",
-    "serving_spec",
     "serving_model",
-    "desired_deployment",
+    "serving_spec",
     "stamp_deployment",
-    "deployment_outdated",
-    "events_to_record",
 ]
 
 #: Plan events that the Degraded-condition transition already reports (one Event per decision).

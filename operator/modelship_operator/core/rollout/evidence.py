@@ -24,10 +24,10 @@ __all__ = [
     "Evidence",
     "EvidenceKind",
     "RolloutPolicy",
+    "deployment_evidence",
     "model_load_failure",
     "parse_time",
     "pod_evidence",
-    "deployment_evidence",
 ]
 
 Obj = Mapping[str, Any]
@@ -120,14 +120,14 @@ class Evidence:
 def parse_time(value: object) -> dt.datetime | None:
     """RFC 3339 string (or datetime) → aware datetime; ``None`` for missing/garbage."""
     if isinstance(value, dt.datetime):
-        return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
     if not isinstance(value, str) or not value:
         return None
     try:
         parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
 def _containers(pod: Obj) -> Iterable[Obj]:
@@ -137,10 +137,8 @@ def _containers(pod: Obj) -> Iterable[Obj]:
 
 
 def _condition(obj: Obj, type_: str) -> Obj | None:
-    for cond in (obj.get("status") or {}).get("conditions") or ():
-        if cond.get("type") == type_:
-            return cond
-    return None
+    conditions: Sequence[Obj] = (obj.get("status") or {}).get("conditions") or ()
+    return next((c for c in conditions if c.get("type") == type_), None)
 
 
 def _waiting(cs: Obj) -> Obj:

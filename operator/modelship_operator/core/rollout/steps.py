@@ -88,7 +88,7 @@ def begin(p: Pass, template: dict[str, object], hash_: str, *, why: str, force: 
     new = api.HistoryEntry(
         revision=revision, hash=hash_, image=str(template.get("image")), model=model_of(template),
         template=template, started_at=p.now, outcome="Progressing", reason=why,
-    )  # fmt: skip
+    )
     if current is not None:
         finish(current, "Superseded", p.now, "Superseded", f"superseded by revision {revision}")
     p.history.append(new)
@@ -116,7 +116,7 @@ def adopt(p: Pass, deployment: Obj | None, template: dict[str, object], hash_: s
         found = api.HistoryEntry(
             revision=revision, image=str(template.get("image")), model=model_of(template), started_at=p.now,
             outcome="Progressing", reason="Adopted",
-        )  # fmt: skip
+        )
         p.history.append(found)
         p.history.sort(key=lambda e: e.revision)
     found.hash, found.template, found.model = hash_, template, model_of(template)
@@ -265,7 +265,7 @@ def _evidence(p: Pass, spec: api.ModelDeploymentSpec, observed: Observed, item: 
     gpu_waits = [c for c in candidates if c.kind == ev.EvidenceKind.UNSCHEDULABLE and c.gpu]
     held: list[ev.Evidence] = []
     if spec.rollout.surge == "auto" and not st.no_surge and gpu_waits and st.stable_revision is not None \
-            and budget_allows_no_surge(spec):  # fmt: skip
+            and budget_allows_no_surge(spec):
         if not _surge_switch(p, spec, gpu_waits):
             held = gpu_waits  # waiting for the switch: not evidence, but worth watching
         candidates = [c for c in candidates if c not in gpu_waits]
