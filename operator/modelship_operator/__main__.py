@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from modelship_operator.runtime.settings import Settings, own_namespace
 
 
-def parse_args(argv: Sequence[str] | None = None) -> Settings:
+def build_parser() -> argparse.ArgumentParser:
     defaults = Settings()
     parser = argparse.ArgumentParser(prog="modelship-operator", description="Run the modelship operator.")
     scope = parser.add_mutually_exclusive_group()
@@ -52,6 +52,11 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
                     f"(default {defaults.renew_deadline_seconds:g})")
     le.add_argument("--leader-elect-retry-period", type=float, default=defaults.retry_period_seconds,
                     metavar="S", help=f"between attempts to acquire or renew (default {defaults.retry_period_seconds:g})")
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Settings:
+    parser = build_parser()
     args = parser.parse_args(argv)
     settings = Settings(
         namespaces=tuple(dict.fromkeys(args.namespace)),
