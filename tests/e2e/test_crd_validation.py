@@ -59,6 +59,11 @@ BAD_SPECS: list[tuple[str, dict[str, Any], str]] = [
     ("privileged-port", _spec(serving={"port": 80}), "serving.port must be between 1024 and 65535"),
     ("reserved-env", _spec(env=[{"name": "MODELSHIP_MODEL_URI", "value": "file:///other.pt2"}]),
      "env must not set the MODELSHIP_* vars the operator derives from the spec"),
+    # Found by hand (issue 13): accepted, then every Deployment apply refused for a duplicate env entry.
+    ("reserved-env-shutdown-delay", _spec(env=[{"name": "MODELSHIP_SHUTDOWN_DELAY_S", "value": "9"}]),
+     "spec.env: Invalid value"),
+    ("env-name-twice", _spec(env=[{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]),
+     'spec.env[1]: Duplicate value: map[string]interface {}{"name":"A"}'),
     ("budget-both-fields", _spec(disruptionBudget={"minAvailable": 1, "maxUnavailable": 1}),
      "set exactly one of disruptionBudget.minAvailable or disruptionBudget.maxUnavailable"),
     ("budget-blocks-eviction", _spec(replicas=2, disruptionBudget={"minAvailable": 2}),

@@ -477,7 +477,7 @@ class ModelDeploymentSpec(_Wire):
             **cel(
                 (
                     "self.all(e, !(e.name in [" + ", ".join(f"'{n}'" for n in RESERVED_ENV) + "]))",
-                    "spec.env must not set the MODELSHIP_* variables the operator derives from the spec ("
+                    "spec.env must not set the MODELSHIP_* vars the operator derives from the spec ("
                     + ", ".join(RESERVED_ENV) + "): set the spec field instead",
                 )
             ),
