@@ -183,6 +183,28 @@ def test_the_defaults_quoted_in_the_gpu_example_are_the_apis() -> None:
         assert str(default).lower() == text.lower(), f"{'.'.join(path)}: the example says {text}, the API {default}"
 
 
+def _models(model: type[api.BaseModel]) -> list[type[api.BaseModel]]:
+    found = [model]
+    for field in model.model_fields.values():
+        for t in (field.annotation, *typing.get_args(field.annotation)):
+            if isinstance(t, type) and issubclass(t, api.BaseModel) and t not in found:
+                found += [m for m in _models(t) if m not in found]
+    return found
+
+
+def test_every_default_a_field_description_quotes_is_the_fields() -> None:
+    checked = 0
+    for model in _models(api.ModelDeploymentSpec):
+        for name, field in model.model_fields.items():
+            quoted = re.search(r"Default: ([\w.-]+?)\.?(?:\s|$)", field.description or "")
+            if not quoted or quoted.group(1) in ("none", "cuda", "any"):
+                continue
+            default = field.get_default(call_default_factory=True)
+            assert str(default).lower() == quoted.group(1).lower(), f"{model.__name__}.{name}: says {quoted.group(1)}"
+            checked += 1
+    assert checked >= 12, checked
+
+
 def test_surge_auto_means_one_thing() -> None:
     description = api.Rollout.model_fields["surge"].description or ""
     assert "auto (default): surge, switching to no-surge when a surge pod cannot be scheduled" in description

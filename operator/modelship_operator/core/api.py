@@ -315,6 +315,16 @@ class Serving(_Wire):
         return port
 
 
+#: Probe settings when ``spec.probes.readiness``/``liveness`` leave them unset (the builder
+#: applies them; the field docs below quote them).
+READINESS_DEFAULTS = {"periodSeconds": 5, "timeoutSeconds": 3, "failureThreshold": 3}
+LIVENESS_DEFAULTS = {"periodSeconds": 10, "timeoutSeconds": 3, "failureThreshold": 3}
+
+
+def _quote(defaults: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in defaults.items())
+
+
 class ProbeOverride(_Wire):
     """Overrides for one probe; unset fields keep the documented default."""
 
@@ -341,11 +351,11 @@ class Probes(_Wire):
     )
     readiness: ProbeOverride = Field(
         default_factory=ProbeOverride,
-        description="GET /health. Defaults: periodSeconds 5, timeoutSeconds 3, failureThreshold 3.",
+        description=f"GET /health. Defaults: {_quote(READINESS_DEFAULTS)}.",
     )
     liveness: ProbeOverride = Field(
         default_factory=ProbeOverride,
-        description="GET /health/live. Defaults: periodSeconds 10, timeoutSeconds 3, failureThreshold 3.",
+        description=f"GET /health/live. Defaults: {_quote(LIVENESS_DEFAULTS)}.",
     )
 
 

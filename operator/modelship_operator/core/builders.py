@@ -41,8 +41,6 @@ REVISION_HISTORY_LIMIT = 5
 SURGE = {"maxSurge": "25%", "maxUnavailable": 0}
 #: No surge: one pod at a time is replaced; needed when no spare GPU exists for an extra pod.
 NO_SURGE = {"maxSurge": 0, "maxUnavailable": 1}
-READINESS_DEFAULTS = {"periodSeconds": 5, "timeoutSeconds": 3, "failureThreshold": 3}
-LIVENESS_DEFAULTS = {"periodSeconds": 10, "timeoutSeconds": 3, "failureThreshold": 3}
 STARTUP_PROBE_TIMEOUT_S = 3
 #: The server's exit code when the model fails to load for good (MODELSHIP_EXIT_ON_LOAD_FAILURE):
 #: a pod that exits with it is rollout evidence at once, not after the startup budget.
@@ -163,8 +161,8 @@ def probes(spec_probes: api.Probes) -> dict[str, Obj]:
     /health/live (process responsive). Liveness only starts after startup succeeded, so a slow
     load is bounded by startupTimeoutSeconds, not killed by liveness."""
     overrides = {
-        "readinessProbe": (READINESS_DEFAULTS, spec_probes.readiness),
-        "livenessProbe": (LIVENESS_DEFAULTS, spec_probes.liveness),
+        "readinessProbe": (api.READINESS_DEFAULTS, spec_probes.readiness),
+        "livenessProbe": (api.LIVENESS_DEFAULTS, spec_probes.liveness),
     }
     out = {
         "startupProbe": _probe(
