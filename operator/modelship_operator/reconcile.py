@@ -66,10 +66,20 @@ class Result:
 class Untold:
     """What a head start (the runtime creating a new object's Deployment before anything else)
     did and has not told: the next pass tells it, and continues from the rollout state the head
-    start's plan began, as if it had done both itself."""
+    start's plan began, as if it had done both itself. Held for every new object of a burst
+    until its full pass, so the status is kept as compact JSON (a thousand typed copies took
+    ~10 MB)."""
 
     created: tuple[str, ...]
-    plan: rollout.RolloutPlan
+    events: tuple[rollout.Event, ...]
+    status_json: bytes
+
+    @classmethod
+    def of(cls, created: list[str], plan: rollout.RolloutPlan) -> Untold:
+        return cls(tuple(created), tuple(rollout.events_to_record(plan)), plan.status.model_dump_json().encode())
+
+    def status(self) -> api.ModelDeploymentStatus:
+        return api.ModelDeploymentStatus.model_validate_json(self.status_json)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,7 +155,7 @@ class Reconciler:
         except api.InvalidSpec as error:
             return self._problem(body, "InvalidSpec", str(error), now)
         if untold is not None:
-            md = md.model_copy(update={"status": untold.plan.status})
+            md = md.model_copy(update={"status": untold.status()})
         # Rollouts decide from what the cluster shows *before* this pass's writes.
         deployment = self.cluster.get("Deployment", namespace, builders.child_name(md.name))
         pods = self.cluster.list_pods(namespace, builders.selector_string(md), md.name) if deployment else []
@@ -165,8 +175,7 @@ class Reconciler:
             self._report_refusal(body, error, now)
             raise  # retried by the runtime, with backoff
         new = status.next_status(md, deployment, seen.pods, plan, now=now)
-        told = rollout.events_to_record(untold.plan) if untold else []
-        for event in (*told, *rollout.events_to_record(plan)):
+        for event in (*(untold.events if untold else ()), *rollout.events_to_record(plan)):
             self._event(body, event.type, event.reason, event.message, now)
         written = self._write_status(body, api.parse_status(body), new, now)
         return Result(requeue_after=plan.requeue_after, status_written=written, plan=plan)

@@ -5,7 +5,6 @@ backoff); legacy kopf finalizers are taken off; a standby replica does nothing."
 from __future__ import annotations
 
 import logging
-from types import SimpleNamespace
 
 import kopf
 
@@ -68,7 +67,7 @@ class StubHeadStart:
 
 
 class Untold:
-    plan = SimpleNamespace(started=False, succeeded=False, rolled_back=None, time_to_rollback_s=None, events=())
+    pass
 
 
 def _controller(reconciler=None, gate=lambda: True, **settings):

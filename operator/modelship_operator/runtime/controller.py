@@ -204,7 +204,6 @@ class Controller:
         metrics.RECONCILES.labels(trigger=why, result="partial" if untold else "skipped").inc()
         if untold is None:
             return False  # nothing to create (or a problem the full pass reports): the full pass now
-        metrics.observe_rollout(untold.plan)
         self.enqueue(key, why)  # the rest of the first pass, behind the other new objects
         return True
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from modelship_operator import kube
 from modelship_operator.core import rollout
 from modelship_operator.reconcile import ChildConflict, Observation, Reconciler, Untold
+from modelship_operator.runtime import metrics
 
 Key = tuple[str, str]
 
@@ -36,7 +37,8 @@ class HeadStart:
             self.reconciler.apply_child(desired, seen.md, seen.body, created, before=None)
         except (kube.Rejected, kube.Refused, ChildConflict):
             return None
-        untold = self._untold[(namespace, name)] = Untold(tuple(created), seen.plan)
+        metrics.observe_rollout(seen.plan)
+        untold = self._untold[(namespace, name)] = Untold.of(created, seen.plan)
         return untold
 
     def take(self, key: Key) -> Untold | None:
