@@ -63,7 +63,7 @@ BAD_SPECS: list[tuple[str, dict[str, Any], str]] = [
     ("reserved-env-shutdown-delay", _spec(env=[{"name": "MODELSHIP_SHUTDOWN_DELAY_S", "value": "9"}]),
      "spec.env: Invalid value"),
     ("env-name-twice", _spec(env=[{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]),
-     'spec.env[1]: Duplicate value: map[string]interface {}{"name":"A"}'),
+     '.spec.env: duplicate entries for key [name="A"]'),
     ("budget-both-fields", _spec(disruptionBudget={"minAvailable": 1, "maxUnavailable": 1}),
      "set exactly one of disruptionBudget.minAvailable or disruptionBudget.maxUnavailable"),
     ("budget-blocks-eviction", _spec(replicas=2, disruptionBudget={"minAvailable": 2}),
