@@ -10,7 +10,8 @@ floor     the N Deployments the operator would create (built by the operator's o
           all exist, all Ready.
 operator  a fresh operator process; the N ModelDeployments created at once the same way:
           time until all N Deployments exist, until all N ModelDeployments are Ready,
-          and the operator's peak RSS (VmHWM).
+          the operator's peak RSS (VmHWM) and its CPU time until then (on a machine shared
+          with other work, CPU time moves much less than wall time).
 
 MODELSHIP_BENCH_TUNE=limit=64,batch=0.5 runs the operator with those kopf settings (worker
 limit, batch window) instead of its defaults; MODELSHIP_BENCH_ARGS="--workers 16" adds
@@ -79,6 +80,11 @@ class Row:
     op_exist_s: float
     op_ready_s: float
     op_peak_rss_mb: float
+    op_cpu_exist_s: float = float("nan")
+    """The operator's CPU time (user + system) from the bulk create until all Deployments exist."""
+    op_cpu_ready_s: float = float("nan")
+    """...and until all ModelDeployments are Ready: a measure of its own work that the other
+    processes on a shared machine do not move as much as they move wall times."""
 
     @property
     def exist_ratio(self) -> float:
@@ -255,6 +261,14 @@ class RssSampler:
             self.peak_kb = max(self.peak_kb, self._read("VmRSS"), self._read("VmHWM"))
             time.sleep(0.1)
 
+    def cpu(self) -> float:
+        """CPU seconds (user + system) the process has used so far."""
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return float("nan")
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> float:
         self.peak_kb = max(self.peak_kb, self._read("VmHWM"))
         self._stop.set()
@@ -326,24 +340,28 @@ def run_size(cluster: Cluster, n: int, timeout: float) -> Row:
         wait_until(lambda: cluster.deployment(ns, "warmup"), timeout=120, what="warm-up Deployment")
         deps = Tracker(cluster.apps.list_namespaced_deployment, (ns,), lambda o: deployment_ready(o)).start()
         ready = Tracker(cluster.custom.list_namespaced_custom_object, (GROUP, VERSION, ns, PLURAL), md_ready).start()
+        cpu0 = sampler.cpu()
         t0 = time.monotonic()
         op_apply = bulk_create(cluster, ns, mds)
         names = {m["metadata"]["name"] for m in mds}
         wait_until(lambda: names <= deps.seen.keys(), timeout=timeout, what=f"{n} Deployments from the operator", interval=0.1)
         op_exist = max(deps.seen[k] for k in names) - t0
+        cpu_exist = sampler.cpu() - cpu0
         wait_until(lambda: names <= ready.finished.keys(), timeout=timeout, what=f"{n} ModelDeployments Ready", interval=0.1)
         op_ready = max(ready.finished[k] for k in names) - t0
+        cpu_ready = sampler.cpu() - cpu0
         deps.stop()
         ready.stop()
         rss = sampler.stop()
         print(f"  operator  N={n}: apply {op_apply:.2f}s, exist {op_exist:.2f}s, ready {op_ready:.2f}s, "
-              f"peak RSS {rss:.0f} MB", flush=True)
+              f"peak RSS {rss:.0f} MB, CPU {cpu_exist:.1f}s to exist, {cpu_ready:.1f}s to Ready", flush=True)
         # While the operator still runs, as a user would delete them.
         delete_namespace(cluster, ns)
     finally:
         sampler.stop()
         op.stop()
-    return Row(n, floor_apply, floor_exist, floor_ready, create_floor_exist, op_apply, op_exist, op_ready, rss)
+    return Row(n, floor_apply, floor_exist, floor_ready, create_floor_exist, op_apply, op_exist, op_ready, rss,
+               cpu_exist, cpu_ready)
 
 
 def main() -> int:
@@ -374,13 +392,14 @@ def main() -> int:
 
     print()
     print("| N | floor (apply): Deployments exist | operator: Deployments exist | ratio | floor (create) | ratio "
-          "| floor: Deployments Ready | operator: MDs Ready | operator peak RSS |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| floor: Deployments Ready | operator: MDs Ready | operator peak RSS | operator CPU (exist / Ready) |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(
             f"| {r.n} | {r.floor_exist_s:.2f} s | {r.op_exist_s:.2f} s | {r.exist_ratio:.2f}x "
             f"| {r.create_floor_exist_s:.2f} s | {r.create_ratio:.2f}x "
-            f"| {r.floor_ready_s:.2f} s | {r.op_ready_s:.2f} s | {r.op_peak_rss_mb:.0f} MB |"
+            f"| {r.floor_ready_s:.2f} s | {r.op_ready_s:.2f} s | {r.op_peak_rss_mb:.0f} MB "
+            f"| {r.op_cpu_exist_s:.1f} s / {r.op_cpu_ready_s:.1f} s |"
         )
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"scale-{time.strftime('%Y%m%dT%H%M%S')}.json"
