@@ -216,6 +216,16 @@ class Kube:
 
     def apply(self, obj: Mapping[str, Any]) -> Obj:
         """Server-side apply the whole object; returns the object as stored."""
+        return self._apply(obj, force=True)[0]
+
+    def apply_new(self, obj: Mapping[str, Any]) -> tuple[Obj, bool]:
+        """Server-side apply without force, for an object believed new: where another manager
+        set a field to another value (a foreign object of that name) the API server refuses
+        with a conflict instead of handing the field over. Returns the object as stored and
+        whether this apply created it (HTTP 201)."""
+        return self._apply(obj, force=False)
+
+    def _apply(self, obj: Mapping[str, Any], *, force: bool) -> tuple[Obj, bool]:
         kind, meta = obj["kind"], obj["metadata"]
         self._writing(f"apply {kind} {meta['namespace']}/{meta['name']}")
         method = {
@@ -225,9 +235,9 @@ class Kube:
         }[kind]
         result = _call(
             f"apply {kind} {meta['namespace']}/{meta['name']}", method, meta["name"], meta["namespace"], dict(obj),
-            field_manager=FIELD_MANAGER, force=True, _content_type=APPLY, _preload_content=False,
+            field_manager=FIELD_MANAGER, force=force, _content_type=APPLY, _preload_content=False,
         )
-        return _json(result)
+        return _json(result), result.status == 201
 
     def get(self, kind: str, namespace: str, name: str) -> Obj | None:
         method = {

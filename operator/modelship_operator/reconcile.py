@@ -83,6 +83,15 @@ class Untold:
 
 
 @dataclasses.dataclass(frozen=True)
+class Read:
+    """A ModelDeployment as stored and parsed, and the time of the pass."""
+
+    body: Obj
+    md: api.ModelDeployment
+    now: dt.datetime
+
+
+@dataclasses.dataclass(frozen=True)
 class Observation:
     """A ModelDeployment, what the cluster shows of it, and the rollout plan for it."""
 
@@ -146,21 +155,28 @@ class Reconciler:
     def observe(self, namespace: str, name: str, *, untold: Untold | None = None) -> Observation | Result:
         """Read the object and what the cluster shows, and plan the rollout; a Result when there
         is nothing to converge (gone, going, or an invalid spec, which is reported here)."""
+        got = self.read(namespace, name)
+        return got if isinstance(got, Result) else self.look(got, untold=untold)
+
+    def read(self, namespace: str, name: str) -> Read | Result:
+        """The ModelDeployment, parsed; a Result when it is gone, going, or invalid (reported)."""
         body = self.cluster.get_model_deployment(namespace, name)
         if body is None or body.get("metadata", {}).get("deletionTimestamp"):
             return Result(skipped=True)  # gone or going: garbage collection handles children
         now = self.clock()
         try:
-            md = api.parse(body)
+            return Read(body, api.parse(body), now)
         except api.InvalidSpec as error:
             return self._problem(body, "InvalidSpec", str(error), now)
-        if untold is not None:
-            md = md.model_copy(update={"status": untold.status()})
+
+    def look(self, got: Read, *, untold: Untold | None = None) -> Observation:
+        """What the cluster shows of ``got``'s children and pods, and the rollout plan."""
+        md = got.md if untold is None else got.md.model_copy(update={"status": untold.status()})
         # Rollouts decide from what the cluster shows *before* this pass's writes.
-        deployment = self.cluster.get("Deployment", namespace, builders.child_name(md.name))
-        pods = self.cluster.list_pods(namespace, builders.selector_string(md), md.name) if deployment else []
-        plan = rollout.plan_rollout(md, rollout.Observed(deployment, pods), now=now)
-        return Observation(body, md, deployment, pods, plan, now)
+        deployment = self.cluster.get("Deployment", md.namespace, builders.child_name(md.name))
+        pods = self.cluster.list_pods(md.namespace, builders.selector_string(md), md.name) if deployment else []
+        plan = rollout.plan_rollout(md, rollout.Observed(deployment, pods), now=got.now)
+        return Observation(got.body, md, deployment, pods, plan, got.now)
 
     def _converge(self, seen: Observation, untold: Untold | None) -> Result:
         md, body, plan, now = seen.md, seen.body, seen.plan, seen.now

@@ -345,3 +345,41 @@ def test_covers_ignores_defaulted_and_foreign_fields_but_not_changed_or_missing_
     assert not covers(live, desired)  # lists match element by element
     assert not covers(None, desired) and not covers({"spec": "x"}, {"spec": {"a": 1}})
     assert not covers("true", True)  # a bool is not its string
+
+
+def _apply_new(fake):
+    """Server-side apply without force, as the API server answers it: a conflict where another
+    manager's object holds the name, 201 when it creates."""
+
+    def apply_new(obj):
+        key = (obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"])
+        existing = fake.objects.get(key)
+        if existing is not None and not existing["metadata"].get("ownerReferences"):
+            raise kube.Refused(f"Apply failed with 1 conflict: conflict with \"kubectl\": .spec.selector ({key[2]})", 409)
+        return fake.apply(obj), existing is None
+
+    return apply_new
+
+
+def test_a_never_reconciled_object_gets_its_deployment_without_a_read_and_the_full_pass_tells_it():
+    fake, rec = _make()
+    reads = []
+    real_get = fake.get
+    fake.get = lambda kind, ns, name: reads.append(kind) or real_get(kind, ns, name)
+    head = HeadStart(rec, type("C", (), {"apply_new": staticmethod(_apply_new(fake))})())
+    assert head.create("ml", "resnet") is not None
+    assert reads == [] and {k[0] for k in fake.objects} == {"Deployment"} and fake.events == []
+    rec.reconcile("ml", "resnet", untold=head.take(("ml", "resnet")))
+    assert [m for _, r, m in fake.events if r == "Created"] == ["created Deployment resnet and Service resnet"]
+    assert _reasons(fake).count("RolloutStarted") == 1 and "RolloutResumed" not in _reasons(fake)
+
+
+def test_a_head_start_never_takes_over_someone_elses_deployment():
+    fake, rec = _make()
+    foreign = {"kind": "Deployment", "metadata": {"name": "resnet", "namespace": "ml", "resourceVersion": "9"},
+               "spec": {"replicas": 7}}
+    fake.objects[("Deployment", "ml", "resnet")] = foreign
+    head = HeadStart(rec, type("C", (), {"apply_new": staticmethod(_apply_new(fake))})())
+    assert head.create("ml", "resnet") is None
+    assert fake.objects[("Deployment", "ml", "resnet")] is foreign
+    assert rec.reconcile("ml", "resnet").problem and _cond(fake, "Degraded")["reason"] == "NameConflict"

@@ -250,6 +250,11 @@ class CachedCluster:
         self.store.put(stored)
         return stored
 
+    def apply_new(self, obj: Mapping[str, Any]) -> tuple[Obj, bool]:
+        stored, created = self.kube.apply_new(obj)
+        self.store.put(stored)
+        return stored, created
+
     def get(self, kind: str, namespace: str, name: str) -> Obj | None:
         cached = self.store.get(kind, namespace, name)
         if cached is not None:

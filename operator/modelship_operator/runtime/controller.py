@@ -77,8 +77,9 @@ class Controller:
         self.settings = settings
         self.store = Store(pod_list_ttl=settings.resync_seconds)
         self.queue: WorkQueue[Key] = WorkQueue(urgent_quiet=settings.burst_hold_seconds)
-        self.reconciler = reconciler or Reconciler(CachedCluster(client, self.store, api.KIND))
-        self.head_start = HeadStart(self.reconciler)
+        cluster = CachedCluster(client, self.store, api.KIND)
+        self.reconciler = reconciler or Reconciler(cluster)
+        self.head_start = HeadStart(self.reconciler, cluster if reconciler is None else None)
         self.gate = gate
         self._why: dict[Key, str] = {}
         self._new: set[Key] = set()  # queued as new: its first step is a head start
