@@ -383,3 +383,15 @@ def test_a_head_start_never_takes_over_someone_elses_deployment():
     assert head.create("ml", "resnet") is None
     assert fake.objects[("Deployment", "ml", "resnet")] is foreign
     assert rec.reconcile("ml", "resnet").problem and _cond(fake, "Degraded")["reason"] == "NameConflict"
+
+
+def test_a_head_start_in_a_namespace_being_deleted_leaves_it_to_the_pass_which_skips_it():
+    fake, rec = _make()
+
+    def terminating(obj):
+        raise kube.NamespaceTerminating("unable to create new content in namespace ml because it is being terminated")
+
+    head = HeadStart(rec, type("C", (), {"apply_new": staticmethod(terminating)})())
+    assert head.create("ml", "resnet") is None
+    fake.apply = terminating
+    assert rec.reconcile("ml", "resnet").skipped

@@ -56,8 +56,8 @@ class HeadStart:
                 created = [f"Deployment {builders.child_name(name)}"] if made else []
             else:
                 plan, created = self._create_after_reading(got)
-        except (kube.Rejected, kube.Refused, ChildConflict, _Exists):
-            return None
+        except (kube.Rejected, kube.Refused, kube.NamespaceTerminating, ChildConflict, _Exists):
+            return None  # the full pass reports it (or, for a namespace being deleted, skips it)
         metrics.observe_rollout(plan)
         untold = self._untold[(namespace, name)] = Untold.of(created, plan)
         return untold
