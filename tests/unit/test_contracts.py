@@ -30,7 +30,8 @@ SPECS = {
         "model": {"name": "m", "uri": "https://x.example/m.py", "format": "handler", "handler": "pkg.mod:Model",
                   "sha256": "a" * 64, "inputShape": [-1, 3, 32, 32], "inputDatatype": "FP16"},
         "serving": {"port": 9000, "halfPrecision": True, "batching": {"maxBatchSize": 64, "maxLatencyMs": 9},
-                    "shutdownDelaySeconds": 7, "drainTimeoutSeconds": 45, "device": "cuda:1"},
+                    "shutdownDelaySeconds": 7, "drainTimeoutSeconds": 45, "device": "cuda:1",
+                    "workers": 4, "modelProcess": "shared", "grpc": {"enabled": True, "port": 9100}},
     },
 }
 
@@ -66,6 +67,8 @@ def test_the_env_the_builder_emits_is_what_the_server_parses(spec: dict[str, Any
     assert (parsed.shutdown_delay_s, parsed.graceful_timeout_s) == (s.serving.shutdown_delay_seconds,
                                                                     s.serving.drain_timeout_seconds)
     assert parsed.exit_on_load_failure is True
+    assert (parsed.workers, parsed.model_process) == (s.serving.workers, s.serving.model_process)
+    assert parsed.grpc_port == (s.serving.grpc.port if s.serving.grpc.enabled else 0)
 
 
 def test_every_variable_the_operator_sets_is_reserved_and_only_those() -> None:

@@ -268,7 +268,7 @@ def _exited(p: dict[str, Any], code: int, message: str, *, restarts: int = 1) ->
     cs = {"name": "server", "image": BAD, "ready": False, "restartCount": restarts,
           "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 10s"}},
           "lastState": {"terminated": {"exitCode": code, "reason": "Error", "message": message,
-                                       "finishedAt": ts(102)}}}  # fmt: skip
+                                       "finishedAt": ts(102)}}}
     return {**p, "status": {"containerStatuses": [cs]}}
 
 

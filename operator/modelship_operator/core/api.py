@@ -66,6 +66,7 @@ GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 
 ModelFormat = Literal["torchscript", "torch-export", "handler"]
 SurgeMode = Literal["auto", "surge", "no-surge"]
+ModelProcess = Literal["auto", "per-worker", "shared"]
 InputDatatype = Literal["BOOL", "UINT8", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64"]
 ConditionStatus = Literal["True", "False", "Unknown"]
 Outcome = Literal["Progressing", "Succeeded", "RolledBack", "Superseded", "Halted"]
@@ -273,8 +274,39 @@ class Batching(_Wire):
     )
 
 
+class Grpc(_Wire):
+    """The Open Inference Protocol v2 gRPC service, beside HTTP."""
+
+    enabled: bool = Field(default=False, description="Serve gRPC. Default: false.")
+    port: int = Field(
+        default=9000,
+        description="Container and Service port for gRPC (named grpc). Default: 9000. "
+        "1024-65535, and not serving.port.",
+        json_schema_extra=cel(
+            ("self >= 1024 && self <= 65535", "serving.grpc.port must be between 1024 and 65535 (the server runs as non-root)")
+        ),
+    )
+
+    @field_validator("port")
+    @classmethod
+    def _port_range(cls, port: int) -> int:
+        if not 1024 <= port <= 65535:
+            raise ValueError("serving.grpc.port must be between 1024 and 65535 (the server runs as non-root)")
+        return port
+
+
 class Serving(_Wire):
     """How the server listens and runs the model."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            (
+                "!has(self.grpc) || !has(self.grpc.enabled) || !self.grpc.enabled || "
+                "(has(self.grpc.port) ? self.grpc.port : 9000) != (has(self.port) ? self.port : 8000)",
+                "serving.grpc.port must differ from serving.port",
+            )
+        )
+    )
 
     port: int = Field(
         default=8000,
@@ -306,6 +338,22 @@ class Serving(_Wire):
         description="Longest the server waits for in-flight and queued requests after the delay. "
         "The pod's terminationGracePeriodSeconds is delay + drain + 5. Default: 30.",
     )
+    workers: int = Field(
+        default=1,
+        ge=0,
+        le=64,
+        description="Front-end processes sharing the port (one event loop each decodes requests). "
+        "0 = one per CPU the container may use (its CPU limit), at most 8. Default: 1. More than "
+        "one multiplies the model's memory when each owns a copy (modelProcess per-worker).",
+    )
+    model_process: ModelProcess = Field(
+        default="auto",
+        description="With several workers: per-worker (each front end loads the model: CPU), "
+        "shared (one process owns the model, fed through shared memory, so batches span every "
+        "front end and the model loads once: GPU) or auto (shared on GPU, per-worker on CPU). "
+        "Default: auto.",
+    )
+    grpc: Grpc = Field(default_factory=Grpc, description="The OIP v2 gRPC service (off unless enabled).")
 
     @field_validator("port")
     @classmethod
@@ -313,6 +361,12 @@ class Serving(_Wire):
         if not 1024 <= port <= 65535:
             raise ValueError("serving.port must be between 1024 and 65535 (the server runs as non-root)")
         return port
+
+    @model_validator(mode="after")
+    def _grpc_port_differs(self) -> Serving:
+        if self.grpc.enabled and self.grpc.port == self.port:
+            raise ValueError("serving.grpc.port must differ from serving.port")
+        return self
 
 
 #: Probe settings when ``spec.probes.readiness``/``liveness`` leave them unset (the builder

@@ -30,6 +30,11 @@ MANAGED_LABELS = {"app.kubernetes.io/managed-by": MANAGER}
 OWNER_ANNOTATION = "modelship.io/modeldeployment"
 CONTAINER = "server"
 PORT_NAME = "http"
+GRPC_PORT_NAME = "grpc"
+#: Shared memory each front end uses to hand tensors to a shared model process (the server's
+#: arena), and the most front ends `workers: 0` starts.
+SHM_PER_WORKER_MIB = 16
+MAX_AUTO_WORKERS = 8
 READY_PATH = "/health"
 LIVE_PATH = "/health/live"
 UID = 10001
@@ -247,18 +252,47 @@ def container_security_context() -> Obj:
     }
 
 
+def container_ports(serving: api.Serving) -> list[Obj]:
+    """http always; grpc when the gRPC service is on."""
+    ports = [{"name": PORT_NAME, "containerPort": serving.port, "protocol": "TCP"}]
+    if serving.grpc.enabled:
+        ports.append({"name": GRPC_PORT_NAME, "containerPort": serving.grpc.port, "protocol": "TCP"})
+    return ports
+
+
+def service_ports(serving: api.Serving) -> list[Obj]:
+    """The Service's ports, by the container ports' names (appProtocol tells meshes/ingresses)."""
+    ports = [{"name": PORT_NAME, "port": serving.port, "targetPort": PORT_NAME, "protocol": "TCP"}]
+    if serving.grpc.enabled:
+        ports.append({"name": GRPC_PORT_NAME, "port": serving.grpc.port, "targetPort": GRPC_PORT_NAME,
+                      "protocol": "TCP", "appProtocol": "grpc"})
+    return ports
+
+
+def scratch_volumes(serving: api.Serving) -> list[tuple[str, str, Obj]]:
+    """(name, mount path, emptyDir) of the writable paths on the read-only root: /tmp always;
+    /dev/shm when front ends hand tensors to a shared model process (each needs SHM_PER_WORKER
+    of it, the runtime's default /dev/shm is 64 MiB)."""
+    volumes: list[tuple[str, str, Obj]] = [("tmp", "/tmp", {})]
+    if serving.workers != 1 and serving.model_process != "per-worker":
+        workers = serving.workers or MAX_AUTO_WORKERS
+        size = f"{SHM_PER_WORKER_MIB * (workers + 1)}Mi"
+        volumes.append(("dshm", "/dev/shm", {"medium": "Memory", "sizeLimit": size}))
+    return volumes
+
+
 def pod_template(md: api.ModelDeployment, image: str) -> Obj:
     spec = md.spec
     container = {
         "name": CONTAINER,
         "image": image,
         "imagePullPolicy": "IfNotPresent",
-        "ports": [{"name": PORT_NAME, "containerPort": spec.serving.port, "protocol": "TCP"}],
+        "ports": container_ports(spec.serving),
         "env": container_env(spec),
         "resources": resources(spec),
         **probes(spec.probes),
         "securityContext": container_security_context(),
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        "volumeMounts": [{"name": name, "mountPath": path} for name, path, _ in scratch_volumes(spec.serving)],
         # The server writes why it exits to /dev/termination-log; the log tail when it could not.
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
@@ -274,7 +308,7 @@ def pod_template(md: api.ModelDeployment, image: str) -> Obj:
         },
         "spec": {
             "containers": [container],
-            "volumes": [{"name": "tmp", "emptyDir": {}}],
+            "volumes": [{"name": name, "emptyDir": empty_dir} for name, _, empty_dir in scratch_volumes(spec.serving)],
             "securityContext": pod_security_context(),
             # The server needs no API access, and service links would inject *_PORT env vars
             # (a Service named "modelship" would collide with MODELSHIP_PORT).
@@ -320,9 +354,7 @@ def desired_service(md: api.ModelDeployment) -> Obj:
         "spec": {
             "type": "ClusterIP",
             "selector": selector_labels(md),
-            "ports": [
-                {"name": PORT_NAME, "port": md.spec.serving.port, "targetPort": PORT_NAME, "protocol": "TCP"}
-            ],
+            "ports": service_ports(md.spec.serving),
         },
     }
 

@@ -53,6 +53,9 @@ CONTRACT: dict[str, Derive] = {
     "MODELSHIP_MAX_LATENCY_MS": lambda s: str(s.serving.batching.max_latency_ms),
     "MODELSHIP_SHUTDOWN_DELAY_S": lambda s: str(s.serving.shutdown_delay_seconds),
     "MODELSHIP_GRACEFUL_TIMEOUT_S": lambda s: str(s.serving.drain_timeout_seconds),
+    "MODELSHIP_WORKERS": lambda s: str(s.serving.workers),
+    "MODELSHIP_MODEL_PROCESS": lambda s: s.serving.model_process,
+    "MODELSHIP_GRPC_PORT": lambda s: str(s.serving.grpc.port) if s.serving.grpc.enabled else "0",
     # A model that cannot load ends the process (exit code builders.MODEL_LOAD_FAILED_EXIT_CODE,
     # the reason in the termination message): the kubelet restarts it (a transient download
     # failure gets retried) and the pod status says why within seconds, where a live but
