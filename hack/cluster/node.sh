@@ -473,6 +473,9 @@ cmd_status() {
 cmd_load() {
   [ $# -gt 0 ] || die "usage: node.sh load IMAGE..."
   node_running || die "the real node is not running (hack/cluster.sh up --real-node)"
+  # The sandbox image too: containerd 1.6 does not pin it, so a kubelet reclaiming disk under
+  # pressure deletes it, and every later pod fails to start ("failed to get sandbox image").
+  pause_image
   eval "$(bash "$ROOT/hack/docker/dockerd.sh" env)"
   export DOCKER_HOST
   local todo=() image id ref have start=$SECONDS
