@@ -61,12 +61,13 @@ class Settings(BaseSettings):
 
     s3_endpoint: str | None = Field(None, pattern=r"^https?://[^\s/]+(/.*)?$")
     """S3-compatible endpoint for ``s3://`` sources, e.g. ``http://minio.storage:9000``. None:
-    AWS S3 in ``s3_region``. Credentials come from botocore's standard chain (``AWS_*`` env,
-    web identity, profile, instance role)."""
+    AWS S3 in ``s3_region``. Credentials: ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``
+    (+ ``AWS_SESSION_TOKEN``), else web identity (``AWS_ROLE_ARN`` +
+    ``AWS_WEB_IDENTITY_TOKEN_FILE``, exchanged with STS); see ``s3.py``."""
 
     s3_region: str | None = Field(None, pattern=r"^[a-z0-9-]{1,32}$")
-    """Region requests are signed for. None: ``AWS_REGION``/``AWS_DEFAULT_REGION`` or the
-    profile's, else us-east-1 (what MinIO expects by default)."""
+    """Region requests are signed for. None: ``AWS_REGION``/``AWS_DEFAULT_REGION``, else
+    us-east-1 (what MinIO expects by default)."""
 
     s3_path_style: bool = False
     """Path-style addressing (``endpoint/bucket/key``), which most S3-compatible servers need;

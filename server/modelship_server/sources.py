@@ -8,9 +8,9 @@ never cached. The whole file is never held in memory. One process downloads at a
 lock on the cache dir): the other front ends of the pod wait and find it cached, so a
 pod downloads its model once, and a restarted container (same pod, same emptyDir) not at all.
 
-``s3://bucket/key`` uses botocore with the standard credential chain: ``AWS_ACCESS_KEY_ID`` /
-``AWS_SECRET_ACCESS_KEY`` (the operator wires them from a Secret), web identity
-(``AWS_ROLE_ARN`` + ``AWS_WEB_IDENTITY_TOKEN_FILE``), a profile, or the instance's role.
+``s3://bucket/key`` is a SigV4-signed GET (:mod:`.s3`, stdlib only), with credentials from
+``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` (the operator wires them from a Secret) or
+web identity (``AWS_ROLE_ARN`` + ``AWS_WEB_IDENTITY_TOKEN_FILE``, exchanged with STS).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import http.client
 import logging
 import os
 import tempfile
@@ -30,6 +31,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from . import s3
 
 log = logging.getLogger("modelship.sources")
 
@@ -254,7 +257,7 @@ class _HttpFetch(_Fetch):
 
 #: S3 error codes whose cause is the credentials (or their rights), not the object.
 _S3_DENIED = frozenset(
-    {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "403"}
+    {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "HTTP403"}
 )
 
 
@@ -264,50 +267,39 @@ class _S3Fetch(_Fetch):
         self.uri, self.options, self.timeout_s = uri, options, timeout_s
         self.bucket, self.key = parsed.netloc, urllib.parse.unquote(parsed.path.lstrip("/"))
 
-    def _client(self) -> Any:
-        import botocore.config  # only s3 sources pay for botocore's import
-        import botocore.session
-
-        session = botocore.session.get_session()
-        config = botocore.config.Config(
-            connect_timeout=self.timeout_s,
-            read_timeout=self.timeout_s,
-            retries={"mode": "standard", "max_attempts": 3},
-            s3={"addressing_style": "path" if self.options.path_style else "auto"},
-        )
-        region = self.options.region or session.get_config_variable("region") or "us-east-1"
-        return session.create_client("s3", region_name=region, endpoint_url=self.options.endpoint, config=config)
+    def _why(self, error: s3.S3Error) -> str:
+        code, message = error.code, error.message
+        if code == "NoCredentials":
+            return (
+                f"no S3 credentials ({message}): give model.s3.credentials (a Secret or web identity), "
+                "or run where AWS_ROLE_ARN/AWS_WEB_IDENTITY_TOKEN_FILE are injected"
+            )
+        if code in ("NoSuchKey", "HTTP404"):
+            return f"the object does not exist ({code})"
+        if code == "NoSuchBucket":
+            return f"the bucket {self.bucket} does not exist ({code})"
+        if code in _S3_DENIED:
+            return f"access denied: check the credentials and their rights on the object ({code}: {message})"
+        return f"{code}: {message}" if message else code
 
     @contextlib.contextmanager
     def open(self) -> Iterator[Chunks]:
-        import botocore.exceptions
-
-        where = f"{self.uri}" + (f" at {self.options.endpoint}" if self.options.endpoint else "")
+        where = self.uri + (f" at {self.options.endpoint}" if self.options.endpoint else "")
         try:
-            response = self._client().get_object(Bucket=self.bucket, Key=self.key)
-            body = response["Body"]
+            total, chunks = s3.get_object(
+                self.bucket,
+                self.key,
+                endpoint=self.options.endpoint,
+                region=self.options.region,
+                path_style=self.options.path_style,
+                timeout_s=self.timeout_s,
+                chunk=CHUNK,
+            )
             try:
-                yield int(response["ContentLength"]), body.iter_chunks(CHUNK)
+                yield total, chunks
             finally:
-                body.close()
-        except botocore.exceptions.NoCredentialsError as exc:
-            raise SourceError(
-                f"no S3 credentials for {where}: give model.s3.credentials (a Secret or web identity), "
-                "or run where the default AWS credential chain finds some"
-            ) from exc
-        except botocore.exceptions.ClientError as exc:
-            error = exc.response.get("Error", {})
-            code, message = str(error.get("Code", "?")), str(error.get("Message", "")).strip()
-            if code in ("NoSuchKey", "404", "NotFound"):
-                why = f"the object does not exist ({code})"
-            elif code == "NoSuchBucket":
-                why = f"the bucket {self.bucket} does not exist ({code})"
-            elif code in _S3_DENIED:
-                why = f"access denied: check the credentials and their rights on the object ({code}: {message})"
-            else:
-                why = f"{code}: {message}"
-            raise SourceError(f"download of {where} failed: {why}") from exc
-        except botocore.exceptions.BotoCoreError as exc:
-            raise SourceError(f"download of {where} failed: {exc}") from exc
-        except OSError as exc:
-            raise SourceError(f"download of {where} failed: {exc}") from exc
+                chunks.close()  # type: ignore[attr-defined]  # a generator: closes the connection
+        except s3.S3Error as exc:
+            raise SourceError(f"download of {where} failed: {self._why(exc)}") from exc
+        except (OSError, http.client.HTTPException) as exc:
+            raise SourceError(f"download of {where} failed: {type(exc).__name__}: {exc}") from exc

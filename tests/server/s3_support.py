@@ -1,24 +1,32 @@
 """A real S3-compatible server for the tests: MinIO, built from Go modules by
 ``hack/cluster/build.sh minio`` (``make setup`` builds it), started on 127.0.0.1 with its data
-in a tmp dir. Objects are written with botocore, the same client library the server reads them
-with. Plus :class:`SlowLink`, a TCP relay in front of it that lets the test hold a download
-halfway (a slow network, not a fake S3: every byte still comes from MinIO)."""
+in a tmp dir. Plus :class:`SlowLink`, a TCP relay in front of it that lets the test hold a download
+halfway (a slow network, not a fake S3: every byte still comes from MinIO).
+
+Objects are written with SigV4-signed requests made here with the server's own signer
+(``modelship_server.s3.authorization``); MinIO checks every signature, so a signing bug fails
+the setup as loudly as the download."""
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import http.client
 import os
 import secrets
 import socket
 import subprocess
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
+
+from modelship_server import s3
 
 ROOT = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"
@@ -51,26 +59,36 @@ class Minio:
     secret_key: str
     proc: subprocess.Popen[bytes]
 
-    def client(self, access_key: str | None = None, secret_key: str | None = None) -> Any:
-        import botocore.config
-        import botocore.session
-
-        return botocore.session.get_session().create_client(
-            "s3",
-            region_name=REGION,
-            endpoint_url=self.endpoint,
-            aws_access_key_id=access_key or self.access_key,
-            aws_secret_access_key=secret_key or self.secret_key,
-            config=botocore.config.Config(s3={"addressing_style": "path"}),
-        )
+    def request(self, method: str, path: str, body: BinaryIO | bytes | None = None, length: int = 0) -> int:
+        """A signed request with the root user's keys (path-style); returns the HTTP status."""
+        where = urllib.parse.urlsplit(self.endpoint)
+        headers = {
+            "host": where.netloc,
+            "x-amz-date": dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ"),
+            "x-amz-content-sha256": "UNSIGNED-PAYLOAD",
+        }
+        creds = s3.Credentials(self.access_key, self.secret_key)
+        headers["Authorization"] = s3.authorization(method, path, {}, headers, "UNSIGNED-PAYLOAD", creds, REGION, "s3")
+        conn = http.client.HTTPConnection(where.netloc, timeout=120)
+        try:
+            conn.request(method, path, body=body, headers={**headers, "Content-Length": str(length)})
+            resp = conn.getresponse()
+            resp.read()
+            return resp.status
+        finally:
+            conn.close()
 
     def put(self, bucket: str, key: str, source: Path) -> None:
         """Upload a file (streamed from disk), creating the bucket when needed."""
-        client = self.client()
-        with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
-            client.create_bucket(Bucket=bucket)
+        status = self.request("PUT", f"/{bucket}")
+        assert status in (200, 409), f"create bucket {bucket}: HTTP {status}"  # 409: it exists
         with source.open("rb") as fh:
-            client.put_object(Bucket=bucket, Key=key, Body=fh)
+            status = self.request("PUT", f"/{bucket}/{urllib.parse.quote(key)}", fh, source.stat().st_size)
+        assert status == 200, f"put {bucket}/{key}: HTTP {status}"
+
+    def delete(self, bucket: str, key: str) -> None:
+        status = self.request("DELETE", f"/{bucket}/{urllib.parse.quote(key)}")
+        assert status == 204, f"delete {bucket}/{key}: HTTP {status}"
 
     def env(self, access_key: str | None = None, secret_key: str | None = None) -> dict[str, str]:
         """What the operator gives the server from a Secret: the standard AWS variables."""
