@@ -283,3 +283,18 @@ def test_locations_path_style_and_virtual_hosted() -> None:
     assert s3.locate("models", "a b/m.pt", "http://127.0.0.1:9000", "us-east-1", True).url == \
         "http://127.0.0.1:9000/models/a%20b/m.pt"
     assert s3.locate("models", "m.pt", None, "eu-west-1", False).url == "https://models.s3.eu-west-1.amazonaws.com/m.pt"
+
+
+def test_web_identity_goes_to_sts_and_its_refusal_is_named(
+    minio: Minio, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workload identity: the projected token is exchanged with STS (here MinIO's STS, which has
+    no OpenID provider configured, so it refuses: the reason must say who refused what)."""
+    token = tmp_path / "token"
+    token.write_text("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJtb2RlbHNoaXAifQ.c2ln\n")
+    role = "arn:aws:iam::123456789012:role/models-reader"
+    _credentials(monkeypatch, {"AWS_ROLE_ARN": role, "AWS_WEB_IDENTITY_TOKEN_FILE": str(token),
+                               "AWS_ENDPOINT_URL_STS": minio.endpoint})
+    with serve(**s3_settings(minio, "mlp/x.pt", tmp_path / "cache")) as running:
+        reason = running.http.get("/health").json()["reason"]
+    assert f"STS at {minio.endpoint} refused AssumeRoleWithWebIdentity for {role}" in reason, reason
