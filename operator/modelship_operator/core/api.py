@@ -224,9 +224,10 @@ class S3Options(_Wire):
     )
     credentials: S3Credentials | None = Field(
         default=None,
-        description="A Secret with access keys, or workload identity. Default: none, so the "
-        "server uses the standard AWS credential chain (e.g. env injected by EKS' pod identity "
-        "webhook for the pod's ServiceAccount, or the node's instance role).",
+        description="A Secret with access keys, or workload identity. Default: none: the server "
+        "reads AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, else AWS_ROLE_ARN/AWS_WEB_IDENTITY_TOKEN_FILE, "
+        "from its environment (e.g. what EKS' pod identity webhook injects for the pod's "
+        "ServiceAccount).",
     )
 
 
