@@ -57,7 +57,8 @@ class Minio:
     endpoint: str
     access_key: str
     secret_key: str
-    proc: subprocess.Popen[bytes]
+    proc: subprocess.Popen[bytes] | None = None
+    """The process started here; None for a MinIO reached otherwise (the node tier's pod)."""
 
     def request(self, method: str, path: str, body: BinaryIO | bytes | None = None, length: int = 0) -> int:
         """A signed request with the root user's keys (path-style); returns the HTTP status."""
