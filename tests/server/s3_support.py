@@ -61,7 +61,19 @@ class Minio:
     """The process started here; None for a MinIO reached otherwise (the node tier's pod)."""
 
     def request(self, method: str, path: str, body: BinaryIO | bytes | None = None, length: int = 0) -> int:
-        """A signed request with the root user's keys (path-style); returns the HTTP status."""
+        """A signed request with the root user's keys (path-style); returns the HTTP status.
+        A 503 (S3's "slow down"; MinIO's answer while it is still settling or short of disk)
+        is retried for up to 30 s, as S3 clients do."""
+        deadline = time.monotonic() + 30
+        while True:
+            status = self._request_once(method, path, body, length)
+            if status != 503 or time.monotonic() > deadline:
+                return status
+            if hasattr(body, "seek"):
+                body.seek(0)  # type: ignore[union-attr]
+            time.sleep(0.5)
+
+    def _request_once(self, method: str, path: str, body: BinaryIO | bytes | None, length: int) -> int:
         where = urllib.parse.urlsplit(self.endpoint)
         headers = {
             "host": where.netloc,
