@@ -230,9 +230,9 @@ def get_object(
     path_style: bool,
     timeout_s: float,
     chunk: int,
-) -> tuple[int | None, Iterator[bytes]]:
-    """Start a signed GET; returns (Content-Length, the body's chunks). The connection closes
-    when the iterator is exhausted or closed. Raises S3Error for anything but a 200."""
+) -> tuple[int | None, Body]:
+    """Start a signed GET; returns (Content-Length, the body). The caller closes the body.
+    Raises S3Error for anything but a 200."""
     region = region_from_env(region)
     credentials = credentials_from_env(region, timeout_s)
     where = locate(bucket, key, endpoint, region, path_style)
@@ -259,7 +259,7 @@ def get_object(
             raise S3Error("Connection", f"{where.url} cannot be reached: {exc}") from exc
         if resp.status == 200:
             length = resp.getheader("Content-Length")
-            return (int(length) if length and length.isdigit() else None), _chunks(conn, resp, chunk)
+            return (int(length) if length and length.isdigit() else None), Body(conn, resp, chunk)
         body = resp.read(64 * 1024).decode(errors="replace")
         conn.close()
         if resp.status >= 500 and attempt < ATTEMPTS:
@@ -274,9 +274,16 @@ def get_object(
     raise AssertionError("unreachable")  # the loop returns or raises
 
 
-def _chunks(conn: http.client.HTTPConnection, resp: http.client.HTTPResponse, size: int) -> Iterator[bytes]:
-    try:
-        while data := resp.read(size):
+class Body:
+    """An object's bytes as they arrive, ``size`` at a time; :meth:`close` (also after a partial
+    read, or none) closes the connection."""
+
+    def __init__(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse, size: int) -> None:
+        self._conn, self._resp, self._size = conn, resp, size
+
+    def __iter__(self) -> Iterator[bytes]:
+        while data := self._resp.read(self._size):
             yield data
-    finally:
-        conn.close()
+
+    def close(self) -> None:
+        self._conn.close()

@@ -298,7 +298,7 @@ class _S3Fetch(_Fetch):
             try:
                 yield total, chunks
             finally:
-                chunks.close()  # type: ignore[attr-defined]  # a generator: closes the connection
+                chunks.close()
         except s3.S3Error as exc:
             raise SourceError(f"download of {where} failed: {self._why(exc)}") from exc
         except (OSError, http.client.HTTPException) as exc:
