@@ -29,7 +29,7 @@ from e2e_support import Cluster, OperatorProcess, condition, wait_until
 from node_support import NODE_CLUSTER, OUT, ROOT, NodeImages, PodProxy, ServiceProxy, close, load_images, md
 
 sys.path.insert(0, str(ROOT / "tests" / "server"))
-from s3_support import Minio, minio_binary  # noqa: E402
+from s3_support import Minio, minio_binary
 
 READY_S = 180
 ROLLBACK_S = 150
