@@ -70,14 +70,31 @@ build_kwok() {
   echo "cluster: built $* in $((SECONDS - start))s" >&2
 }
 
+# Add-ons: single `go install`s of published modules (no replace directives). Static
+# (CGO_ENABLED=0, from versions.sh): they run FROM scratch images on the real node.
+build_addon() {
+  local t=$1 start=$SECONDS gobin pkg
+  case "$t" in
+    minio) pkg=github.com/minio/minio@$MINIO_VERSION ;;
+    metrics-server) pkg=sigs.k8s.io/metrics-server/cmd/metrics-server@$METRICS_SERVER_VERSION ;;
+  esac
+  gobin=$(mktemp -d "$MODELSHIP_BIN/.$t-build.XXXXXX")
+  echo "cluster: building $t (${pkg#*@})" >&2
+  GOBIN=$gobin nice -n 10 go install -p "$jobs" -trimpath -ldflags "-s -w" "$pkg"
+  install_built "$t" "$gobin/$t"
+  rmdir "$gobin"
+  echo "cluster: built $t in $((SECONDS - start))s" >&2
+}
+
 tools=("$@")
 [ ${#tools[@]} -gt 0 ] || tools=("${ALL_TOOLS[@]}")
 mkdir -p "$MODELSHIP_BIN"
-k8s=() kwok=() etcd=0
+k8s=() kwok=() addons=() etcd=0
 for t in "${tools[@]}"; do
   [ -x "$(tool_path "$t")" ] && continue
   case "$t" in
     etcd) etcd=1 ;;
+    minio|metrics-server) addons+=("$t") ;;
     kwok|kwokctl) kwok+=("$t") ;;
     *) tool_path "$t" >/dev/null && k8s+=("$t") ;;
   esac
@@ -85,3 +102,4 @@ done
 [ $etcd = 0 ] || build_etcd
 build_k8s ${k8s[@]+"${k8s[@]}"}
 build_kwok ${kwok[@]+"${kwok[@]}"}
+for t in ${addons[@]+"${addons[@]}"}; do build_addon "$t"; done

@@ -244,6 +244,8 @@ class Kube:
             "Deployment": self.apps.read_namespaced_deployment,
             "Service": self.core.read_namespaced_service,
             "PodDisruptionBudget": self.policy.read_namespaced_pod_disruption_budget,
+            # Read only: a pvc:// model's claim must exist before its pods can start.
+            "PersistentVolumeClaim": self.core.read_namespaced_persistent_volume_claim,
         }[kind]
         result = _call(f"get {kind} {namespace}/{name}", method, name, namespace, missing=None, _preload_content=False)
         return None if result is None else _json(result)

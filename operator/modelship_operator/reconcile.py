@@ -165,9 +165,25 @@ class Reconciler:
             return Result(skipped=True)  # gone or going: garbage collection handles children
         now = self.clock()
         try:
-            return Read(body, api.parse(body), now)
+            md = api.parse(body)
         except api.InvalidSpec as error:
             return self._problem(body, "InvalidSpec", str(error), now)
+        missing = self.missing_claim(md)
+        if missing is not None:
+            # Children are left alone: pods would only wait in Pending for the claim. Its
+            # creation (PersistentVolumeClaims are watched) starts the next pass.
+            return self._problem(body, "ModelClaimNotFound", missing, now)
+        return Read(body, md, now)
+
+    def missing_claim(self, md: api.ModelDeployment) -> str | None:
+        """Why the claim of a ``pvc://`` model cannot be mounted (it does not exist), or None."""
+        pvc = md.spec.model.pvc
+        if pvc is None or self.cluster.get("PersistentVolumeClaim", md.namespace, pvc[0]) is not None:
+            return None
+        return (
+            f"model.uri {md.spec.model.uri} names PersistentVolumeClaim {pvc[0]}, which does not exist in "
+            f"namespace {md.namespace}: create it (pods cannot start without it)"
+        )
 
     def look(self, got: Read, *, untold: Untold | None = None) -> Observation:
         """What the cluster shows of ``got``'s children and pods, and the rollout plan."""

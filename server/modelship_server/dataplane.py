@@ -95,6 +95,8 @@ class DataPlane:
         self.threads = 0
         self._load_task: asyncio.Task[None] | None = None
         self._started = time.monotonic()
+        self.download = sources.Progress()
+        """The model file's download (http(s), s3): /health shows it while it runs and after."""
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -183,6 +185,8 @@ class DataPlane:
                 sha256=s.model_sha256,
                 require_sha256=s.require_sha256,
                 timeout_s=s.download_timeout_s,
+                s3=sources.S3Options(s.s3_endpoint, s.s3_region, s.s3_path_style),
+                progress=self.download,
             )
         model = loading.load_model(
             path,  # type: ignore[arg-type]
@@ -244,6 +248,8 @@ class DataPlane:
     def not_ready_reason(self) -> str:
         if self.shutting_down:
             return "server is shutting down (SIGTERM received)"
+        if self.state == "loading" and self.download.active:
+            return self.download.describe()
         if self.state != "ready":
             return self.reason or self.state
         return (self.board.first_not_ready() if self.board else None) or self.state
@@ -278,6 +284,8 @@ class DataPlane:
             },
             "uptime_seconds": round(time.monotonic() - self._started, 1),
         }
+        if self.download.state != "idle":
+            body["model"]["download"] = self.download.as_dict()
         if self.plan.notes:
             body["notes"] = list(self.plan.notes)
         if self.board is not None:

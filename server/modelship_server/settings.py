@@ -35,8 +35,9 @@ class Settings(BaseSettings):
     """Name the model is served under (``/v1/models/{name}:predict``, ``/v2/models/{name}``)."""
 
     model_uri: str | None = None
-    """Where the model file lives: a path, ``file://`` (mounted volume/PVC) or ``http(s)://``
-    (downloaded once into ``cache_dir``). None serves nothing and /health explains why."""
+    """Where the model file lives: a path, ``file://`` (mounted volume/PVC), ``http(s)://`` or
+    ``s3://bucket/key`` (downloaded once into ``cache_dir``, streamed, size- and
+    sha256-checked). None serves nothing and /health explains why."""
 
     model_format: ModelFormat = "torchscript"
     """torchscript (``torch.jit.load``), torch-export (``.pt2``, ``torch.export.load``) or
@@ -56,7 +57,21 @@ class Settings(BaseSettings):
     """Downloads land here, named by checksum/URL hash, so a restart does not download again."""
 
     download_timeout_s: float = Field(300.0, gt=0)
-    """Socket timeout for http(s) downloads, seconds."""
+    """Socket timeout for http(s) and s3 downloads (connect, and each read), seconds."""
+
+    s3_endpoint: str | None = Field(None, pattern=r"^https?://[^\s/]+(/.*)?$")
+    """S3-compatible endpoint for ``s3://`` sources, e.g. ``http://minio.storage:9000``. None:
+    AWS S3 in ``s3_region``. Credentials: ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``
+    (+ ``AWS_SESSION_TOKEN``), else web identity (``AWS_ROLE_ARN`` +
+    ``AWS_WEB_IDENTITY_TOKEN_FILE``, exchanged with STS); see ``s3.py``."""
+
+    s3_region: str | None = Field(None, pattern=r"^[a-z0-9-]{1,32}$")
+    """Region requests are signed for. None: ``AWS_REGION``/``AWS_DEFAULT_REGION``, else
+    us-east-1 (what MinIO expects by default)."""
+
+    s3_path_style: bool = False
+    """Path-style addressing (``endpoint/bucket/key``), which most S3-compatible servers need;
+    off: virtual-hosted style (``bucket.endpoint/key``), AWS's default."""
 
     host: str = "0.0.0.0"
     """Listen address; 0.0.0.0 because the kubelet probes the pod IP."""

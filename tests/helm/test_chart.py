@@ -105,6 +105,7 @@ EXPECTED_CLUSTER_RULES = {
     ("", "services"): {"get", "list", "watch", "create", "patch"},
     ("policy", "poddisruptionbudgets"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "pods"): {"list", "watch"},
+    ("", "persistentvolumeclaims"): {"get", "list", "watch"},
     ("", "events"): {"create"},
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
 }
@@ -370,6 +371,7 @@ _CLIENT_RESOURCES = {
     "secret": ("", "secrets"),
     "config_map": ("", "configmaps"),
     "node": ("", "nodes"),
+    "persistent_volume_claim": ("", "persistentvolumeclaims"),
 }
 _CLIENT_VERBS = {"read": "get", "list": "list", "patch": "patch", "create": "create", "delete": "delete",
                  "replace": "update"}
@@ -405,7 +407,7 @@ def test_rbac_covers_every_call_the_operator_makes() -> None:
     needed = _operator_api_calls()
     assert needed, "no API calls found in kube.py (did it move?)"
     assert ("coordination.k8s.io", "leases", "update") in needed
-    for group_version, plural, *_ in (*watches.CHILDREN, watches.PODS):  # kopf watches these
+    for group_version, plural, *_ in (*watches.CHILDREN, watches.PODS, watches.CLAIMS):  # kopf watches these
         group = group_version.rpartition("/")[0]
         needed |= {(group, plural, "list"), (group, plural, "watch")}
     missing = sorted((g, r, v) for g, r, v in needed if v not in granted.get((g, r), set()))

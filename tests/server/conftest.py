@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 
+from collections.abc import Iterator
+
 import pytest
+from s3_support import Minio, run_minio
 from server_support import ModelFiles, build_models
 
 
@@ -17,3 +20,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def models(tmp_path_factory: pytest.TempPathFactory) -> ModelFiles:
     return build_models(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def minio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Minio]:
+    """A real MinIO on 127.0.0.1 for the whole tier (s3:// sources)."""
+    with run_minio(tmp_path_factory.mktemp("minio")) as server:
+        yield server

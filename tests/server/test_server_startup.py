@@ -1,4 +1,4 @@
-"""Settings, device selection, model sources (local, file://, http(s) with sha256) and load
+"""Settings, device selection, model sources (local, file://, http(s) with sha256; s3 in test_server_s3.py) and load
 failures: each shows up in /health as a reason a human can act on."""
 
 from __future__ import annotations
@@ -223,7 +223,7 @@ def test_http_source_without_checksum_when_required(models: ModelFiles, tmp_path
     [
         ({}, "set MODELSHIP_MODEL_URI"),
         ({"model_uri": "/nonexistent/model.pt"}, "does not exist"),
-        ({"model_uri": "s3://bucket/model.pt"}, "unsupported model uri scheme"),
+        ({"model_uri": "gs://bucket/model.pt"}, "unsupported model uri scheme"),
         ({"model_uri": "MLP_BARE"}, "MODELSHIP_INPUT_SHAPE"),
         ({"model_uri": "MLP_TS", "model_format": "torch-export"}, "cannot load"),
         (

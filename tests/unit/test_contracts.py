@@ -33,12 +33,18 @@ SPECS = {
                     "shutdownDelaySeconds": 7, "drainTimeoutSeconds": 45, "device": "cuda:1",
                     "workers": 4, "modelProcess": "shared", "grpc": {"enabled": True, "port": 9100}},
     },
+    "s3-secret": {
+        "model": {"name": "m", "uri": "s3://models/resnet/v2/model.pt", "format": "torchscript", "sha256": "b" * 64,
+                  "s3": {"endpoint": "http://minio.storage:9000", "region": "eu-west-1", "pathStyle": True,
+                         "credentials": {"secretRef": {"name": "s3-keys"}}}},
+    },
+    "pvc": {"model": {"name": "m", "uri": "pvc://models/resnet/model.pt", "format": "torchscript"}},
 }
 
 
 def _env(model: api.ModelDeployment) -> dict[str, str]:
     (container,) = builders.desired_deployment(model)["spec"]["template"]["spec"]["containers"]
-    return {e["name"]: e["value"] for e in container["env"]}
+    return {e["name"]: e["value"] for e in container["env"] if "value" in e}
 
 
 @pytest.mark.parametrize("spec", SPECS.values(), ids=SPECS.keys())
@@ -56,7 +62,10 @@ def test_the_env_the_builder_emits_is_what_the_server_parses(spec: dict[str, Any
         monkeypatch.setenv(name, value)
     parsed = server_settings.load_settings([])
     s, m = model.spec, model.spec.model
-    assert (parsed.model_name, parsed.model_uri, parsed.model_format) == (m.name, m.uri, m.format)
+    uri = m.uri if m.pvc is None else f"file://{server_env.PVC_MOUNT_PATH}/{m.pvc[1]}"
+    assert (parsed.model_name, parsed.model_uri, parsed.model_format) == (m.name, uri, m.format)
+    s3 = m.s3 or api.S3Options()
+    assert (parsed.s3_endpoint, parsed.s3_region, parsed.s3_path_style) == (s3.endpoint, s3.region, s3.path_style)
     assert (parsed.model_handler, parsed.model_sha256) == (m.handler, m.sha256)
     assert parsed.shape() == m.input_shape and (m.input_shape is None or parsed.input_datatype == m.input_datatype)
     assert (parsed.host, parsed.port) == ("0.0.0.0", s.serving.port)
@@ -72,7 +81,7 @@ def test_the_env_the_builder_emits_is_what_the_server_parses(spec: dict[str, Any
 
 
 def test_every_variable_the_operator_sets_is_reserved_and_only_those() -> None:
-    emitted = set(_env(md(**SPECS["gpu-handler-shaped"])))
+    emitted = {name for spec in SPECS.values() for name in _env(md(**spec)) if name.startswith("MODELSHIP_")}
     assert emitted == set(server_env.RESERVED) == set(api.RESERVED_ENV)
 
 
@@ -98,7 +107,8 @@ def test_a_spec_never_produces_two_env_entries_of_one_name() -> None:
 #: then the second says whether it reaches the pod (and so must make a revision) or not.
 VARIANTS: dict[str, Any] = {
     "image": "registry.example.com/ml/resnet-server:9.9.9",
-    "model": {"name": "other", "uri": "file:///models/other.pt", "format": "torchscript"},
+    "model": {"name": "other", "uri": "s3://models/other.pt", "format": "torchscript",
+              "s3": {"credentials": {"secretRef": {"name": "keys"}}}},
     "replicas": 5,
     "resources": {"requests": {"cpu": "3"}},
     "gpu": {"count": 1},

@@ -199,7 +199,8 @@ def test_a_pass_that_finds_the_lease_lost_stops_without_a_retry():
 def test_the_registry_has_only_event_handlers_so_kopf_adds_no_finalizer():
     registry = watches.build_registry(_controller(), Settings())
     plurals = {h.selector.any_name for h in registry._watching.get_all_handlers()}
-    assert plurals == {"modeldeployments", "deployments", "services", "poddisruptionbudgets", "pods"}
+    assert plurals == {"modeldeployments", "deployments", "services", "poddisruptionbudgets", "pods",
+                       "persistentvolumeclaims"}
     assert not registry._changing.get_all_handlers() and not registry._spawning.get_all_handlers()
 
 

@@ -48,6 +48,18 @@ HANDLER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$"
 SHA256_PATTERN = r"^[a-f0-9]{64}$"
 MODEL_NAME_PATTERN = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"
 DEVICE_PATTERN = r"^(auto|cpu|cuda|cuda:[0-9]+)$"
+#: ``s3://bucket/key``: a bucket name as S3 allows it (3-63 of [a-z0-9.-]) and a non-empty key.
+S3_URI_PATTERN = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+$"
+#: ``pvc://claim/path``: a claim name (DNS-1123 subdomain) and a path inside the volume that
+#: stays inside it (no ``..`` segment).
+PVC_URI_PATTERN = r"^pvc://[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/(.+)$"
+_DOTDOT = r"(^|/)[.][.](/|$)"
+ENDPOINT_PATTERN = r"^https?://[^\s/]+(/.*)?$"
+REGION_PATTERN = r"^[a-z0-9-]{1,32}$"
+ROLE_ARN_PATTERN = r"^arn:[a-z0-9-]+:iam::[0-9]{12}:role/.+$"
+SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
+#: A DNS-1123 subdomain: Secret and claim names.
+OBJECT_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 PERCENT_PATTERN = r"^[0-9]{1,3}%$"
 #: A Kubernetes resource quantity (the regex controller-gen emits for resource.Quantity). An
 #: unparseable one would make the API server refuse the Deployment with an opaque HTTP 500.
@@ -60,6 +72,12 @@ _QUANTITY_MAP: JsonDict = {"additionalProperties": {"x-kubernetes-int-or-string"
 #: setting them in ``spec.env`` would give the container two entries of one name, so it is
 #: refused. Other ``MODELSHIP_*`` vars (log level, queue size, timeouts) are the user's to set.
 RESERVED_ENV = server_env.RESERVED
+
+#: The AWS variables ``model.s3.credentials`` sets in the container (values from a Secret, or
+#: the web identity's role and token file); ``spec.env`` may not set them beside it.
+CREDENTIAL_ENV = (
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE",
+)
 
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
@@ -108,6 +126,111 @@ class _Wire(BaseModel):
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
+class S3SecretRef(_Wire):
+    """A Secret in the ModelDeployment's namespace holding S3 keys. The operator never reads it:
+    the pod's env takes the values with secretKeyRef, so they are never copied anywhere."""
+
+    name: str = Field(pattern=OBJECT_NAME_PATTERN, max_length=253, description="The Secret's name.")
+    access_key_id_key: str = Field(
+        default="AWS_ACCESS_KEY_ID",
+        pattern=SECRET_KEY_PATTERN,
+        max_length=253,
+        description="Key of the access key id in the Secret. Default: AWS_ACCESS_KEY_ID.",
+    )
+    secret_access_key_key: str = Field(
+        default="AWS_SECRET_ACCESS_KEY",
+        pattern=SECRET_KEY_PATTERN,
+        max_length=253,
+        description="Key of the secret access key in the Secret. Default: AWS_SECRET_ACCESS_KEY.",
+    )
+    session_token_key: str | None = Field(
+        default=None,
+        pattern=SECRET_KEY_PATTERN,
+        max_length=253,
+        description="Key of a session token in the Secret (temporary credentials). Default: none.",
+    )
+
+
+class S3WebIdentity(_Wire):
+    """Workload identity: the pod's ServiceAccount token, projected with this audience, is
+    exchanged for the role's credentials (AWS STS AssumeRoleWithWebIdentity; the server's
+    botocore does it from AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE)."""
+
+    role_arn: str = Field(
+        pattern=ROLE_ARN_PATTERN,
+        max_length=2048,
+        description="The role to assume, e.g. arn:aws:iam::123456789012:role/models-reader.",
+    )
+    audience: str = Field(
+        default="sts.amazonaws.com",
+        min_length=1,
+        max_length=253,
+        description="Audience of the projected token (what the role's OIDC trust expects). "
+        "Default: sts.amazonaws.com.",
+    )
+
+
+class S3Credentials(_Wire):
+    """Where the server's S3 credentials come from: set exactly one."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            (
+                "has(self.secretRef) != has(self.webIdentity)",
+                "model.s3.credentials: set exactly one of secretRef or webIdentity",
+            )
+        )
+    )
+
+    secret_ref: S3SecretRef | None = Field(default=None, description="Access keys from a Secret.")
+    web_identity: S3WebIdentity | None = Field(
+        default=None, description="Workload identity from the pod's ServiceAccount token."
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> S3Credentials:
+        if (self.secret_ref is None) == (self.web_identity is None):
+            raise ValueError("model.s3.credentials: set exactly one of secretRef or webIdentity")
+        return self
+
+    def env_names(self) -> tuple[str, ...]:
+        """The AWS_* variables these credentials set in the container."""
+        if self.secret_ref is not None:
+            token = ("AWS_SESSION_TOKEN",) if self.secret_ref.session_token_key else ()
+            return ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", *token)
+        return ("AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE")
+
+
+class S3Options(_Wire):
+    """How the server reaches an s3:// model (only with an s3:// uri)."""
+
+    endpoint: str | None = Field(
+        default=None,
+        pattern=ENDPOINT_PATTERN,
+        max_length=2048,
+        description="URL of an S3-compatible server, e.g. http://minio.storage:9000. "
+        "Default: none (AWS S3 in the region).",
+    )
+    region: str | None = Field(
+        default=None,
+        pattern=REGION_PATTERN,
+        description="Region the requests are signed for, e.g. eu-west-1. Default: none (the "
+        "server's AWS_REGION, else us-east-1, which MinIO expects).",
+    )
+    path_style: bool = Field(
+        default=False,
+        description="Path-style addressing (endpoint/bucket/key), which most S3-compatible "
+        "servers need. Default: false (virtual-hosted style, bucket.endpoint/key).",
+    )
+    credentials: S3Credentials | None = Field(
+        default=None,
+        description="A Secret with access keys, or workload identity. Default: none: the server "
+        "reads AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, else AWS_ROLE_ARN/AWS_WEB_IDENTITY_TOKEN_FILE, "
+        "from its environment (e.g. what EKS' pod identity webhook injects for the pod's "
+        "ServiceAccount).",
+    )
+
+
 class ModelSource(_Wire):
     """Which model the server loads, from where, in which format."""
 
@@ -116,7 +239,20 @@ class ModelSource(_Wire):
             (
                 "self.format == 'handler' ? has(self.handler) : !has(self.handler)",
                 "model.handler (module:Class) is required when model.format is handler, and only then",
-            )
+            ),
+            (
+                "!has(self.s3) || self.uri.startsWith('s3://')",
+                "model.s3 is only for an s3:// model.uri",
+            ),
+            (
+                "!self.uri.startsWith('s3://') || self.uri.matches('" + S3_URI_PATTERN + "')",
+                "an s3 model.uri is s3://bucket/key",
+            ),
+            (
+                "!self.uri.startsWith('pvc://') || (self.uri.matches('" + PVC_URI_PATTERN + "') && "
+                "!self.uri.substring(6).matches('" + _DOTDOT + "'))",
+                "a pvc model.uri is pvc://claim/path, the path inside the volume without '..'",
+            ),
         )
     )
 
@@ -129,7 +265,10 @@ class ModelSource(_Wire):
     uri: str = Field(
         min_length=1,
         max_length=2048,
-        description="Where the weights are: a path inside the image, file://, or http(s)://.",
+        description="Where the weights are: a path inside the image, file://, http(s)://, "
+        "s3://bucket/key (see s3) or pvc://claim/path (the claim is mounted read-only at "
+        "/mnt/models). Downloads (http(s), s3) are streamed to the pod's /tmp emptyDir, once per "
+        "pod, size- and sha256-checked before loading.",
     )
     format: ModelFormat = Field(
         description="torchscript (torch.jit.load), torch-export (torch.export .pt2) or handler "
@@ -145,7 +284,13 @@ class ModelSource(_Wire):
     sha256: str | None = Field(
         default=None,
         pattern=SHA256_PATTERN,
-        description="Optional hex SHA-256 of the weights; the server refuses to load on mismatch.",
+        description="Optional hex SHA-256 of the weights; the server refuses to load on mismatch "
+        "(recommended for http(s) and s3 sources).",
+    )
+    s3: S3Options | None = Field(
+        default=None,
+        description="Endpoint, region, addressing and credentials for an s3:// uri. Default: none "
+        "(AWS S3 in us-east-1, credentials from the server's environment).",
     )
     input_shape: list[int] | None = Field(
         default=None,
@@ -178,6 +323,26 @@ class ModelSource(_Wire):
                 "model.handler (module:Class) is required when model.format is handler, and only then"
             )
         return self
+
+    @model_validator(mode="after")
+    def _source_forms(self) -> ModelSource:
+        if self.s3 is not None and not self.uri.startswith("s3://"):
+            raise ValueError("model.s3 is only for an s3:// model.uri")
+        if self.uri.startswith("s3://") and not re.match(S3_URI_PATTERN, self.uri):
+            raise ValueError("an s3 model.uri is s3://bucket/key")
+        if self.uri.startswith("pvc://") and (
+            not re.match(PVC_URI_PATTERN, self.uri) or re.search(_DOTDOT, self.uri[len("pvc://"):])
+        ):
+            raise ValueError("a pvc model.uri is pvc://claim/path, the path inside the volume without '..'")
+        return self
+
+    @property
+    def pvc(self) -> tuple[str, str] | None:
+        """(claim, path inside the volume) of a pvc:// uri, else None."""
+        if not self.uri.startswith("pvc://"):
+            return None
+        claim, _, path = self.uri[len("pvc://"):].partition("/")
+        return claim, path
 
 
 class ResourceRequirements(_Wire):
@@ -495,6 +660,12 @@ _SPEC_RULES = cel(
         "(has(self.gpu) && (!has(self.gpu.count) || self.gpu.count > 0))",
         "serving.device cuda needs gpu.count >= 1",
     ),
+    (
+        "!has(self.model.s3) || !has(self.model.s3.credentials) || !has(self.env) || "
+        "self.env.all(e, !(e.name in [" + ", ".join(f"'{n}'" for n in CREDENTIAL_ENV) + "]))",
+        "spec.env must not set the AWS credential vars (" + ", ".join(CREDENTIAL_ENV) + ") when "
+        "model.s3.credentials is set: the operator sets them",
+    ),
 )
 
 
@@ -578,6 +749,14 @@ class ModelDeploymentSpec(_Wire):
         device = self.serving.device or ""
         if device.startswith("cuda") and self.gpu_count == 0:
             raise ValueError("serving.device cuda needs gpu.count >= 1")
+        s3 = self.model.s3
+        if s3 is not None and s3.credentials is not None:
+            taken = sorted(e.name for e in self.env if e.name in CREDENTIAL_ENV)
+            if taken:
+                raise ValueError(
+                    f"spec.env must not set {', '.join(taken)} when model.s3.credentials is set: "
+                    "the operator sets them"
+                )
         budget = self.disruption_budget
         if budget and isinstance(budget.min_available, int) and 0 < self.replicas <= budget.min_available:
             raise ValueError("disruptionBudget.minAvailable must be less than replicas, or no pod could ever be evicted")

@@ -186,9 +186,66 @@ def probes(spec_probes: api.Probes) -> dict[str, Obj]:
 
 
 def container_env(spec: api.ModelDeploymentSpec) -> list[Obj]:
-    """The MODELSHIP_* contract with the server image (:mod:`server_env`), then the user's extra
-    env (which may not repeat those names: the API refuses it)."""
-    return [*server_env.operator_env(spec), *(e.wire() for e in spec.env)]
+    """The MODELSHIP_* contract with the server image (:mod:`server_env`), the model source's
+    credentials, then the user's extra env (which may not repeat those names: the API refuses
+    it)."""
+    return [*server_env.operator_env(spec), *credential_env(spec.model), *(e.wire() for e in spec.env)]
+
+
+#: Where the web identity token is projected (not the ServiceAccount token's usual path: the
+#: pod mounts no API token, ``automountServiceAccountToken: false``).
+WEB_IDENTITY_DIR = "/var/run/secrets/modelship/aws"
+WEB_IDENTITY_TOKEN = "token"
+#: The projected token's lifetime; the kubelet refreshes it at 80%, the server reads it once
+#: per download.
+WEB_IDENTITY_EXPIRATION_S = 3600
+MODEL_PVC_VOLUME = "model-pvc"
+WEB_IDENTITY_VOLUME = "aws-web-identity"
+
+
+def credential_env(model: api.ModelSource) -> list[Obj]:
+    """The AWS variables of ``model.s3.credentials`` (:data:`api.CREDENTIAL_ENV`): a Secret's keys
+    by secretKeyRef (the operator never reads the Secret, so its values are copied nowhere), or
+    the web identity's role and projected token file."""
+    creds = model.s3.credentials if model.s3 else None
+    if creds is None:
+        return []
+    if creds.secret_ref is not None:
+        ref = creds.secret_ref
+        keys = [("AWS_ACCESS_KEY_ID", ref.access_key_id_key), ("AWS_SECRET_ACCESS_KEY", ref.secret_access_key_key)]
+        if ref.session_token_key:
+            keys.append(("AWS_SESSION_TOKEN", ref.session_token_key))
+        return [{"name": name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": key}}} for name, key in keys]
+    if creds.web_identity is None:  # S3Credentials holds exactly one; this satisfies the types
+        return []
+    return [
+        {"name": "AWS_ROLE_ARN", "value": creds.web_identity.role_arn},
+        {"name": "AWS_WEB_IDENTITY_TOKEN_FILE", "value": f"{WEB_IDENTITY_DIR}/{WEB_IDENTITY_TOKEN}"},
+    ]
+
+
+def model_source_volumes(model: api.ModelSource) -> list[tuple[Obj, Obj]]:
+    """(volume, volumeMount) pairs the model source needs: a pvc:// claim, read-only at
+    ``server_env.PVC_MOUNT_PATH``; a projected ServiceAccount token for S3 web identity."""
+    out: list[tuple[Obj, Obj]] = []
+    pvc = model.pvc
+    if pvc is not None:
+        out.append((
+            {"name": MODEL_PVC_VOLUME, "persistentVolumeClaim": {"claimName": pvc[0], "readOnly": True}},
+            {"name": MODEL_PVC_VOLUME, "mountPath": server_env.PVC_MOUNT_PATH, "readOnly": True},
+        ))
+    creds = model.s3.credentials if model.s3 else None
+    if creds is not None and creds.web_identity is not None:
+        token = {
+            "audience": creds.web_identity.audience,
+            "expirationSeconds": WEB_IDENTITY_EXPIRATION_S,
+            "path": WEB_IDENTITY_TOKEN,
+        }
+        out.append((
+            {"name": WEB_IDENTITY_VOLUME, "projected": {"sources": [{"serviceAccountToken": token}]}},
+            {"name": WEB_IDENTITY_VOLUME, "mountPath": WEB_IDENTITY_DIR, "readOnly": True},
+        ))
+    return out
 
 
 def termination_grace_seconds(serving: api.Serving) -> int:
@@ -292,7 +349,10 @@ def pod_template(md: api.ModelDeployment, image: str) -> Obj:
         "resources": resources(spec),
         **probes(spec.probes),
         "securityContext": container_security_context(),
-        "volumeMounts": [{"name": name, "mountPath": path} for name, path, _ in scratch_volumes(spec.serving)],
+        "volumeMounts": [
+            *({"name": name, "mountPath": path} for name, path, _ in scratch_volumes(spec.serving)),
+            *(mount for _, mount in model_source_volumes(spec.model)),
+        ],
         # The server writes why it exits to /dev/termination-log; the log tail when it could not.
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
@@ -308,7 +368,10 @@ def pod_template(md: api.ModelDeployment, image: str) -> Obj:
         },
         "spec": {
             "containers": [container],
-            "volumes": [{"name": name, "emptyDir": empty_dir} for name, _, empty_dir in scratch_volumes(spec.serving)],
+            "volumes": [
+                *({"name": name, "emptyDir": empty_dir} for name, _, empty_dir in scratch_volumes(spec.serving)),
+                *(volume for volume, _ in model_source_volumes(spec.model)),
+            ],
             "securityContext": pod_security_context(),
             # The server needs no API access, and service links would inject *_PORT env vars
             # (a Service named "modelship" would collide with MODELSHIP_PORT).

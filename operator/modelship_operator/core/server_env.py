@@ -31,6 +31,25 @@ def _device(spec: ModelDeploymentSpec) -> str:
     return spec.serving.device or ("cuda" if spec.gpu_count > 0 else "cpu")
 
 
+#: Where a ``pvc://claim/path`` claim is mounted (read-only) in the server container; the
+#: server is handed ``file://`` + this + path.
+PVC_MOUNT_PATH = "/mnt/models"
+
+
+def _model_uri(spec: ModelDeploymentSpec) -> str:
+    pvc = spec.model.pvc
+    return spec.model.uri if pvc is None else f"file://{PVC_MOUNT_PATH}/{pvc[1]}"
+
+
+def _s3(spec: ModelDeploymentSpec, field: str) -> str | None:
+    """A model.s3 setting, for s3:// uris only (None leaves the server's default)."""
+    s3 = spec.model.s3
+    if s3 is None:
+        return None
+    value = getattr(s3, field)
+    return None if value is None else _bool(value) if isinstance(value, bool) else str(value)
+
+
 def _input_shape(spec: ModelDeploymentSpec) -> str | None:
     shape = spec.model.input_shape
     return ",".join(map(str, shape)) if shape else None
@@ -38,10 +57,13 @@ def _input_shape(spec: ModelDeploymentSpec) -> str | None:
 
 CONTRACT: dict[str, Derive] = {
     "MODELSHIP_MODEL_NAME": lambda s: s.model.name,
-    "MODELSHIP_MODEL_URI": lambda s: s.model.uri,
+    "MODELSHIP_MODEL_URI": _model_uri,
     "MODELSHIP_MODEL_FORMAT": lambda s: s.model.format,
     "MODELSHIP_MODEL_HANDLER": lambda s: s.model.handler,
     "MODELSHIP_MODEL_SHA256": lambda s: s.model.sha256,
+    "MODELSHIP_S3_ENDPOINT": lambda s: _s3(s, "endpoint"),
+    "MODELSHIP_S3_REGION": lambda s: _s3(s, "region"),
+    "MODELSHIP_S3_PATH_STYLE": lambda s: _s3(s, "path_style"),
     "MODELSHIP_INPUT_SHAPE": _input_shape,
     "MODELSHIP_INPUT_DATATYPE": lambda s: s.model.input_datatype if s.model.input_shape else None,
     "MODELSHIP_HOST": lambda s: "0.0.0.0",  # the kubelet probes the pod IP

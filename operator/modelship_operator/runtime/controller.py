@@ -43,6 +43,8 @@ logger = logging.getLogger(__name__)
 #: The finalizer kopf put on every ModelDeployment while modelship used kopf timers (<= 0.1.0).
 LEGACY_FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"
 #: kopf's bookkeeping annotations from the same versions.
+#: The store's kind for pvc:// models' claims (runtime/watches.py watches them).
+CLAIM = "PersistentVolumeClaim"
 LEGACY_ANNOTATIONS = ("modelship.io/last-handled-configuration", "modelship.io/reconcile")
 
 Key = tuple[str, str]
@@ -130,6 +132,23 @@ class Controller:
         if owner:
             self.store.pod_event(type_, obj, owner)
             self.enqueue((str((obj.get("metadata") or {}).get("namespace")), owner), "pod")
+
+    def claim_event(self, type_: str | None, obj: Mapping[str, Any]) -> None:
+        """A PersistentVolumeClaim changed: recorded (the pass reads it from the cache), and every
+        ModelDeployment of its namespace whose model is on it is passed."""
+        meta = obj.get("metadata") or {}
+        namespace, claim = str(meta.get("namespace")), str(meta.get("name"))
+        if type_ == "DELETED":
+            self.store.delete(obj, kind=CLAIM)
+        elif not self.store.put(obj, kind=CLAIM):
+            return
+        prefix = f"pvc://{claim}/"
+        for ns, name in self.store.names(api.KIND):
+            if ns != namespace:
+                continue
+            uri = str((((self.store.get(api.KIND, ns, name) or {}).get("spec") or {}).get("model") or {}).get("uri"))
+            if uri.startswith(prefix):
+                self.enqueue((ns, name), "claim")
 
     # -- leadership ---------------------------------------------------------------------
 

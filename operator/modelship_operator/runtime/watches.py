@@ -28,6 +28,9 @@ CHILDREN = (
     ("policy/v1", "poddisruptionbudgets", "PodDisruptionBudget"),
 )
 PODS = ("v1", "pods")
+#: Claims of pvc:// models: not labelled by us (users make them), so watched unfiltered; their
+#: creation or deletion passes the ModelDeployments that name them.
+CLAIMS = ("v1", "persistentvolumeclaims")
 MANAGED = builders.MANAGED_LABELS
 
 
@@ -77,5 +80,9 @@ def build_registry(
     @kopf.on.event(*PODS, labels=MANAGED, registry=registry, id="pods")
     async def pod_event(event: Mapping[str, Any], **_: Any) -> None:
         controller.pod_event(event.get("type"), event["object"])
+
+    @kopf.on.event(*CLAIMS, registry=registry, id="claims")
+    async def claim_event(event: Mapping[str, Any], **_: Any) -> None:
+        controller.claim_event(event.get("type"), event["object"])
 
     return registry
