@@ -1,0 +1,62 @@
+"""Faults for the chaos tests: restart a control-plane process of the local cluster in place.
+
+kwokctl (v0.8, binary runtime) starts each component as a plain process and writes its pid to
+``<cluster>/pids/<name>.pid``; it has no per-component stop/start. So a restart here reads the
+process's command line, working directory and log from /proc, stops it (SIGTERM, or SIGKILL for
+a crash), starts the same command again with the same log, and writes the new pid back, where
+``hack/cluster.sh down`` (kwokctl delete cluster) finds it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from e2e_support import CLUSTER_NAME, cluster_out, wait_until
+
+#: Restarted processes this test session started (waited for when they are stopped again, so
+#: they leave no zombie behind).
+_STARTED: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+class Component:
+    """One process of the local control plane: etcd, kube-apiserver, kube-controller-manager,
+    kube-scheduler or kwok-controller."""
+
+    def __init__(self, name: str, cluster_name: str = CLUSTER_NAME) -> None:
+        self.name = name
+        self.home = cluster_out(cluster_name) / "kwok" / "clusters" / cluster_name
+        self.pidfile = self.home / "pids" / f"{name}.pid"
+
+    @property
+    def pid(self) -> int:
+        return int(self.pidfile.read_text().strip())
+
+    def restart(self, *, kill: bool = False, down_s: float = 0.0) -> None:
+        """Stop the process (SIGKILL when ``kill``), leave it down ``down_s`` seconds, start it
+        again exactly as kwokctl did."""
+        pid = self.pid
+        argv = [a.decode() for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+        log = os.readlink(f"/proc/{pid}/fd/1")
+        os.kill(pid, signal.SIGKILL if kill else signal.SIGTERM)
+        if pid in _STARTED:
+            _STARTED.pop(pid).wait(timeout=60)
+        wait_until(lambda: not _alive(pid), timeout=60, what=f"{self.name} (pid {pid}) to exit", interval=0.1)
+        time.sleep(down_s)
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
+        _STARTED[proc.pid] = proc
+        self.pidfile.write_text(f"{proc.pid}\n")
