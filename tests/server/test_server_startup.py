@@ -142,7 +142,7 @@ def test_exit_on_load_failure_writes_the_termination_message(
     assert exits == [dataplane_mod.EXIT_LOAD_FAILED] == [3]
     assert "failed to load" in log_file.read_text() and "does not exist" in log_file.read_text()
     # The operator reads that exit code as "the model failed to load" (rollout evidence at once).
-    from modelship_operator import builders
+    from modelship_operator.core import builders
 
     assert builders.MODEL_LOAD_FAILED_EXIT_CODE == dataplane_mod.EXIT_LOAD_FAILED
 
