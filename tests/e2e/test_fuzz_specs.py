@@ -25,7 +25,6 @@ import time
 from collections import Counter
 from typing import Any
 
-import pytest
 from e2e_support import GROUP, PLURAL, ROOT, VERSION, Cluster, OperatorProcess, condition, wait_until
 from fuzz_specs import Fuzzed, fuzzed_spec, manifest
 from hypothesis import HealthCheck, Phase, given, seed, settings

@@ -18,13 +18,8 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import socket
-import subprocess
 import sys
-import threading
 import time
-import urllib.parse
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,19 +28,16 @@ from typing import Any
 import pytest
 import yaml
 from e2e_support import (
-    Partition,
     CRD_NAME,
     ROOT,
     Cluster,
     OperatorProcess,
-    _die_with_parent,
+    Partition,
     condition,
-    free_port,
     model_deployment,
     wait_until,
 )
 from kubernetes.client.exceptions import ApiException
-from prometheus_client.parser import text_string_to_metric_families
 
 # The chart helpers live with the chart tests (tests/helm); this tier reuses them.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "helm"))
