@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 import socket
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -36,6 +37,24 @@ logger = logging.getLogger(__name__)
 
 FIELD_MANAGER = "modelship"
 APPLY = "application/apply-patch+yaml"
+#: Characters an apply body must not carry raw: YAML refuses C1 controls, lone surrogates and
+#: the non-characters U+FFFE/U+FFFF, and folds U+0085/U+2028/U+2029 as line breaks.
+_YAML_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\ud800-\udfff\ufffe\uffff]")
+
+
+def apply_body(obj: Mapping[str, Any]) -> bytes:
+    """The server-side apply body: JSON (which is YAML), as UTF-8.
+
+    Not the client's own ``json.dumps``: it escapes every character beyond the BMP as a UTF-16
+    surrogate pair (``"\\ud83d\\ude00"``), which JSON allows and the API server's YAML parser
+    refuses ("found invalid Unicode character escape code"), so one emoji in an env value or a
+    label failed every apply of the Deployment (found by the fuzzed ModelDeployments, issue 13).
+    Those characters go raw; the few YAML may not carry raw are escaped.
+    """
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    return _YAML_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text).encode("utf-8", "surrogatepass")
+
+
 MERGE = "application/merge-patch+json"
 
 
@@ -234,7 +253,7 @@ class Kube:
             "PodDisruptionBudget": self.policy.patch_namespaced_pod_disruption_budget,
         }[kind]
         result = _call(
-            f"apply {kind} {meta['namespace']}/{meta['name']}", method, meta["name"], meta["namespace"], dict(obj),
+            f"apply {kind} {meta['namespace']}/{meta['name']}", method, meta["name"], meta["namespace"], apply_body(obj),
             field_manager=FIELD_MANAGER, force=force, _content_type=APPLY, _preload_content=False,
         )
         return _json(result), result.status == 201
