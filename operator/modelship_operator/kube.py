@@ -247,15 +247,27 @@ class Kube:
     def _apply(self, obj: Mapping[str, Any], *, force: bool) -> tuple[Obj, bool]:
         kind, meta = obj["kind"], obj["metadata"]
         self._writing(f"apply {kind} {meta['namespace']}/{meta['name']}")
-        method = {
-            "Deployment": self.apps.patch_namespaced_deployment,
-            "Service": self.core.patch_namespaced_service,
-            "PodDisruptionBudget": self.policy.patch_namespaced_pod_disruption_budget,
+        client: Any
+        client, operation = {
+            "Deployment": (self.apps, "patch_namespaced_deployment"),
+            "Service": (self.core, "patch_namespaced_service"),
+            "PodDisruptionBudget": (self.policy, "patch_namespaced_pod_disruption_budget"),
         }[kind]
-        result = _call(
-            f"apply {kind} {meta['namespace']}/{meta['name']}", method, meta["name"], meta["namespace"], apply_body(obj),
-            field_manager=FIELD_MANAGER, force=force, _content_type=APPLY, _preload_content=False,
-        )
+
+        def send() -> Any:
+            # The generated method takes only a dict body and json.dumps it itself (see
+            # apply_body): build its request, then send our own bytes as the body (the REST
+            # layer passes bytes through as they are).
+            request = getattr(client, f"_{operation}_serialize")(
+                name=meta["name"], namespace=meta["namespace"], body=dict(obj), pretty=None, dry_run=None,
+                field_manager=FIELD_MANAGER, field_validation=None, force=force, _request_auth=None,
+                _content_type=APPLY, _headers=None, _host_index=0,
+            )
+            method, url, headers, _, post_params = request
+            return client.api_client._call_with_legacy_options(
+                (method, url, headers, apply_body(obj), post_params), {}, None, False, None, True)
+
+        result = _call(f"apply {kind} {meta['namespace']}/{meta['name']}", send)
         return _json(result), result.status == 201
 
     def get(self, kind: str, namespace: str, name: str) -> Obj | None:
