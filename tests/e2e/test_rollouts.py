@@ -350,6 +350,7 @@ def test_operator_metrics_count_rollouts(cluster: Cluster, ns: str, operator: Op
     """The counters move by what this test did (they exist at zero from start-up, so their
     names alone prove nothing)."""
     deploy_stable(cluster, ns, "metered", replicas=1)
+    operator.wait_serving()  # restarted by an earlier test, it may still be importing
     before = _rollout_counts(operator)
     measure_rollback(cluster, ns, "metered", IMAGE_IMAGEPULL, GOOD[0], {"ImagePullBackOff", "ErrImagePull"},
                      start=lambda: change_image(cluster, ns, "metered", IMAGE_IMAGEPULL, replicas=1))
