@@ -91,6 +91,14 @@ class NotLeader(KubeError):
 _TRY_LATER = frozenset({429, 503, 504})
 
 
+#: How the API server refuses a server-side apply whose body does not fit the type's schema (an
+#: unknown field inside a free-form part of the spec that the operator copies, such as affinity
+#: or env[].valueFrom). It answers HTTP 500 for it, yet the same body always fails the same way:
+#: retried, it was a loop with a Degraded ApplyFailed status (found by the fuzzed
+#: ModelDeployments, issue 13). It is the object's fault, reported as such.
+TYPED_PATCH_REFUSED = "failed to create typed patch object"
+
+
 def _classify(error: ApiException, what: str) -> KubeError:
     message = f"{what}: HTTP {error.status} {error.reason}"
     try:
@@ -100,7 +108,7 @@ def _classify(error: ApiException, what: str) -> KubeError:
     body = str(error.body)
     if error.status == 403 and ("NamespaceTerminating" in body or "being terminated" in body):
         return NamespaceTerminating(message)
-    if error.status in (400, 422):
+    if error.status in (400, 422) or TYPED_PATCH_REFUSED in body:
         return Rejected(message)
     if error.status and error.status not in _TRY_LATER:
         return Refused(message, int(error.status))

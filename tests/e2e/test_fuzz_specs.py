@@ -202,3 +202,24 @@ def test_text_beyond_the_bmp_reaches_the_deployment(cluster: Cluster, ns: str, o
     wait_until(lambda: _reported(cluster.md(ns, "bmp")) == "Ready", timeout=60, what="md/bmp Ready")
     env = cluster.apps.read_namespaced_deployment("bmp", ns).spec.template.spec.containers[0].env
     assert {e.name: e.value for e in env}["GREETING"] == value
+
+
+def test_a_child_the_api_server_refuses_is_reported_once_not_retried(cluster: Cluster, ns: str,
+                                                                     operator: OperatorProcess) -> None:
+    """Found by the campaign: an unknown key in ``affinity`` (free-form in the CRD, copied into
+    the pod) makes the API server refuse the Deployment's apply with HTTP 500 "failed to create
+    typed patch object"; it was retried with backoff forever (Degraded ApplyFailed). It is the
+    object's fault: Degraded InvalidSpec naming the field, and no pass retried."""
+    operator.wait_serving()
+    retries, problems = operator.reconciles("retry", "error"), operator.reconciles("problem")
+    cluster.custom.create_namespaced_custom_object(
+        GROUP, VERSION, ns, PLURAL, model_deployment("typed", namespace=ns, replicas=1,
+                                                     affinity={"nodeAffinty": {}}))
+    md = wait_until(lambda: (m := cluster.md(ns, "typed")) and _reported(m) and m, timeout=REPORT_S * 3,
+                    what="md/typed reported")
+    degraded = condition(md, "Degraded") or {}
+    assert _reported(md) == "Degraded:InvalidSpec", md.get("status")
+    assert "nodeAffinty" in degraded.get("message", ""), degraded
+    # The pass that wrote the status has ended (counted as a problem), and none was retried.
+    wait_until(lambda: operator.reconciles("problem") > problems, timeout=10, what="the reporting pass counted")
+    assert operator.reconciles("retry", "error") == retries

@@ -26,6 +26,16 @@ def test_classification(status, kind):
         kube._call("apply Deployment ml/x", fail)
 
 
+def test_a_body_that_does_not_fit_the_schema_is_rejected_not_retried():
+    """The API server answers 500 for it, but the same apply always fails the same way."""
+    def fail():
+        raise _api_error(500, "failed to create typed patch object (ml/x; apps/v1, Kind=Deployment): "
+                              ".spec.template.spec.affinity.x: field not declared in schema")
+
+    with pytest.raises(kube.Rejected, match=r"affinity\.x: field not declared"):
+        kube._call("apply Deployment ml/x", fail)
+
+
 def test_not_found_returns_the_given_value():
     def missing():
         raise _api_error(404)
