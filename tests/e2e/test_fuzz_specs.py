@@ -78,6 +78,12 @@ class Campaign:
         self.failures: list[str] = []
         self.latencies: list[float] = []
         self.objects = 0
+        #: "<mutation kinds> -> <outcome>": which kinds of hostile input ended how.
+        self.by_kind: Counter[str] = Counter()
+
+    def _count(self, outcome: str, fuzzed: Fuzzed) -> None:
+        self.outcomes[outcome] += 1
+        self.by_kind[f"{'+'.join(sorted(set(fuzzed.kinds))) or 'valid-only'} -> {outcome}"] += 1
 
     def create(self, name: str, fuzzed: Fuzzed, strict: bool) -> float | None:
         """Create one object; the time it was accepted, or None when it was refused."""
@@ -93,7 +99,7 @@ class Campaign:
             elif not _names_a_field(message, fuzzed):
                 self.failures.append(f"refusal of {name} names none of {sorted(fuzzed.names())}: {message}\n"
                                      f"  spec: {_short(fuzzed.spec)}")
-            self.outcomes["refused"] += 1
+            self._count("refused", fuzzed)
             return None
         return time.monotonic()
 
@@ -110,11 +116,11 @@ class Campaign:
                 outcome = _reported(md) if md else None
                 if outcome is not None:
                     self.latencies.append(now - created)
-                    self.outcomes[outcome] += 1
+                    self._count(outcome, fuzzed)
                     self._check(name, outcome, md, fuzzed)
                     del pending[name]
                 elif now - created > REPORT_S:
-                    self.outcomes["unreported"] += 1
+                    self._count("unreported", fuzzed)
                     self.failures.append(f"{name} accepted but not reported within {REPORT_S:.0f}s: "
                                          f"status {_short((md or {}).get('status'))}\n  spec: {_short(fuzzed.spec)}")
                     del pending[name]
@@ -139,7 +145,7 @@ class Campaign:
         return {
             "seed": SEED, "objects": self.objects, "outcomes": dict(sorted(self.outcomes.items())),
             "report_latency_s": {"p50": round(lat[len(lat) // 2], 2), "max": round(lat[-1], 2)},
-            "failures": len(self.failures),
+            "failures": len(self.failures), "by_mutation": dict(sorted(self.by_kind.items())),
         }
 
 
