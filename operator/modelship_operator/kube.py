@@ -91,12 +91,13 @@ class NotLeader(KubeError):
 _TRY_LATER = frozenset({429, 503, 504})
 
 
-#: How the API server refuses a server-side apply whose body does not fit the type's schema (an
-#: unknown field inside a free-form part of the spec that the operator copies, such as affinity
-#: or env[].valueFrom). It answers HTTP 500 for it, yet the same body always fails the same way:
+#: How the API server refuses a server-side apply whose body does not fit the type: an unknown
+#: field inside a free-form part of the spec that the operator copies (affinity,
+#: env[].valueFrom), a value its Go type cannot hold (a quantity its parser refuses, a count
+#: beyond int32). It answers HTTP 500 for these, yet the same body always fails the same way:
 #: retried, it was a loop with a Degraded ApplyFailed status (found by the fuzzed
 #: ModelDeployments, issue 13). It is the object's fault, reported as such.
-TYPED_PATCH_REFUSED = "failed to create typed patch object"
+CONTENT_REFUSED = ("failed to create typed patch object", "failed to convert new object")
 
 
 def _classify(error: ApiException, what: str) -> KubeError:
@@ -108,7 +109,7 @@ def _classify(error: ApiException, what: str) -> KubeError:
     body = str(error.body)
     if error.status == 403 and ("NamespaceTerminating" in body or "being terminated" in body):
         return NamespaceTerminating(message)
-    if error.status in (400, 422) or TYPED_PATCH_REFUSED in body:
+    if error.status in (400, 422) or any(marker in body for marker in CONTENT_REFUSED):
         return Rejected(message)
     if error.status and error.status not in _TRY_LATER:
         return Refused(message, int(error.status))

@@ -154,6 +154,7 @@ class Fuzzed:
             out.add(".".join(path))
         if isinstance(self.spec, dict):
             out.update(f"spec.{key}" for key in self.spec)
+            out.update(f"{key}." for key in self.spec)  # a spec-level CEL rule: "serving.device cuda needs ..."
         return out or {"spec"}
 
 

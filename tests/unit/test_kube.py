@@ -26,13 +26,18 @@ def test_classification(status, kind):
         kube._call("apply Deployment ml/x", fail)
 
 
-def test_a_body_that_does_not_fit_the_schema_is_rejected_not_retried():
-    """The API server answers 500 for it, but the same apply always fails the same way."""
+@pytest.mark.parametrize("message", [
+    "failed to create typed patch object (ml/x; apps/v1, Kind=Deployment): "
+    ".spec.template.spec.affinity.x: field not declared in schema",
+    "failed to convert new object (ml/x; policy/v1, Kind=PodDisruptionBudget) to proper version: "
+    "json: cannot unmarshal number 4309617287 into Go value of type int32",
+])
+def test_a_body_that_does_not_fit_the_type_is_rejected_not_retried(message):
+    """The API server answers 500 for these, but the same apply always fails the same way."""
     def fail():
-        raise _api_error(500, "failed to create typed patch object (ml/x; apps/v1, Kind=Deployment): "
-                              ".spec.template.spec.affinity.x: field not declared in schema")
+        raise _api_error(500, message)
 
-    with pytest.raises(kube.Rejected, match=r"affinity\.x: field not declared"):
+    with pytest.raises(kube.Rejected, match=message[:20]):
         kube._call("apply Deployment ml/x", fail)
 
 
