@@ -13,10 +13,10 @@ test-operator: venv ## operator unit tests (builders, status, CRD, validation)
 run-operator: venv ## run the operator against $$KUBECONFIG (default: the local cluster's)
 	KUBECONFIG=$${KUBECONFIG:-$(ROOT)/_out/cluster/kubeconfig} $(PY) -m modelship_operator --all-namespaces
 
-fuzz-operator: venv ## long fuzz campaign: 1,000 fuzzed ModelDeployments (MODELSHIP_FUZZ_SEED replays) -> bench/results/fuzz-specs.json
+fuzz-operator: venv ## long fuzz campaign: 1,000 fuzzed ModelDeployments (MODELSHIP_FUZZ_SEED replays) -> bench/campaigns/fuzz-specs.json
 	MODELSHIP_CAMPAIGN=long $(PY) -m pytest -q -s tests/e2e/test_fuzz_specs.py -k refused_or_reported
 
-chaos-operator: venv ## long chaos campaign: more objects, kills and rounds (MODELSHIP_CHAOS_SEED replays) -> bench/results/chaos.json
+chaos-operator: venv ## long chaos campaign: more objects, kills and rounds (MODELSHIP_CHAOS_SEED replays) -> bench/campaigns/chaos.json
 	MODELSHIP_CAMPAIGN=long $(PY) -m pytest -q -s tests/e2e/test_chaos.py
 
 security: venv ## bandit and checkov (tests/security); pip-audit of the images is in the image tier

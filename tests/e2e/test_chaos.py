@@ -15,7 +15,7 @@ good tags Ready on the new image, failing tags rolled back to the stable one. Th
 is exactly the revisions the test made (none duplicated, none lost), one Deployment and one
 Service per ModelDeployment, no child whose owner is gone. The convergence time of each fault
 kind is printed; ``MODELSHIP_CAMPAIGN=long`` runs more objects and waves and writes them to
-``bench/results/chaos.json``. ``MODELSHIP_CHAOS_SEED`` replays the random moments and tags.
+``bench/campaigns/chaos.json`` (committed). ``MODELSHIP_CHAOS_SEED`` replays the random moments and tags.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ CONVERGE_S = 120
 #: Failing tags; neverready needs its startup budget to pass (probes.startupTimeoutSeconds), so
 #: the short run leaves it out.
 FAILING = (IMAGE_IMAGEPULL, IMAGE_CRASHLOOP, *((IMAGE_NEVERREADY,) if LONG else ()))
-RESULTS = ROOT / "bench" / "results" / "chaos.json"
+RESULTS = ROOT / "bench" / "campaigns" / "chaos.json"
 OUT = ROOT / "_out" / f"e2e-{CLUSTER_NAME}"
 
 

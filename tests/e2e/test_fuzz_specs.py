@@ -13,7 +13,7 @@ objects, never an operator crash (the ``operator`` fixture fails the test if it 
 
 Seeded: ``MODELSHIP_FUZZ_SEED`` replays a run (the seed is printed with the counts, and on
 failure). ``MODELSHIP_CAMPAIGN=long`` runs 1,000 objects and writes the counts to
-``bench/results/fuzz-specs.json``; the default is ``WAVES_SHORT`` waves of ``WAVE`` objects.
+``bench/campaigns/fuzz-specs.json`` (committed); the default is ``WAVES_SHORT`` waves of ``WAVE`` objects.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ WAVES_SHORT, WAVES_LONG = 16, 100
 #: The issue's bound: an accepted object is reported in status within this many seconds.
 REPORT_S = 10.0
 SEED = int(os.environ.get("MODELSHIP_FUZZ_SEED") or random.SystemRandom().randrange(2**32))
-RESULTS = ROOT / "bench" / "results" / "fuzz-specs.json"
+RESULTS = ROOT / "bench" / "campaigns" / "fuzz-specs.json"
 
 
 def _reported(md: dict[str, Any]) -> str | None:
