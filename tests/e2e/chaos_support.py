@@ -43,20 +43,30 @@ class Component:
     def pid(self) -> int:
         return int(self.pidfile.read_text().strip())
 
-    def restart(self, *, kill: bool = False, down_s: float = 0.0) -> None:
-        """Stop the process (SIGKILL when ``kill``), leave it down ``down_s`` seconds, start it
-        again exactly as kwokctl did."""
+    def restart(self, *, kill: bool = False, down_s: float = 0.0, grace_s: float = 15.0) -> None:
+        """Stop the process (SIGTERM, then SIGKILL after ``grace_s`` as a kubelet would; SIGKILL
+        at once when ``kill``), leave it down ``down_s`` seconds, start it again exactly as
+        kwokctl did. It is started again whatever happens in between: a control plane left
+        down would fail every later test on this cluster."""
         pid = self.pid
         argv = [a.decode() for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
         cwd = os.readlink(f"/proc/{pid}/cwd")
         log = os.readlink(f"/proc/{pid}/fd/1")
-        os.kill(pid, signal.SIGKILL if kill else signal.SIGTERM)
-        if pid in _STARTED:
-            _STARTED.pop(pid).wait(timeout=60)
-        wait_until(lambda: not _alive(pid), timeout=60, what=f"{self.name} (pid {pid}) to exit", interval=0.1)
-        time.sleep(down_s)
-        with open(log, "ab") as out:
-            proc = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True)
-        _STARTED[proc.pid] = proc
-        self.pidfile.write_text(f"{proc.pid}\n")
+        try:
+            os.kill(pid, signal.SIGKILL if kill else signal.SIGTERM)
+            # The API server drains its watches on SIGTERM and may take a minute to exit.
+            deadline = time.monotonic() + grace_s
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+            if pid in _STARTED:
+                _STARTED.pop(pid).wait(timeout=60)
+            wait_until(lambda: not _alive(pid), timeout=60, what=f"{self.name} (pid {pid}) to exit", interval=0.1)
+            time.sleep(down_s)
+        finally:
+            with open(log, "ab") as out:
+                proc = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, start_new_session=True)
+            _STARTED[proc.pid] = proc
+            self.pidfile.write_text(f"{proc.pid}\n")
