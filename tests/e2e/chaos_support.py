@@ -30,6 +30,10 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+#: The processes of the local control plane, as kwokctl names their pid files.
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok-controller")
+
+
 class Component:
     """One process of the local control plane: etcd, kube-apiserver, kube-controller-manager,
     kube-scheduler or kwok-controller."""
@@ -43,15 +47,29 @@ class Component:
     def pid(self) -> int:
         return int(self.pidfile.read_text().strip())
 
+    def command(self) -> tuple[list[str], str, str]:
+        """How it runs now: argv, working directory, log file (from /proc)."""
+        pid = self.pid
+        argv = [a.decode() for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
+        return argv, os.readlink(f"/proc/{pid}/cwd"), os.readlink(f"/proc/{pid}/fd/1")
+
+    def alive(self) -> bool:
+        return _alive(self.pid)
+
+    def start(self, command: tuple[list[str], str, str]) -> None:
+        argv, cwd, log = command
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+        _STARTED[proc.pid] = proc
+        self.pidfile.write_text(f"{proc.pid}\n")
+
     def restart(self, *, kill: bool = False, down_s: float = 0.0, grace_s: float = 15.0) -> None:
         """Stop the process (SIGTERM, then SIGKILL after ``grace_s`` as a kubelet would; SIGKILL
         at once when ``kill``), leave it down ``down_s`` seconds, start it again exactly as
         kwokctl did. It is started again whatever happens in between: a control plane left
         down would fail every later test on this cluster."""
-        pid = self.pid
-        argv = [a.decode() for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
-        cwd = os.readlink(f"/proc/{pid}/cwd")
-        log = os.readlink(f"/proc/{pid}/fd/1")
+        pid, command = self.pid, self.command()
         try:
             os.kill(pid, signal.SIGKILL if kill else signal.SIGTERM)
             # The API server drains its watches on SIGTERM and may take a minute to exit.
@@ -65,8 +83,25 @@ class Component:
             wait_until(lambda: not _alive(pid), timeout=60, what=f"{self.name} (pid {pid}) to exit", interval=0.1)
             time.sleep(down_s)
         finally:
-            with open(log, "ab") as out:
-                proc = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, start_new_session=True)
-            _STARTED[proc.pid] = proc
-            self.pidfile.write_text(f"{proc.pid}\n")
+            self.start(command)
+
+
+class Supervisor:
+    """What systemd or the kubelet does for a real control plane, and kwokctl's binary runtime
+    does not: start again a component that exited. kube-controller-manager and kube-scheduler
+    exit by design when they cannot renew their leader Lease (an API server or etcd down for
+    ~10 s), and without them no Deployment progresses and no namespace terminates."""
+
+    def __init__(self, cluster_name: str = CLUSTER_NAME) -> None:
+        self.components = [Component(name, cluster_name) for name in COMPONENTS]
+        self.commands = {c.name: c.command() for c in self.components}
+        self.revived: list[str] = []
+
+    def revive(self) -> None:
+        for component in self.components:
+            if not component.alive():
+                gone = component.pid
+                if gone in _STARTED:  # one this session started: reap it
+                    _STARTED.pop(gone).wait(timeout=10)
+                component.start(self.commands[component.name])
+                self.revived.append(component.name)

@@ -10,6 +10,10 @@ hits the control path while they roll:
 - ``watch-cut``: every connection of the operator to the API server is reset, several times
   (the operator talks to the API server through a relay on loopback, ``Partition``).
 
+A component that exits meanwhile is started again, as systemd or the kubelet would for a real
+control plane (``chaos_support.Supervisor``: kube-controller-manager and kube-scheduler exit by
+design when the API server is gone long enough to lose their leader Lease); the summary names them.
+
 After each wave, within ``CONVERGE_S`` of the fault's end, every ModelDeployment must converge:
 good tags Ready on the new image, failing tags rolled back to the stable one. Then: its history
 is exactly the revisions the test made (none duplicated, none lost), one Deployment and one
@@ -29,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from chaos_support import Component
+from chaos_support import Component, Supervisor
 from e2e_support import (
     CLUSTER_NAME,
     IMAGE_CRASHLOOP,
@@ -108,8 +112,8 @@ def _converged(md: dict[str, Any], dep: dict[str, Any] | None, want: Tracked) ->
 class Fleet:
     """The ModelDeployments of one test and the checks on them."""
 
-    def __init__(self, cluster: Cluster, ns: str, rng: random.Random) -> None:
-        self.cluster, self.ns, self.rng = cluster, ns, rng
+    def __init__(self, cluster: Cluster, ns: str, rng: random.Random, supervisor: Supervisor) -> None:
+        self.cluster, self.ns, self.rng, self.supervisor = cluster, ns, rng, supervisor
         self.tracked: dict[str, Tracked] = {}
         self.serial = 0
 
@@ -147,6 +151,7 @@ class Fleet:
         return {m["metadata"]["name"]: m for m in mds}, by_name
 
     def pending(self) -> list[str]:
+        self.supervisor.revive()  # as systemd would, while the test waits
         mds, deps = self.snapshot()
         return sorted(n for n, t in self.tracked.items() if n not in mds or not _converged(mds[n], deps.get(n), t))
 
@@ -226,7 +231,8 @@ def _inject(fault: str, cluster: Cluster, fleet: Fleet, op: OperatorProcess, par
     component = {"apiserver-restart": "kube-apiserver", "etcd-restart": "etcd"}[fault]
     time.sleep(rng.uniform(0.5, 3.0))
     Component(component).restart(down_s=rng.uniform(0.0, 2.0))
-    wait_until(lambda: _api_ready(cluster), timeout=120, what=f"the API server ready after the {fault}")
+    wait_until(lambda: fleet.supervisor.revive() or _api_ready(cluster), timeout=120,
+               what=f"the API server ready after the {fault}")
     return time.monotonic()
 
 
@@ -236,7 +242,8 @@ def test_rollouts_converge_through_control_path_faults(cluster: Cluster, ns: str
         pytest.fail("restarts the local cluster's processes; unset KUBECONFIG")
     op, partition = chaos_operator
     rng = random.Random(SEED)
-    fleet = Fleet(cluster, ns, rng)
+    supervisor = Supervisor()
+    fleet = Fleet(cluster, ns, rng, supervisor)
     for _ in range(N):
         fleet.add(0)
     fleet.wait_converged(time.monotonic(), "creation")
@@ -255,8 +262,10 @@ def test_rollouts_converge_through_control_path_faults(cluster: Cluster, ns: str
     except AssertionError as exc:
         raise AssertionError(f"seed {SEED} (replay: MODELSHIP_CHAOS_SEED={SEED}), {fleet.pending()} pending: "
                              f"{exc}\n{op.log_tail(60)}") from None
+    finally:
+        supervisor.revive()  # never leave the cluster without a component
     summary = {"seed": SEED, "objects": N, "kills": KILLS * ROUNDS, "waves": wave,
-               "convergence_s": timings}
+               "convergence_s": timings, "components_revived": supervisor.revived}
     print(f"\nchaos: {json.dumps(summary)}")
     if LONG:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
