@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 import socket
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -36,6 +37,24 @@ logger = logging.getLogger(__name__)
 
 FIELD_MANAGER = "modelship"
 APPLY = "application/apply-patch+yaml"
+#: Characters an apply body must not carry raw: YAML refuses C1 controls, lone surrogates and
+#: the non-characters U+FFFE/U+FFFF, and folds U+0085/U+2028/U+2029 as line breaks.
+_YAML_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\ud800-\udfff\ufffe\uffff]")
+
+
+def apply_body(obj: Mapping[str, Any]) -> bytes:
+    """The server-side apply body: JSON (which is YAML), as UTF-8.
+
+    Not the client's own ``json.dumps``: it escapes every character beyond the BMP as a UTF-16
+    surrogate pair (``"\\ud83d\\ude00"``), which JSON allows and the API server's YAML parser
+    refuses ("found invalid Unicode character escape code"), so one emoji in an env value or a
+    label failed every apply of the Deployment (found by the fuzzed ModelDeployments, issue 13).
+    Those characters go raw; the few YAML may not carry raw are escaped.
+    """
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    return _YAML_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text).encode("utf-8", "surrogatepass")
+
+
 MERGE = "application/merge-patch+json"
 
 
@@ -72,6 +91,15 @@ class NotLeader(KubeError):
 _TRY_LATER = frozenset({429, 503, 504})
 
 
+#: How the API server refuses a server-side apply whose body does not fit the type: an unknown
+#: field inside a free-form part of the spec that the operator copies (affinity,
+#: env[].valueFrom), a value its Go type cannot hold (a quantity its parser refuses, a count
+#: beyond int32). It answers HTTP 500 for these, yet the same body always fails the same way:
+#: retried, it was a loop with a Degraded ApplyFailed status (found by the fuzzed
+#: ModelDeployments, issue 13). It is the object's fault, reported as such.
+CONTENT_REFUSED = ("failed to create typed patch object", "failed to convert new object")
+
+
 def _classify(error: ApiException, what: str) -> KubeError:
     message = f"{what}: HTTP {error.status} {error.reason}"
     try:
@@ -81,7 +109,7 @@ def _classify(error: ApiException, what: str) -> KubeError:
     body = str(error.body)
     if error.status == 403 and ("NamespaceTerminating" in body or "being terminated" in body):
         return NamespaceTerminating(message)
-    if error.status in (400, 422):
+    if error.status in (400, 422) or any(marker in body for marker in CONTENT_REFUSED):
         return Rejected(message)
     if error.status and error.status not in _TRY_LATER:
         return Refused(message, int(error.status))
@@ -228,15 +256,27 @@ class Kube:
     def _apply(self, obj: Mapping[str, Any], *, force: bool) -> tuple[Obj, bool]:
         kind, meta = obj["kind"], obj["metadata"]
         self._writing(f"apply {kind} {meta['namespace']}/{meta['name']}")
-        method = {
-            "Deployment": self.apps.patch_namespaced_deployment,
-            "Service": self.core.patch_namespaced_service,
-            "PodDisruptionBudget": self.policy.patch_namespaced_pod_disruption_budget,
+        client: Any
+        client, operation = {
+            "Deployment": (self.apps, "patch_namespaced_deployment"),
+            "Service": (self.core, "patch_namespaced_service"),
+            "PodDisruptionBudget": (self.policy, "patch_namespaced_pod_disruption_budget"),
         }[kind]
-        result = _call(
-            f"apply {kind} {meta['namespace']}/{meta['name']}", method, meta["name"], meta["namespace"], dict(obj),
-            field_manager=FIELD_MANAGER, force=force, _content_type=APPLY, _preload_content=False,
-        )
+
+        def send() -> Any:
+            # The generated method takes only a dict body and json.dumps it itself (see
+            # apply_body): build its request, then send our own bytes as the body (the REST
+            # layer passes bytes through as they are).
+            request = getattr(client, f"_{operation}_serialize")(
+                name=meta["name"], namespace=meta["namespace"], body=dict(obj), pretty=None, dry_run=None,
+                field_manager=FIELD_MANAGER, field_validation=None, force=force, _request_auth=None,
+                _content_type=APPLY, _headers=None, _host_index=0,
+            )
+            method, url, headers, _, post_params = request
+            return client.api_client._call_with_legacy_options(
+                (method, url, headers, apply_body(obj), post_params), {}, None, False, None, True)
+
+        result = _call(f"apply {kind} {meta['namespace']}/{meta['name']}", send)
         return _json(result), result.status == 201
 
     def get(self, kind: str, namespace: str, name: str) -> Obj | None:

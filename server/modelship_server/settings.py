@@ -53,7 +53,9 @@ class Settings(BaseSettings):
     """Refuse http(s) sources without ``model_sha256``: a download is only as good as its
     checksum. Off by default so a quick ``http://`` test needs no hash."""
 
-    cache_dir: str = "/tmp/modelship-cache"
+    # bandit B108: in the pod /tmp is a private emptyDir; downloads are written through mkstemp
+    # and kept only when their sha256 matches, so a planted file is refused, not served.
+    cache_dir: str = "/tmp/modelship-cache"  # nosec B108
     """Downloads land here, named by checksum/URL hash, so a restart does not download again."""
 
     download_timeout_s: float = Field(300.0, gt=0)
@@ -73,7 +75,8 @@ class Settings(BaseSettings):
     """Path-style addressing (``endpoint/bucket/key``), which most S3-compatible servers need;
     off: virtual-hosted style (``bucket.endpoint/key``), AWS's default."""
 
-    host: str = "0.0.0.0"
+    # bandit B104: the kubelet probes the pod IP (docstring below).
+    host: str = "0.0.0.0"  # nosec B104
     """Listen address; 0.0.0.0 because the kubelet probes the pod IP."""
 
     port: int = Field(8000, ge=1, le=65535)

@@ -17,7 +17,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -25,9 +28,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client import ApiClient
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The demo's cluster (`make demo`, hack/cluster.sh's default): the tests never use it, or its
@@ -260,13 +265,19 @@ class OperatorProcess:
     of every run goes to one log file, shown when a test fails.
     """
 
-    def __init__(self, cluster: Cluster, log_path: Path, *, entry: tuple[str, ...] = ("-m", "modelship_operator")):
+    def __init__(self, cluster: Cluster, log_path: Path, *, entry: tuple[str, ...] = ("-m", "modelship_operator"),
+                 args: tuple[str, ...] = ("--all-namespaces",), kubeconfig: Path | None = None):
         self.cluster = cluster
         self.log_path = log_path
         #: How Python starts the operator (the bench swaps in a launcher that tunes kopf).
         self.entry = entry
+        #: Flags besides --kubeconfig and the ports (scope, resync, ...).
+        self.args = args
+        #: Another kubeconfig than the cluster's (the chaos tests put a proxy in between).
+        self.kubeconfig = kubeconfig or cluster.kubeconfig
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.metrics_port = 0
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log_path.write_text("")
 
@@ -278,16 +289,18 @@ class OperatorProcess:
     def start(self) -> None:
         assert self.proc is None or self.proc.poll() is not None, "operator already running"
         self.starts += 1
+        self.metrics_port = free_port()
         cmd = [
-            self.python, *self.entry, "--all-namespaces",
-            "--kubeconfig", str(self.cluster.kubeconfig),
-            "--health-port", str(free_port()), "--metrics-port", str(free_port()),
+            self.python, *self.entry, *self.args,
+            "--kubeconfig", str(self.kubeconfig),
+            "--health-port", str(free_port()), "--metrics-port", str(self.metrics_port),
         ]
         with self.log_path.open("ab") as log:
             log.write(f"\n===== start #{self.starts}: {' '.join(cmd)}\n".encode())
             log.flush()
             self.proc = subprocess.Popen(
-                cmd, cwd=ROOT, env=self.cluster.env(), stdout=log, stderr=subprocess.STDOUT,
+                cmd, cwd=ROOT, env={**self.cluster.env(), "KUBECONFIG": str(self.kubeconfig)},
+                stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent,
             )
         # A crash at import or flag parsing shows at once; later crashes are
@@ -316,6 +329,55 @@ class OperatorProcess:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """This process's own /metrics (on loopback): {(sample name, sorted labels): value}.
+        Counters start at zero in every process, so what they show is this process's work."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as rsp:
+            text = rsp.read().decode()
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples
+        }
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of the samples ``name`` whose labels include ``labels``."""
+        return sum(value for (sample, have), value in self.metrics().items()
+                   if sample == name and set(labels.items()) <= set(have))
+
+    def reconciles(self, *results: str) -> float:
+        """This process's reconcile passes, optionally by result (ok, problem, skipped, retry,
+        error). Proof of which process did the work."""
+        if not results:
+            return self.metric("modelship_reconciles_total")
+        return sum(self.metric("modelship_reconciles_total", result=r) for r in results)
+
+    def wait_resumed(self, cluster: Cluster, timeout: float = 60) -> None:
+        """Until this process has run at least as many full passes as there are
+        ModelDeployments in the cluster (its own counter, any trigger: the pass of a resumed
+        object may be labelled by the child or pod event that came with it; a head start,
+        ``partial``, is not a full pass). A lower bound, not a per-object proof: one object
+        passed twice could stand in for another, so tests keep few objects per cluster."""
+        def resumed() -> bool:
+            passes = self.reconciles("ok", "problem", "skipped", "retry", "error")
+            existing = len(cluster.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"])
+            return passes >= existing > 0
+
+        wait_until(resumed, timeout=timeout, what="the restarted operator to pass every ModelDeployment")
+
+    def wait_serving(self, timeout: float = 60) -> None:
+        """Until its /metrics answers (served before kopf starts: on a loaded machine the
+        imports alone take seconds, and a test must not race them)."""
+        def up() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"operator exited at start with code {self.proc.returncode}")
+            self.metrics()
+            return True
+
+        try:
+            wait_until(up, timeout=timeout, what="the operator's /metrics endpoint")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.log_tail()}") from None
 
     def log_tail(self, lines: int = 150) -> str:
         try:
@@ -354,3 +416,74 @@ def condition(obj: dict[str, Any], ctype: str) -> dict[str, Any] | None:
         if cond.get("type") == ctype:
             return cond
     return None
+
+
+class Partition:
+    """A TCP relay in front of the API server that can be cut: the process behind it sees its
+    API calls fail (connections reset, new ones refused) while everything else goes on."""
+
+    def __init__(self, upstream: str) -> None:
+        url = urllib.parse.urlsplit(upstream)
+        self.upstream = (url.hostname or "127.0.0.1", url.port or 443)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.cut = False
+        self._open: list[socket.socket] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.cut:
+                client.close()
+                continue
+            try:
+                server = socket.create_connection(self.upstream, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._open += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def set_cut(self, cut: bool) -> None:
+        self.cut = cut
+        if cut:
+            with self._lock:
+                for conn in self._open:
+                    try:
+                        conn.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+                self._open.clear()
+
+    def kubeconfig(self, direct: Path) -> Path:
+        config = yaml.safe_load(direct.read_text())
+        config["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{self.port}"
+        path = direct.with_name(direct.stem + "-partitionable.kubeconfig")
+        path.write_text(yaml.safe_dump(config))
+        path.chmod(0o600)
+        return path
+
+    def close(self) -> None:
+        self.set_cut(True)
+        self.listener.close()

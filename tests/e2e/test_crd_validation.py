@@ -69,7 +69,16 @@ BAD_SPECS: list[tuple[str, dict[str, Any], str]] = [
     ("budget-blocks-eviction", _spec(replicas=2, disruptionBudget={"minAvailable": 2}),
      "disruptionBudget.minAvailable must be less than replicas"),
     ("budget-bad-percentage", _spec(disruptionBudget={"maxUnavailable": "half"}),
-     "a disruption budget is a count (0 or more) or a percentage"),
+     "a disruption budget is a count (0 to 2147483647) or a percentage"),
+    # Found by the fuzzed ModelDeployments (issue 13): accepted, then the child's apply refused
+    # with HTTP 500 and retried forever (a count beyond int32, quantities the API server's
+    # parser refuses although controller-gen's pattern lets them through).
+    ("budget-beyond-int32", _spec(disruptionBudget={"maxUnavailable": 4309617287}),
+     "a disruption budget is a count (0 to 2147483647) or a percentage"),
+    ("quantity-fraction-in-exponent", _spec(resources={"requests": {"cpu": "1E-.7"}}),
+     "spec.resources.requests.cpu: Invalid value"),
+    ("negative-quantity", _spec(resources={"limits": {"memory": "-1Gi"}}),
+     "spec.resources.limits.memory: Invalid value"),
     ("cuda-without-gpu", _spec(serving={"device": "cuda"}), "serving.device cuda needs gpu.count >= 1"),
     ("unknown-surge-mode", _spec(rollout={"surge": "fast"}), 'Unsupported value: "fast"'),
     ("zero-startup-budget", _spec(probes={"startupTimeoutSeconds": 0}),

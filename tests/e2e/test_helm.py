@@ -18,13 +18,8 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import socket
-import subprocess
 import sys
-import threading
 import time
-import urllib.parse
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,14 +32,12 @@ from e2e_support import (
     ROOT,
     Cluster,
     OperatorProcess,
-    _die_with_parent,
+    Partition,
     condition,
-    free_port,
     model_deployment,
     wait_until,
 )
 from kubernetes.client.exceptions import ApiException
-from prometheus_client.parser import text_string_to_metric_families
 
 # The chart helpers live with the chart tests (tests/helm); this tier reuses them.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "helm"))
@@ -160,38 +153,12 @@ class ChartOperator(OperatorProcess):
     """The operator process with the installed Deployment's flags and the ServiceAccount's token."""
 
     def __init__(self, cluster: Cluster, log_path: Path, args: list[str], kubeconfig: Path):
-        super().__init__(cluster, log_path)
-        self.args = [a for a in args if not a.startswith(("--health-port", "--metrics-port"))]
-        self.kubeconfig = kubeconfig
-        self.metrics_port = 0
+        flags = tuple(a for a in args if not a.startswith(("--health-port", "--metrics-port", "--kubeconfig")))
+        super().__init__(cluster, log_path, args=flags, kubeconfig=kubeconfig)
 
     def start(self) -> None:
-        assert not self.running(), "operator already running"
-        self.starts += 1
-        self.metrics_port = free_port()
-        cmd = [self.python, "-m", "modelship_operator", *self.args, "--kubeconfig", str(self.kubeconfig),
-               f"--health-port={free_port()}", f"--metrics-port={self.metrics_port}"]
-        env = self.cluster.env() | {"KUBECONFIG": str(self.kubeconfig)}
-        with self.log_path.open("ab") as log:
-            log.write(f"\n===== start #{self.starts}: {' '.join(cmd)}\n".encode())
-            log.flush()
-            # Dies with the test process (as conftest's operator does): an orphan would go on
-            # reconciling the shared cluster.
-            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True,
-                                         preexec_fn=_die_with_parent)
-        # Up = its /metrics answers (served before kopf starts). On a loaded machine the
-        # imports alone take seconds; a test must not race them.
-        def up() -> bool:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"operator exited at start with code {self.proc.returncode}")
-            self.reconciles()
-            return True
-
-        try:
-            wait_until(up, timeout=60, what="the operator's /metrics endpoint")
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{self.log_tail()}") from None
+        super().start()
+        self.wait_serving()
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -201,28 +168,9 @@ class ChartOperator(OperatorProcess):
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def _metrics(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as rsp:
-            return str(rsp.read().decode())
-
     def leading(self) -> bool:
         """This process's own word (modelship_leader): does it hold the Lease and may write?"""
-        return any(
-            sample.value == 1
-            for family in text_string_to_metric_families(self._metrics()) if family.name == "modelship_leader"
-            for sample in family.samples
-        )
-
-    def reconciles(self, *results: str) -> float:
-        """This process's own reconcile count (its /metrics on loopback), optionally by result
-        (ok, problem, skipped, retry, error). Proof of which process did the work."""
-        text = self._metrics()
-        return sum(
-            sample.value
-            for family in text_string_to_metric_families(text) if family.name == "modelship_reconciles"
-            for sample in family.samples
-            if sample.name == "modelship_reconciles_total" and (not results or sample.labels["result"] in results)
-        )
+        return self.metric("modelship_leader") == 1
 
 
 def _rbac_trouble(log: str) -> list[str]:
@@ -453,77 +401,6 @@ def test_operator_reconciles_under_the_chart_identity(
         assert not _rbac_trouble(op.log()), "the operator hit RBAC limits:\n" + "\n".join(_rbac_trouble(op.log()))
     finally:
         op.stop()
-
-
-class Partition:
-    """A TCP relay in front of the API server that can be cut: the process behind it sees its
-    API calls fail (connections reset, new ones refused) while everything else goes on."""
-
-    def __init__(self, upstream: str) -> None:
-        url = urllib.parse.urlsplit(upstream)
-        self.upstream = (url.hostname or "127.0.0.1", url.port or 443)
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.cut = False
-        self._open: list[socket.socket] = []
-        self._lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            if self.cut:
-                client.close()
-                continue
-            try:
-                server = socket.create_connection(self.upstream, timeout=5)
-            except OSError:
-                client.close()
-                continue
-            with self._lock:
-                self._open += [client, server]
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def set_cut(self, cut: bool) -> None:
-        self.cut = cut
-        if cut:
-            with self._lock:
-                for conn in self._open:
-                    try:
-                        conn.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
-                self._open.clear()
-
-    def kubeconfig(self, direct: Path) -> Path:
-        config = yaml.safe_load(direct.read_text())
-        config["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{self.port}"
-        path = direct.with_name(direct.stem + "-partitionable.kubeconfig")
-        path.write_text(yaml.safe_dump(config))
-        path.chmod(0o600)
-        return path
-
-    def close(self) -> None:
-        self.set_cut(True)
-        self.listener.close()
 
 
 def _sole_worker(cluster: Cluster, ns: str, replicas: tuple[ChartOperator, ChartOperator], probes: Any) -> Any:

@@ -4,13 +4,14 @@ Each test starts from a stable revision, changes ``spec.image`` like a user or a
 would (server-side apply by a non-operator field manager) and watches what the operator does to
 the Deployment and the status. Time-to-rollback is measured from the first moment the test sees
 failure evidence on a pod of the new revision to the first moment the Deployment's pod template
-is back on the stable image, and printed (run with ``-s`` to see it).
+is back on the stable image, and printed (run with ``-s`` to see it). It is not asserted: timing
+targets are the benchmarks' business (``bench/node.py`` measures time to rollback on a real node),
+and a shared CI machine is no place to judge them.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from collections.abc import Callable
@@ -33,8 +34,6 @@ from e2e_support import (
 pytestmark = pytest.mark.usefixtures("operator")
 
 GOOD = [f"registry.example.com/ml/modelship-server:{v}" for v in ("1.0.0", "1.1.0", "1.2.0", "1.3.0")]
-#: The target of issue 6: rollback starts within 30 s of the first evidence.
-ROLLBACK_TARGET_S = 30.0
 #: Seconds for the operator + controllers + KWOK to roll a good image out.
 CONVERGE_S = 90
 REVISION_LABEL = "modelship.io/revision"
@@ -117,8 +116,11 @@ def measure_rollback(cluster: Cluster, ns: str, name: str, bad: str, stable: str
         if first_evidence is None and _evidence_pod(cluster, ns, bad, reasons):
             first_evidence = now
         if seen_bad_template and image == stable:
-            if first_evidence is None:
-                first_evidence = now  # evidence and rollback fell between two polls
+            # The operator waits for evidence to persist (seconds) before it rolls back, so a
+            # test polling every 0.2 s always sees it first; a rollback it did not see evidence
+            # for is a rollback without evidence.
+            assert first_evidence is not None, (
+                f"md/{name} rolled back from {bad} but the test never saw {sorted(reasons)} on a pod of it")
             return now - first_evidence
         time.sleep(0.2)
     raise AssertionError(f"no rollback of md/{name} from {bad} to {stable} within {timeout}s "
@@ -169,7 +171,7 @@ def test_good_tag_rolls_out_and_watch_exits_zero(cluster: Cluster, ns: str) -> N
     (IMAGE_IMAGEPULL, {"ImagePullBackOff", "ErrImagePull"}, "ImagePullBackOff"),
     (IMAGE_CRASHLOOP, {"CrashLoopBackOff"}, "crash-loops"),
 ], ids=["imagepull", "crashloop"])
-def test_bad_image_rolls_back_within_target(cluster: Cluster, ns: str, bad: str, reasons: set[str],
+def test_bad_image_rolls_back(cluster: Cluster, ns: str, bad: str, reasons: set[str],
                                             evidence: str) -> None:
     deploy_stable(cluster, ns, "bad", replicas=2)
     watches: list[subprocess.Popen[str]] = []
@@ -182,7 +184,6 @@ def test_bad_image_rolls_back_within_target(cluster: Cluster, ns: str, bad: str,
     took = measure_rollback(cluster, ns, "bad", bad, GOOD[0], reasons, start=apply_then_watch)
     (watch,) = watches
     print(f"\ntime-to-rollback ({bad}): {took:.1f}s from first evidence to the Deployment back on {GOOD[0]}")
-    assert took <= ROLLBACK_TARGET_S, f"rollback took {took:.1f}s (target {ROLLBACK_TARGET_S}s)"
     assert_rolled_back(cluster, ns, "bad", bad, GOOD[0], evidence)
     out, _ = watch.communicate(timeout=60)
     assert watch.returncode == 1, f"watch must fail a rolled-back rollout; exit {watch.returncode}:\n{out}"
@@ -334,41 +335,42 @@ def test_operator_killed_mid_rollout_converges(cluster: Cluster, ns: str, operat
         operator.start()
     md = assert_rolled_back(cluster, ns, "crash", IMAGE_IMAGEPULL, GOOD[0], "ImagePullBackOff")
     assert _history(md) == [(1, GOOD[0], "Succeeded"), (2, IMAGE_IMAGEPULL, "RolledBack")]
-    # A second restart at rest changes nothing: same history, same serving revision.
+    # A second restart at rest changes nothing: same history, same serving revision, once the
+    # new process has passed every ModelDeployment it found (its own counter says so).
     operator.stop(kill=True)
     operator.start()
-    time.sleep(3)
+    operator.wait_resumed(cluster)
     md = cluster.md(ns, "crash")
     assert _history(md) == [(1, GOOD[0], "Succeeded"), (2, IMAGE_IMAGEPULL, "RolledBack")]
     assert _template_image(cluster, ns, "crash") == GOOD[0]
+    assert condition(md, "Degraded")["reason"] == "RolledBack"
 
 
 def test_operator_metrics_count_rollouts(cluster: Cluster, ns: str, operator: OperatorProcess) -> None:
-    port = _metrics_port(operator)
+    """The counters move by what this test did (they exist at zero from start-up, so their
+    names alone prove nothing)."""
     deploy_stable(cluster, ns, "metered", replicas=1)
+    operator.wait_serving()  # restarted by an earlier test, it may still be importing
+    before = _rollout_counts(operator)
     measure_rollback(cluster, ns, "metered", IMAGE_IMAGEPULL, GOOD[0], {"ImagePullBackOff", "ErrImagePull"},
                      start=lambda: change_image(cluster, ns, "metered", IMAGE_IMAGEPULL, replicas=1))
-
-    def scraped() -> str | None:
-        import urllib.request
-
-        # The pass applies the rolled-back Deployment before it counts the rollback (status
-        # and events come in between), so the test can see the Deployment first: wait for
-        # the labelled sample itself, not just the metric's HELP line.
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-        return text if 'modelship_rollouts_rolled_back_total{trigger="auto"}' in text else None
-
-    text = wait_until(scraped, timeout=30, what="operator /metrics with rollout counters")
-    for name in ("modelship_reconciles_total", "modelship_reconcile_duration_seconds_count",
-                 "modelship_rollouts_started_total", "modelship_rollouts_succeeded_total",
-                 "modelship_rollouts_rolled_back_total", "modelship_time_to_rollback_seconds_count"):
-        assert name in text, f"{name} missing from /metrics"
-    assert 'modelship_rollouts_rolled_back_total{trigger="auto"}' in text
+    # The pass applies the rolled-back Deployment before it counts the rollback (status and
+    # events come in between), so the test can see the Deployment first: wait for the count.
+    after = wait_until(lambda: (c := _rollout_counts(operator))["rolled_back_auto"] > before["rolled_back_auto"] and c,
+                       timeout=30, what="the auto rollback counted in /metrics")
+    moved = {k: after[k] - before[k] for k in after}
+    assert moved["rolled_back_auto"] == 1 and moved["time_to_rollback"] == 1, moved
+    assert moved["started"] >= 1 and moved["reconciles_ok"] >= 2 and moved["reconcile_seconds"] >= 2, moved
+    assert moved["rolled_back_manual"] == 0 and moved["halted"] == 0, moved
 
 
-def _metrics_port(operator: OperatorProcess) -> int:
-    args = operator.proc.args if operator.proc else []
-    args = list(args) if not isinstance(args, (str, bytes, os.PathLike)) else []
-    if "--metrics-port" not in args:
-        pytest.fail("cannot find the operator's --metrics-port in its command line")
-    return int(args[args.index("--metrics-port") + 1])
+def _rollout_counts(operator: OperatorProcess) -> dict[str, float]:
+    return {
+        "started": operator.metric("modelship_rollouts_started_total"),
+        "rolled_back_auto": operator.metric("modelship_rollouts_rolled_back_total", trigger="auto"),
+        "rolled_back_manual": operator.metric("modelship_rollouts_rolled_back_total", trigger="manual"),
+        "halted": operator.metric("modelship_rollouts_halted_total"),
+        "time_to_rollback": operator.metric("modelship_time_to_rollback_seconds_count"),
+        "reconciles_ok": operator.reconciles("ok"),
+        "reconcile_seconds": operator.metric("modelship_reconcile_duration_seconds_count"),
+    }

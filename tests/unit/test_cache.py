@@ -33,6 +33,20 @@ def test_a_deletion_leaves_a_tombstone_an_apply_that_raced_with_it_cannot_undo()
     assert not store.deleted("Deployment", "ml", "a")
 
 
+def test_tombstones_are_forgotten_after_their_ttl_and_do_not_grow_without_end():
+    """One tombstone per object ever deleted was a leak (namespaces that come and go): past
+    256, those older than TOMBSTONE_TTL_S go; a fresh one still fences off a late write."""
+    clock = MonotonicClock()
+    store = Store(clock=clock)
+    for i in range(300):
+        store.delete(_obj("Deployment", f"old{i}", "8"))
+    clock.now += Store.TOMBSTONE_TTL_S + 1
+    store.delete(_obj("Deployment", "fresh", "8"))
+    assert store.tombstones() == 1
+    assert not store.put(_obj("Deployment", "fresh", "7"))
+    assert store.put(_obj("Deployment", "old1", "7"))  # its deletion is long past: no fence left
+
+
 def test_stored_objects_lose_managed_fields_and_reads_are_private_copies():
     store = Store()
     obj = _obj("Service", "a", "1", spec={"ports": [{"port": 80}]})

@@ -26,6 +26,21 @@ def test_classification(status, kind):
         kube._call("apply Deployment ml/x", fail)
 
 
+@pytest.mark.parametrize("message", [
+    "failed to create typed patch object (ml/x; apps/v1, Kind=Deployment): "
+    ".spec.template.spec.affinity.x: field not declared in schema",
+    "failed to convert new object (ml/x; policy/v1, Kind=PodDisruptionBudget) to proper version: "
+    "json: cannot unmarshal number 4309617287 into Go value of type int32",
+])
+def test_a_body_that_does_not_fit_the_type_is_rejected_not_retried(message):
+    """The API server answers 500 for these, but the same apply always fails the same way."""
+    def fail():
+        raise _api_error(500, message)
+
+    with pytest.raises(kube.Rejected, match=message[:20]):
+        kube._call("apply Deployment ml/x", fail)
+
+
 def test_not_found_returns_the_given_value():
     def missing():
         raise _api_error(404)
@@ -62,3 +77,18 @@ def test_terminating_namespace_is_its_own_class():
 
     with pytest.raises(kube.NamespaceTerminating):
         kube._call("apply Deployment ml/x", terminating)
+
+
+def test_apply_body_is_yaml_that_keeps_every_character():
+    """Found by the fuzzed ModelDeployments: the client's json.dumps wrote an emoji as a UTF-16
+    surrogate pair, which the API server's YAML parser refuses; YAML also folds U+0085/U+2028
+    and refuses C1 controls raw. The body must read back as the same object as YAML and JSON."""
+    import json
+
+    import yaml
+
+    value = "emoji \U0001f600 nel \x85 ls \u2028 c1 \x97 nul \x00 é 中 \\ud83d quote\" backslash\\"
+    obj = {"kind": "Deployment", "metadata": {"name": "a", "namespace": "b"}, "env": value}
+    body = kube.apply_body(obj)
+    assert b"\\ud83d\\ude00" not in body and "\U0001f600".encode() in body
+    assert yaml.safe_load(body.decode()) == obj == json.loads(body)

@@ -11,6 +11,7 @@ import itertools
 import pytest
 
 from modelship_operator import kube
+from modelship_operator import reconcile as reconcile_module
 from modelship_operator.core import builders
 from modelship_operator.reconcile import Reconciler, covers
 from modelship_operator.runtime.head_start import HeadStart
@@ -303,22 +304,35 @@ def test_child_names_for_long_model_deployment_names():
     assert {k[2] for k in fake.objects} == {builders.child_name(long)}
 
 
-def test_status_writes_by_controllers_are_not_drift():
+@pytest.mark.parametrize("drifted", [False, True], ids=["status-only", "spec-edited"])
+def test_status_writes_by_controllers_are_not_drift(monkeypatch, drifted):
+    """An apply whose answer differs from what the pass read only in resourceVersion and status
+    (the Deployment controller wrote status in between) is no drift; one whose spec differs is
+    (the control case: the same path does raise DriftCorrected, so the first case can fail)."""
     fake, rec = _make()
     rec.reconcile("ml", "resnet")
     events = len(fake.events)
     real_apply = fake.apply
+    applied = []
 
     def apply_after_a_status_update(obj):
         stored = fake.objects.get((obj["kind"], "ml", obj["metadata"]["name"]))
         if stored is not None:  # the Deployment controller wrote status between our read and apply
             stored["metadata"]["resourceVersion"] = str(int(stored["metadata"]["resourceVersion"]) + 100)
             stored["status"] = {"observedGeneration": 1}
+        applied.append(obj["kind"])
         return real_apply(obj)
 
+    if drifted:  # someone edited the Deployment's spec before this pass read it
+        fake.objects[("Deployment", "ml", "resnet")]["spec"]["replicas"] = 7
     fake.apply = apply_after_a_status_update
+    # The pass applies only what its read does not cover; here it must apply (as after a
+    # watch event it has not seen yet), or the comparison under test is never reached.
+    monkeypatch.setattr(reconcile_module, "covers", lambda live, desired: False)
     rec.reconcile("ml", "resnet")
-    assert [r for r in _reasons(fake)[events:] if r in ("DriftCorrected", "Updated")] == []
+    assert "Deployment" in applied, "the pass never applied: the test checks nothing"
+    drift = [r for r in _reasons(fake)[events:] if r in ("DriftCorrected", "Updated")]
+    assert drift == (["DriftCorrected"] if drifted else [])
 
 
 def test_terminating_namespace_is_skipped_quietly():

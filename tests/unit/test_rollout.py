@@ -243,6 +243,30 @@ def test_image_pull_failure_rolls_back_after_confirmation() -> None:
     assert plan.status.image == GOOD1 and plan.status.stable_image == GOOD1
 
 
+def test_pods_of_an_attempt_a_killed_process_started_still_count() -> None:
+    """Found by the chaos campaign: one process applied revision 2's Deployment and was killed
+    before it wrote status; the next recorded the attempt with its own start time, later than
+    the pods, and ignored them all as leftovers of an earlier attempt: no rollback, ever. Pods
+    carrying this attempt's own revision and hash are its pods, whenever they were created."""
+    w = World(spec())
+    w.stable_on(GOOD1, 0)
+    w.spec = spec(BAD)
+    bad_hash = r.revision_hash(r.pod_template(typed(w.spec)))
+    mine = pod(2, waiting="ImagePullBackOff", created=100)
+    mine["metadata"]["labels"][r.REVISION_HASH_LABEL] = bad_hash
+    stale = pod(2, "resnet-old", waiting="ImagePullBackOff", created=100)  # another template's revision 2
+    stale["metadata"]["labels"][r.REVISION_HASH_LABEL] = "0" * 12
+    dep = deployment(2, updated=1, available=2, total=3)
+    dep["spec"]["template"]["metadata"]["labels"][r.REVISION_HASH_LABEL] = bad_hash
+    w.step(150, deployment=dep, pods=[mine, stale])  # the new process's first pass: the attempt starts "now"
+    assert w.status.history[-1].started_at == at(150)
+    w.step(151, deployment=dep, pods=[stale])
+    assert w.status.rollout.evidence is None  # the other template's pod is no evidence
+    w.step(152, deployment=dep, pods=[mine])
+    plan = w.step(158, deployment=dep, pods=[mine])
+    assert plan.rolled_back == "auto" and w.history()[-1] == (2, BAD, "RolledBack")
+
+
 def test_no_flapping_when_the_same_bad_spec_is_reapplied() -> None:
     w = start_bad()
     pods = [pod(2, waiting="ImagePullBackOff", created=100)]

@@ -93,7 +93,7 @@ def test_garbage_status_does_not_block_the_spec():
     assert api.parse(data).status.conditions == []
 
 
-@pytest.mark.parametrize("value", ["lots", "2GB", "1.5 Gi"])
+@pytest.mark.parametrize("value", ["lots", "2GB", "1.5 Gi", "1E-.7", "114E+.39", "-1Gi", "-.86"])
 def test_resource_quantities_must_parse(value):
     assert "is not a quantity" in _error(resources={"requests": {"memory": value}})
 
@@ -101,3 +101,10 @@ def test_resource_quantities_must_parse(value):
 def test_resource_quantities_accept_kubernetes_forms():
     res = md(resources={"requests": {"cpu": "500m", "memory": "2Gi"}, "limits": {"cpu": 4, "memory": "1e9"}}).spec.resources
     assert res.limits["cpu"] == 4
+
+
+def test_budget_counts_fit_int32():
+    """Found by the fuzzed ModelDeployments: a PDB count beyond int32 was accepted, then the
+    PodDisruptionBudget's apply was refused (HTTP 500) on every pass."""
+    assert "at most 2147483647" in _error(replicas=2, disruptionBudget={"maxUnavailable": 4309617287})
+    assert md(replicas=2, disruptionBudget={"maxUnavailable": 2147483647}).spec.disruption_budget

@@ -61,11 +61,14 @@ SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
 #: A DNS-1123 subdomain: Secret and claim names.
 OBJECT_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 PERCENT_PATTERN = r"^[0-9]{1,3}%$"
-#: A Kubernetes resource quantity (the regex controller-gen emits for resource.Quantity). An
-#: unparseable one would make the API server refuse the Deployment with an opaque HTTP 500.
-QUANTITY_PATTERN = (
-    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
-)
+#: A Kubernetes resource quantity that is not negative. An unparseable one would make the API
+#: server refuse the Deployment with an opaque HTTP 500. Stricter than the regex controller-gen
+#: emits for resource.Quantity, which lets a sign and a fraction into the exponent ("1E-.7")
+#: that the API server's parser refuses (found by the fuzzed ModelDeployments, issue 13); a
+#: minus sign is left out too, as requests and limits cannot be negative.
+QUANTITY_PATTERN = r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?[0-9]{1,3}))?$"
+#: The largest count a Kubernetes int32 field holds (a PodDisruptionBudget's minAvailable).
+INT32_MAX = 2**31 - 1
 _QUANTITY_MAP: JsonDict = {"additionalProperties": {"x-kubernetes-int-or-string": True, "pattern": QUANTITY_PATTERN}}
 
 #: Server env vars the operator derives from the spec (one table: ``server_env.CONTRACT``);
@@ -604,8 +607,8 @@ class Rollout(_Wire):
 
 _BUDGET_VALUE = cel(
     (
-        f"type(self) == string ? self.matches('{PERCENT_PATTERN}') : int(self) >= 0",
-        "a disruption budget is a count (0 or more) or a percentage such as '50%'",
+        f"type(self) == string ? self.matches('{PERCENT_PATTERN}') : int(self) >= 0 && int(self) <= {INT32_MAX}",
+        f"a disruption budget is a count (0 to {INT32_MAX}) or a percentage such as '50%'",
     )
 )
 
@@ -644,6 +647,8 @@ class DisruptionBudget(_Wire):
                 raise ValueError("a disruption budget is a count or a percentage such as '50%'")
             if isinstance(value, int) and value < 0:
                 raise ValueError("a disruption budget count must not be negative")
+            if isinstance(value, int) and value > INT32_MAX:
+                raise ValueError(f"a disruption budget count must be at most {INT32_MAX}")
         return self
 
 

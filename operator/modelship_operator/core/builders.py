@@ -330,11 +330,14 @@ def scratch_volumes(serving: api.Serving) -> list[tuple[str, str, Obj]]:
     """(name, mount path, emptyDir) of the writable paths on the read-only root: /tmp always;
     /dev/shm when front ends hand tensors to a shared model process (each needs SHM_PER_WORKER
     of it, the runtime's default /dev/shm is 64 MiB)."""
-    volumes: list[tuple[str, str, Obj]] = [("tmp", "/tmp", {})]
+    # bandit B108: "/tmp" here is a mount path inside the pod, backed by a private emptyDir
+    # (the root filesystem is read-only); no host temp directory is involved.
+    volumes: list[tuple[str, str, Obj]] = [("tmp", "/tmp", {})]  # nosec B108
     if serving.workers != 1 and serving.model_process != "per-worker":
         workers = serving.workers or MAX_AUTO_WORKERS
         size = f"{SHM_PER_WORKER_MIB * (workers + 1)}Mi"
-        volumes.append(("dshm", "/dev/shm", {"medium": "Memory", "sizeLimit": size}))
+        # bandit B108: as /tmp above, the pod's own memory-backed emptyDir.
+        volumes.append(("dshm", "/dev/shm", {"medium": "Memory", "sizeLimit": size}))  # nosec B108
     return volumes
 
 

@@ -66,7 +66,9 @@ CONTRACT: dict[str, Derive] = {
     "MODELSHIP_S3_PATH_STYLE": lambda s: _s3(s, "path_style"),
     "MODELSHIP_INPUT_SHAPE": _input_shape,
     "MODELSHIP_INPUT_DATATYPE": lambda s: s.model.input_datatype if s.model.input_shape else None,
-    "MODELSHIP_HOST": lambda s: "0.0.0.0",  # the kubelet probes the pod IP
+    # bandit B104: the server must listen on the pod IP (the kubelet probes it, the Service
+    # routes to it); the pod's network namespace is the boundary, NetworkPolicy the control.
+    "MODELSHIP_HOST": lambda s: "0.0.0.0",  # nosec B104
     "MODELSHIP_PORT": lambda s: str(s.serving.port),
     "MODELSHIP_DEVICE": _device,
     "MODELSHIP_REQUIRE_GPU": lambda s: _bool(s.gpu_count > 0),

@@ -95,7 +95,7 @@ class Store:
     def __init__(self, pod_list_ttl: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
         self._lock = threading.Lock()
         self._objects: dict[Key, _Packed] = {}
-        self._tombstones: dict[Key, int] = {}
+        self._tombstones: dict[Key, tuple[int, float]] = {}  # rv of the deletion, when seen
         self._pods: dict[tuple[str, str], _PodSet] = {}  # (namespace, owner)
         self._pods_gone: dict[tuple[str, str], tuple[int, float]] = {}  # (namespace, pod): rv, when
         self.pod_list_ttl = pod_list_ttl
@@ -151,6 +151,26 @@ class Store:
         if len(self._pods_gone) > 256:  # a list takes seconds, not minutes: keep a minute of deletions
             self._pods_gone = {k: v for k, v in self._pods_gone.items() if now - v[1] < 60}
 
+    #: How long a deletion fences off older versions of the object, s. What could bring one back
+    #: is a write response or a watch event already on its way when the deletion was seen
+    #: (seconds); after that the tombstone is only memory, and without an end it was a leak:
+    #: one per object ever deleted (a cluster whose namespaces come and go never stops adding).
+    TOMBSTONE_TTL_S = 300.0
+
+    def _bury(self, key: Key, rv: int) -> None:
+        now = self._clock()
+        self._tombstones[key] = (rv, now)
+        if len(self._tombstones) > 256:
+            self._tombstones = {k: v for k, v in self._tombstones.items() if now - v[1] < self.TOMBSTONE_TTL_S}
+
+    def _buried_rv(self, key: Key) -> int | None:
+        stone = self._tombstones.get(key)
+        return None if stone is None else stone[0]
+
+    def tombstones(self) -> int:
+        """Deletions still remembered (bounded by ``TOMBSTONE_TTL_S`` once past 256)."""
+        return len(self._tombstones)
+
     def forget_pods(self, namespace: str, owner: str) -> None:
         with self._lock:
             self._pods.pop((namespace, owner), None)
@@ -196,13 +216,13 @@ class Store:
         new_rv = _rv(obj)
         with self._lock:
             old = self._objects.get(key)
-            old_rv = old.rv if old is not None else self._tombstones.get(key)
+            old_rv = old.rv if old is not None else self._buried_rv(key)
             if new_rv is not None and old_rv is not None and new_rv <= old_rv:
                 return False
         packed = _Packed(slim(obj))  # outside the lock: the encoding is the expensive part
         with self._lock:
             old = self._objects.get(key)
-            old_rv = old.rv if old is not None else self._tombstones.get(key)
+            old_rv = old.rv if old is not None else self._buried_rv(key)
             if new_rv is not None and old_rv is not None and new_rv <= old_rv:
                 return False  # a newer one arrived meanwhile
             self._tombstones.pop(key, None)
@@ -219,7 +239,7 @@ class Store:
                 return  # recreated since
             self._objects.pop(key, None)
             if rv is not None:
-                self._tombstones[key] = rv
+                self._bury(key, rv)
 
     def forget(self, kind: str, namespace: str, name: str) -> None:
         """Drop what is known (after a 404: the API is the truth)."""

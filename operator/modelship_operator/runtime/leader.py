@@ -192,7 +192,8 @@ class LeaderElector:
         cfg = self.config
         while not self._stop.is_set():
             if not self.try_acquire_or_renew():
-                self._stop.wait(cfg.retry_period * (1 + random.random() * JITTER))
+                # bandit B311: jitter that spreads candidates' retries, not a secret.
+                self._stop.wait(cfg.retry_period * (1 + random.random() * JITTER))  # nosec B311
                 continue
             logger.info("%s acquired the leader Lease %s/%s", cfg.identity, cfg.namespace, cfg.name)
             self.on_started()

@@ -250,13 +250,24 @@ def _surge_switch(p: Pass, spec: api.ModelDeploymentSpec, gpu_waits: list[ev.Evi
     return True
 
 
+def _labels(obj: Obj) -> Mapping[str, str]:
+    return (obj.get("metadata") or {}).get("labels") or {}
+
+
 def _evidence(p: Pass, spec: api.ModelDeploymentSpec, observed: Observed, item: api.HistoryEntry) -> ev.Evidence | None:
     """The earliest established evidence against the in-flight revision, remembering candidates."""
     st, policy = p.state, p.policy
     not_before = item.started_at - dt.timedelta(seconds=2) if item.started_at else None  # 1 s timestamps
     pods = revision_pods(observed.pods, item.revision)
+    # Pods with this attempt's own hash are its pods, however old: a process killed between
+    # applying the Deployment and writing status leaves pods older than the attempt the next
+    # process records (found by the chaos campaign: they were all skipped, and the rollout
+    # never rolled back). The time fence is for pods that carry no hash, or another one.
+    ours = [x for x in pods if item.hash and _labels(x).get(REVISION_HASH_LABEL) == item.hash]
+    others = [x for x in pods if x not in ours]
     startup = float(spec.probes.startup_timeout_seconds)
-    candidates = ev.pod_evidence(pods, policy=policy, startup_timeout_s=startup, now=p.now, not_before=not_before)
+    candidates = ev.pod_evidence(ours, policy=policy, startup_timeout_s=startup, now=p.now)
+    candidates += ev.pod_evidence(others, policy=policy, startup_timeout_s=startup, now=p.now, not_before=not_before)
     candidates += ev.deployment_evidence(
         observed.deployment,
         template_matches=template_labels(observed.deployment).get(REVISION_LABEL) == str(item.revision),
