@@ -49,7 +49,11 @@ from e2e_support import (
 )
 
 LONG = os.environ.get("MODELSHIP_CAMPAIGN") == "long"
-SEED = int(os.environ.get("MODELSHIP_CHAOS_SEED") or random.SystemRandom().randrange(2**32))
+#: ``make test`` runs one fixed seed (a landing must not depend on the draw); the long campaign
+#: draws a fresh one unless told.
+SHORT_SEED = 7
+SEED = int(os.environ.get("MODELSHIP_CHAOS_SEED")
+           or (random.SystemRandom().randrange(2**32) if LONG else SHORT_SEED))
 N = 24 if LONG else 10
 #: SIGKILLs of the operator in the operator-kill wave (the issue asks for at least 20).
 KILLS = 40 if LONG else 20

@@ -47,7 +47,11 @@ WAVE = 10
 WAVES_SHORT, WAVES_LONG = 16, 100
 #: The issue's bound: an accepted object is reported in status within this many seconds.
 REPORT_S = 10.0
-SEED = int(os.environ.get("MODELSHIP_FUZZ_SEED") or random.SystemRandom().randrange(2**32))
+#: ``make test`` runs one fixed seed (a landing must not depend on the draw; seeds that found
+#: bugs are regression tests of their own); the long campaign draws a fresh one unless told.
+SHORT_SEED = 947213837
+SEED = int(os.environ.get("MODELSHIP_FUZZ_SEED")
+           or (random.SystemRandom().randrange(2**32) if LONG else SHORT_SEED))
 RESULTS = ROOT / "bench" / "campaigns" / "fuzz-specs.json"
 
 

@@ -57,7 +57,8 @@ _DOTDOT = r"(^|/)[.][.](/|$)"
 ENDPOINT_PATTERN = r"^https?://[^\s/]+(/.*)?$"
 REGION_PATTERN = r"^[a-z0-9-]{1,32}$"
 ROLE_ARN_PATTERN = r"^arn:[a-z0-9-]+:iam::[0-9]{12}:role/.+$"
-SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
+# bandit B105: a pattern for the *name* of a key in a Secret, not a password.
+SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"  # nosec B105
 #: A DNS-1123 subdomain: Secret and claim names.
 OBJECT_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 PERCENT_PATTERN = r"^[0-9]{1,3}%$"

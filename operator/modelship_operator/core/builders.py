@@ -195,7 +195,8 @@ def container_env(spec: api.ModelDeploymentSpec) -> list[Obj]:
 #: Where the web identity token is projected (not the ServiceAccount token's usual path: the
 #: pod mounts no API token, ``automountServiceAccountToken: false``).
 WEB_IDENTITY_DIR = "/var/run/secrets/modelship/aws"
-WEB_IDENTITY_TOKEN = "token"
+# bandit B105: the file name the token is projected to, not a token.
+WEB_IDENTITY_TOKEN = "token"  # nosec B105
 #: The projected token's lifetime; the kubelet refreshes it at 80%, the server reads it once
 #: per download.
 WEB_IDENTITY_EXPIRATION_S = 3600

@@ -6,6 +6,13 @@ audited with ``pip-audit --no-deps --disable-pip`` (nothing installed, nothing r
 package pip-audit could not look up fails the test as surely as a vulnerability does: an audit
 that skipped it proves nothing about it. A vulnerability accepted on purpose goes in
 hack/security/pip-audit-accepted.yaml with its reason.
+
+Not collected by `make test` (its name does not start with test_): `make audit-images` runs it.
+**Blocked on this machine**: the PyPI served here answers 404 for the per-release JSON endpoint
+that pip-audit reads vulnerabilities from (`curl -i https://pypi.org/pypi/requests/2.32.3/json`
+-> `HTTP/2 404`, empty body; the project endpoint answers 200 without a `vulnerabilities` key),
+so pip-audit skips every package ("Dependency not found on PyPI and could not be audited") and
+this check fails, naming PyPI's answer. It runs as written wherever PyPI serves that data.
 """
 
 from __future__ import annotations
