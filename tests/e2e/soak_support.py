@@ -20,11 +20,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import threading
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,66 +31,39 @@ from typing import Any
 from e2e_support import (
     GROUP,
     PLURAL,
-    ROOT,
     VERSION,
     Cluster,
     OperatorProcess,
-    _die_with_parent,
-    free_port,
     model_deployment,
     wait_until,
 )
-from prometheus_client.parser import text_string_to_metric_families
 
 
 class SoakOperator(OperatorProcess):
-    """The operator process with extra flags (the soak's resync) and a known metrics port."""
+    """The operator process with extra flags (the soak's resync), up once its /metrics answers."""
 
     def __init__(self, cluster: Cluster, log_path: Path, args: list[str]):
-        super().__init__(cluster, log_path)
-        self.args = args
-        self.metrics_port = 0
+        super().__init__(cluster, log_path, args=("--all-namespaces", *args))
 
     def start(self) -> None:
-        assert not self.running(), "operator already running"
-        self.starts += 1
-        self.metrics_port = free_port()
-        cmd = [self.python, "-m", "modelship_operator", "--all-namespaces", *self.args,
-               "--kubeconfig", str(self.cluster.kubeconfig),
-               f"--health-port={free_port()}", f"--metrics-port={self.metrics_port}"]
-        with self.log_path.open("ab") as log:
-            log.write(f"\n===== start #{self.starts}: {' '.join(cmd)}\n".encode())
-            log.flush()
-            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.cluster.env(), stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True,
-                                         preexec_fn=_die_with_parent)
+        super().start()
         wait_until(self._up, timeout=60, what="the operator's /metrics endpoint")
 
     def _up(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise AssertionError(f"operator exited at start with code {self.proc.returncode}:\n{self.log_tail()}")
+        if not self.running():
+            raise AssertionError(f"operator exited at start:\n{self.log_tail()}")
         try:
             self.metrics()
         except OSError:
             return False
         return True
 
-    def metrics(self) -> dict[str, float]:
+    def samples(self) -> dict[str, float]:
         """Every sample of its /metrics, keyed ``name{label=value,...}``."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as rsp:
-            text = rsp.read().decode()
-        out: dict[str, float] = {}
-        for family in text_string_to_metric_families(text):
-            for s in family.samples:
-                labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
-                out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
-        return out
-
-    def kill(self) -> None:
-        if self.running():
-            assert self.proc is not None
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
+        return {
+            (f"{name}{{{','.join(f'{k}={v}' for k, v in labels)}}}" if labels else name): value
+            for (name, labels), value in self.metrics().items()
+        }
 
 
 @dataclass
@@ -234,7 +204,7 @@ def soak(cluster: Cluster, ns: str, op: SoakOperator, *, n: int, resync_s: float
         if not op.running():
             raise AssertionError(f"the operator exited during the soak:\n{op.log_tail()}")
         rss, threads, fds, cpu = proc_stats(op.proc.pid)
-        m = op.metrics()
+        m = op.samples()
         result.samples.append(Sample(
             t=round(now, 2), rss_mb=round(rss, 2), threads=threads, fds=fds, cpu_s=round(cpu, 2),
             queue_depth=m.get("modelship_workqueue_depth", -1),
