@@ -129,10 +129,28 @@ def _as_array(data: Any, dtype: DType, where: str) -> np.ndarray:
         raise errors.InvalidInput(f"{where}: {what} do not fit datatype {dtype.name}")
     if JSON_HAS_NON_FINITE and kind == "f" and not np.isfinite(array).all():
         raise errors.InvalidInput(f"{where}: data holds NaN or infinity")
-    try:
-        return array.astype(dtype.numpy, copy=False)
-    except (ValueError, OverflowError) as exc:
-        raise errors.InvalidInput(f"{where}: values do not fit {dtype.name} ({exc})") from None
+    _check_range(array, dtype, where)
+    return array.astype(dtype.numpy, copy=False)
+
+
+def _check_range(array: np.ndarray, dtype: DType, where: str) -> None:
+    """Values the datatype cannot hold are refused: numpy's cast would quietly wrap integers
+    (300 as INT8 is 44) and turn large floats into infinity (1e39 as FP32), so the model would
+    compute on numbers nobody sent."""
+    if not array.size or dtype.numpy.kind == "b" or array.dtype == dtype.numpy:
+        return
+    if dtype.numpy.kind in "iu":
+        info = np.iinfo(dtype.numpy)
+        low, high = array.min(), array.max()
+        if low < info.min or high > info.max:
+            raise errors.InvalidInput(
+                f"{where}: values from {low} to {high} do not fit {dtype.name} ({info.min} to {info.max})"
+            )
+        return
+    limit = float(np.finfo(dtype.numpy).max)
+    biggest = float(np.abs(array).max())
+    if biggest > limit and math.isfinite(biggest):
+        raise errors.InvalidInput(f"{where}: value {biggest:g} does not fit {dtype.name} (at most {limit:g})")
 
 
 def decode_json(data: Any, dtype: DType, shape: Any, where: str) -> np.ndarray:

@@ -6,8 +6,11 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 from server_support import ModelFiles, Running, serve
+
+from modelship_server import errors, tensors
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +72,9 @@ CASES: list[tuple[str, str, Any, int, str]] = [
     ("v2 metadata unknown model", "/v2/models/nope", None, 404, "'nope'"),
     ("v2 ready unknown model", "/v2/models/nope/ready", None, 404, "'nope'"),
     ("body over the limit", V1, {"instances": [[1.0, 2.0, 3.0, 4.0]] * 400}, 413, "exceeds the limit"),
+    # found by the fuzzing campaign (test_server_fuzz.py): numpy's cast made these infinity
+    ("v1 value beyond FP32", V1, {"instances": [[1e39, 1, 2, 3]]}, 400, "1e+39 does not fit FP32"),
+    ("v2 value beyond FP32", V2, v2(data=[1, 2, 3, -1e39]), 400, "1e+39 does not fit FP32"),
 ]
 
 
@@ -123,3 +129,23 @@ def test_chunked_body_over_the_limit_is_413(server: Running) -> None:
         response = client.post(V1, content=chunks())
         assert response.status_code == 413, response.text
         assert "exceeds" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("data", "datatype", "words"),
+    [
+        ([300, 1], "INT8", "from 1 to 300 do not fit INT8 (-128 to 127)"),
+        ([-1], "UINT8", "do not fit UINT8 (0 to 255)"),
+        ([2**40], "INT32", "do not fit INT32"),
+        ([70000.0], "FP16", "70000 does not fit FP16 (at most 65504)"),
+        ([1e39], "FP32", "does not fit FP32"),
+    ],
+)
+def test_values_the_datatype_cannot_hold_are_refused(data: list[Any], datatype: str, words: str) -> None:
+    """numpy's cast wraps integers (300 as INT8 is 44) and makes large floats infinite: the
+    model would have computed on numbers nobody sent."""
+    with pytest.raises(errors.InvalidInput, match=words.replace("(", r"\(").replace(")", r"\)")):
+        tensors.decode_json(data, tensors.BY_NAME[datatype], [len(data)], "x")
+    edge = tensors.decode_json([127, -128], tensors.BY_NAME["INT8"], [2], "x")
+    assert edge.tolist() == [127, -128] and edge.dtype == np.int8
+    assert tensors.decode_json([65504.0], tensors.BY_NAME["FP16"], [1], "x").tolist() == [65504.0]
