@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -75,7 +76,18 @@ CASES: list[tuple[str, str, Any, int, str]] = [
     # found by the fuzzing campaign (test_server_fuzz.py): numpy's cast made these infinity
     ("v1 value beyond FP32", V1, {"instances": [[1e39, 1, 2, 3]]}, 400, "1e+39 does not fit FP32"),
     ("v2 value beyond FP32", V2, v2(data=[1, 2, 3, -1e39]), 400, "1e+39 does not fit FP32"),
-]
+    ("v2 id nested 500 deep", V2, {**v2(), "id": functools.reduce(lambda x, _: [x], range(500), 1)}, 400,
+     "'id' must be a string"),  # was a 500: the reply's encoder gave up on it
+    ("v2 id a number", V2, {**v2(), "id": 7}, 400, "'id' must be a string"),
+    ("v2 parameters a list", V2, {**v2(), "parameters": [1]}, 400, "'parameters' must be an object"),
+    ("v2 binary_data_output a string", V2, {**v2(), "parameters": {"binary_data_output": "yes"}}, 400,
+     "'binary_data_output' must be true or false"),
+    ("v2 input parameters a list", V2, v2(parameters=[1]), 400, "'parameters' must be an object"),
+    ("v2 binary_data_size true", V2, v2(data=..., parameters={"binary_data_size": True}), 400,
+     "binary_data_size must be a non-negative integer"),
+    ("v2 output binary_data a number", V2, {**v2(), "outputs": [{"name": "output__0", "parameters": {
+        "binary_data": 1}}]}, 400, "'binary_data' must be true or false"),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(("case", "path", "body", "status", "words"), CASES, ids=[c[0] for c in CASES])
