@@ -324,7 +324,7 @@ def model_configuration(dataplane: DataPlane, model: ServedModel) -> dict[str, A
         "name": model.name,
         "platform": model.platform,
         "backend": "pytorch",
-        "max_batch_size": dataplane.settings.max_batch_size if batching else 0,
+        "max_batch_size": model.batch_rows(dataplane.settings.max_batch_size) if batching else 0,
         "input": [{"name": i.name, "data_type": f"TYPE_{i.datatype}", "dims": dims(i)} for i in model.inputs],
         "output": [{"name": o.name, "data_type": f"TYPE_{o.datatype}", "dims": dims(o)} for o in model.outputs],
         "dynamic_batching": {"max_queue_delay_microseconds": int(dataplane.settings.max_latency_ms * 1000)}

@@ -88,6 +88,10 @@ def dtype_of_array(array: np.ndarray) -> DType:
     return BY_NUMPY.get(array.dtype.newbyteorder("="), BY_NAME["FP32"])
 
 
+Range = tuple[int, int, int | None]
+"""(axis, smallest, largest or None) of a dimension that is not fixed."""
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     """One model input or output as OIP v2 metadata describes it (-1 = any size)."""
@@ -95,12 +99,15 @@ class TensorSpec:
     name: str
     datatype: str
     shape: tuple[int, ...]
+    ranges: tuple[Range, ...] = ()
+    """Sizes a -1 dimension may take, when the model says (torch.export's ``Dim(min=, max=)``):
+    outside them the model refuses to run, so the request is refused first."""
 
     def as_metadata(self) -> dict[str, Any]:
         return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
 
     def check(self, array: np.ndarray, where: str) -> None:
-        """Shape must have the same rank and agree on every fixed dimension."""
+        """Shape must have the same rank, agree on every fixed dimension and stay in the ranges."""
         shape = array.shape
         if len(shape) != len(self.shape) or any(
             want != got and want != -1 for want, got in zip(self.shape, shape, strict=True)
@@ -108,6 +115,21 @@ class TensorSpec:
             raise errors.InvalidInput(
                 f"{where}: shape {list(array.shape)} does not match the model's {list(self.shape)}"
             )
+        for axis, low, high in self.ranges:
+            if shape[axis] < low or (high is not None and shape[axis] > high):
+                allowed = f"{low} to {high}" if high is not None else f"at least {low}"
+                raise errors.InvalidInput(
+                    f"{where}: dimension {axis} of shape {list(shape)} is {shape[axis]}; "
+                    f"the model takes {allowed}"
+                )
+
+    def fit(self, axis: int, size: int) -> int:
+        """``size`` moved into the range of ``axis`` (for warm-up inputs and batch limits)."""
+        for at, low, high in self.ranges:
+            if at == axis:
+                size = max(size, low)
+                return min(size, high) if high is not None else size
+        return size
 
 
 def _as_array(data: Any, dtype: DType, where: str) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -202,3 +203,26 @@ def test_openapi_describes_every_route_and_the_inference_bodies(mlp_server: Runn
         schema = operation["requestBody"]["content"]["application/json"]["schema"]
         assert schema["required"] == (["instances"] if path.startswith("/v1") else ["inputs"])
         assert {"400", "404", "413", "503"} <= set(operation["responses"])
+
+
+def test_an_exported_batch_range_is_honoured(models: ModelFiles, tmp_path: Path) -> None:
+    """A program exported for 2 to 8 rows: requests outside that range were a 500 ("Guard
+    failed") and, with the default max_batch_size of 32, so was the warm-up (the model never
+    loaded) and every batch of more than 8 rows. Now: a 400 naming the range, batches of at
+    most 8, warm-up inside the range, and the model configuration says 8."""
+    path = tmp_path / "mlp-2-8.pt2"
+    batch = torch.export.Dim("batch", min=2, max=8)
+    torch.export.save(
+        torch.export.export(models.mlp, (torch.zeros(4, 4),), dynamic_shapes={"x": {0: batch}}), str(path)
+    )
+    rows = np.random.default_rng(5).normal(size=(8, 4)).astype(np.float32)
+    with serve(model_name="tiny", model_uri=str(path), model_format="torch-export", device="cpu") as running:
+        assert running.http.get("/health").status_code == 200, running.http.get("/health").text
+        assert running.http.get("/v2/models/tiny/config").json()["max_batch_size"] == 8
+        for count, status in [(1, 400), (2, 200), (8, 200), (9, 400)]:
+            body = {"instances": np.resize(rows, (count, 4)).tolist()}
+            response = running.http.post("/v1/models/tiny:predict", json=body)
+            assert response.status_code == status, response.text
+            if status == 400:
+                assert "dimension 0" in response.json()["detail"] and "2 to 8" in response.json()["detail"]
+        assert running.dataplane.batcher._max_rows == 8
