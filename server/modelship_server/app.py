@@ -94,6 +94,6 @@ def create_app(
     app.include_router(protocol_v1.router(dataplane))
     app.include_router(protocol_v2.router(dataplane))
     install_error_handlers(app, settings.retry_after_s)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout_s=settings.request_timeout_s)
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # added last = outermost: sees 413s too
     return app

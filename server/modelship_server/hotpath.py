@@ -12,6 +12,7 @@ OpenAPI schema.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -20,7 +21,7 @@ from . import errors, protocol_v1, protocol_v2
 from .dataplane import DataPlane
 from .metrics import Metrics
 from .settings import Settings
-from .web import Reply, error_reply, reject_declared, send_reply
+from .web import Reply, error_reply, receive_by, reject_declared, send_reply
 
 Handler = Callable[[bytes, dict[bytes, bytes]], Awaitable[Reply]]
 """(body, the headers it needs) → reply."""
@@ -37,6 +38,7 @@ class HotPath:
     def __init__(self, settings: Settings, dataplane: DataPlane, metrics: Metrics) -> None:
         self.metrics = metrics
         self.max_bytes = settings.max_body_bytes
+        self.body_timeout_s = settings.request_timeout_s
         self.retry_after_s = settings.retry_after_s
         name = settings.model_name
 
@@ -88,8 +90,10 @@ class HotPath:
             metrics.observe_request(endpoint, "POST", status, time.perf_counter() - started)
 
     async def _read(self, receive: Any) -> bytes | None:
-        """The whole body, counted against the limit (chunked uploads carry no length)."""
-        message = await receive()
+        """The whole body, counted against the limit (chunked uploads carry no length), within
+        ``request_timeout_s`` of the request's start (a stalled body gets a 408)."""
+        deadline = asyncio.get_running_loop().time() + self.body_timeout_s
+        message = await receive_by(receive, deadline)
         if message["type"] != "http.request":
             return None
         body = message.get("body", b"")
@@ -100,7 +104,7 @@ class HotPath:
         chunks = [body]
         seen = len(body)
         while message.get("more_body", False):
-            message = await receive()
+            message = await receive_by(receive, deadline)
             if message["type"] != "http.request":
                 return None
             chunk = message.get("body", b"")

@@ -119,7 +119,10 @@ class Settings(BaseSettings):
     """Requests waiting for the model beyond which new ones get 503 + Retry-After."""
 
     request_timeout_s: float = Field(30.0, gt=0)
-    """A request not answered in this time gets 504 (it is dropped if not yet started)."""
+    """A request not answered in this time gets 504 (it is dropped if not yet started). The
+    same time bounds how long a client may take to send a request's head (from the connection's
+    start or the previous answer) and then its body: a late one gets 408 and the connection is
+    closed, so stalled or dripping clients cannot hold connections forever."""
 
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     """Request bodies above this get 413 before they are read into memory."""

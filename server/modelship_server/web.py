@@ -3,6 +3,7 @@ exception handlers, and the request-body size limit."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     for code, why in [
         (400, "The body is not valid JSON, not the protocol's shape, or does not fit the model"),
         (404, "No model (or version) of that name is served here"),
+        (408, "The body did not arrive within request_timeout_s; the connection is closed"),
         (413, "The body exceeds max_body_bytes"),
         (500, "The model raised on valid input"),
         (503, "Not ready (loading, failed, no GPU, draining) or overloaded; Retry-After is set"),
@@ -83,6 +85,8 @@ def error_reply(path: str, exc: Exception, retry_after_s: int) -> Reply:
     """The error table applied: a domain error's status (Retry-After on 503s), anything else 500."""
     if isinstance(exc, errors.ModelshipError):
         headers = {"Retry-After": str(retry_after_s)} if isinstance(exc, errors.RETRYABLE) else None
+        if isinstance(exc, errors.BodyTimeout):
+            headers = {"Connection": "close"}
         return json_reply(error_body(path, exc.detail), errors.status_of(exc), headers)
     return json_reply(error_body(path, f"internal error: {type(exc).__name__}: {exc}"), 500)
 
@@ -138,11 +142,13 @@ def install_error_handlers(app: FastAPI, retry_after_s: int) -> None:
 
 class BodyLimitMiddleware:
     """413 for bodies over the limit: by Content-Length before reading anything, and by
-    counting for chunked uploads (which have no Content-Length)."""
+    counting for chunked uploads (which have no Content-Length). 408 for a body that has not
+    arrived ``timeout_s`` after the request began (uvicorn waits for a stalled body forever)."""
 
-    def __init__(self, app: Any, max_bytes: int) -> None:
+    def __init__(self, app: Any, max_bytes: int, timeout_s: float) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -160,10 +166,11 @@ class BodyLimitMiddleware:
                 break
         seen = 0
         limit = self.max_bytes
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
 
         async def counting_receive() -> dict[str, Any]:
             nonlocal seen
-            message = await receive()
+            message = await receive_by(receive, deadline)
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
@@ -171,6 +178,15 @@ class BodyLimitMiddleware:
             return message
 
         await self.app(scope, counting_receive, send)
+
+
+async def receive_by(receive: Any, deadline: float) -> dict[str, Any]:
+    """The next ASGI message, or :class:`errors.BodyTimeout` once ``deadline`` (loop time) passed."""
+    try:
+        async with asyncio.timeout_at(deadline):
+            return await receive()
+    except TimeoutError:
+        raise errors.BodyTimeout("the request body did not arrive in time (request_timeout_s)") from None
 
 
 async def reject_declared(send: Any, path: str, declared: int, limit: int) -> int:

@@ -24,6 +24,7 @@ import torch
 import uvicorn
 
 from modelship_server import create_app
+from modelship_server.__main__ import uvicorn_config
 from modelship_server.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -211,16 +212,9 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 20.0, what: str =
 def serve(wait_ready: bool = True, **settings: Any) -> Iterator[Running]:
     """The real app under uvicorn on 127.0.0.1:<free port>, in a thread of this process."""
     settings.setdefault("host", "127.0.0.1")
-    app = create_app(Settings(**settings))
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=0,
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
-        timeout_graceful_shutdown=5,
-    )
+    resolved = Settings(**settings)
+    app = create_app(resolved)
+    config = uvicorn_config(app, resolved, port=0, log_level="warning", timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
     thread.start()

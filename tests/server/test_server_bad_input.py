@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import select
+import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -161,3 +165,66 @@ def test_values_the_datatype_cannot_hold_are_refused(data: list[Any], datatype: 
     edge = tensors.decode_json([127, -128], tensors.BY_NAME["INT8"], [2], "x")
     assert edge.tolist() == [127, -128] and edge.dtype == np.int8
     assert tensors.decode_json([65504.0], tensors.BY_NAME["FP16"], [1], "x").tolist() == [65504.0]
+
+
+# -- slow clients: found by the campaign's hand-made cases (uvicorn waits for a stalled client forever)
+
+
+@pytest.fixture(scope="module")
+def impatient(models: ModelFiles) -> Iterator[Running]:
+    with serve(model_name="tiny", model_uri=str(models.mlp_ts), request_timeout_s=1.0) as running:
+        yield running
+
+
+def _exchange(running: Running, chunks: list[bytes], pause_s: float = 0.0) -> tuple[float, bytes]:
+    """Send ``chunks`` (``pause_s`` apart), then read until the server closes: (seconds, answer)."""
+    host, port = running.url.removeprefix("http://").split(":")
+    started = time.monotonic()
+    answer = b""
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        try:
+            for chunk in chunks:
+                if select.select([sock], [], [], 0)[0]:  # answered: more bytes would only reset it
+                    break
+                sock.sendall(chunk)
+                time.sleep(pause_s)
+        except (BrokenPipeError, ConnectionResetError):  # answered and closed while we dripped
+            pass
+        with contextlib.suppress(ConnectionResetError):
+            while data := sock.recv(65536):  # b"" once the server closed the connection
+                answer += data
+    return time.monotonic() - started, answer
+
+
+@pytest.mark.parametrize("path", [V2, "/v2/models/other/infer"])  # the hot path, and FastAPI's
+def test_a_stalled_body_is_408_and_the_connection_closed(impatient: Running, path: str) -> None:
+    head = f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n".encode()
+    took, answer = _exchange(impatient, [head + b'{"inputs": '])
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert b"connection: close" in answer.lower() and b"did not arrive in time" in answer
+    assert took < 8, took
+
+
+def test_a_dripping_body_is_408_even_while_bytes_keep_coming(impatient: Running) -> None:
+    head = f"POST {V2} HTTP/1.1\r\nhost: x\r\ncontent-length: 400\r\n\r\n".encode()
+    took, answer = _exchange(impatient, [head, *[b" "] * 12], pause_s=0.2)
+    assert answer.startswith(b"HTTP/1.1 408") and b"did not arrive in time" in answer, answer
+
+
+@pytest.mark.parametrize("sent", [b"", b"GET /health HTTP/1.1\r\nhost: x\r\n"], ids=["nothing", "half a head"])
+def test_a_late_request_head_is_408_and_the_connection_closed(impatient: Running, sent: bytes) -> None:
+    took, answer = _exchange(impatient, [sent])
+    assert answer.startswith(b"HTTP/1.1 408") and b"request head" in answer, answer
+    assert took < 8, took
+    assert impatient.http.get("/health").status_code == 200  # the server is none the worse
+
+
+def test_a_kept_alive_connection_still_serves_request_after_request(impatient: Running) -> None:
+    body = json.dumps(v2()).encode()
+    request = f"POST {V2} HTTP/1.1\r\nhost: x\r\ncontent-length: {len(body)}\r\n\r\n".encode() + body
+    host, port = impatient.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        for _ in range(3):
+            sock.sendall(request)
+            time.sleep(0.6)  # well within the deadline each time, 1.8 s in all
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
