@@ -80,6 +80,8 @@ CASES: list[tuple[str, str, Any, int, str]] = [
     # found by the fuzzing campaign (test_server_fuzz.py): numpy's cast made these infinity
     ("v1 value beyond FP32", V1, {"instances": [[1e39, 1, 2, 3]]}, 400, "1e+39 does not fit FP32"),
     ("v2 value beyond FP32", V2, v2(data=[1, 2, 3, -1e39]), 400, "1e+39 does not fit FP32"),
+    ("v1 a boolean among numbers", V1, {"instances": [[False, 0.0, 0.0, 0.0]]}, 400, "true/false among numbers"),
+    ("v2 a boolean among numbers", V2, v2(data=[1, 2, True, 4]), 400, "true/false among numbers"),
     ("v2 id nested 500 deep", V2, {**v2(), "id": functools.reduce(lambda x, _: [x], range(500), 1)}, 400,
      "'id' must be a string"),  # was a 500: the reply's encoder gave up on it
     ("v2 id a number", V2, {**v2(), "id": 7}, 400, "'id' must be a string"),
