@@ -190,6 +190,20 @@ async def infer(
     return _encode(model, payload, outputs, wanted)
 
 
+TENSOR_PARAMETERS: dict[str, Any] = {
+    "type": ["object", "null"],
+    "properties": {
+        "binary_data_size": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "Binary tensor extension: this tensor's bytes follow the JSON header",
+        }
+    },
+}
+OUTPUT_PARAMETERS: dict[str, Any] = {
+    "type": ["object", "null"],
+    "properties": {"binary_data": {"type": "boolean", "description": "Return this output as raw bytes"}},
+}
 _TENSOR_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["name", "shape", "datatype"],
@@ -198,10 +212,7 @@ _TENSOR_SCHEMA: dict[str, Any] = {
         "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
         "datatype": {"type": "string", "enum": sorted(tensors.BY_NAME)},
         "data": {"description": "Numbers, flat (row-major) or nested; absent with binary_data_size"},
-        "parameters": {
-            "type": "object",
-            "properties": {"binary_data_size": {"type": "integer", "minimum": 0}},
-        },
+        "parameters": TENSOR_PARAMETERS,
     },
 }
 INFER_OPENAPI = hand_read_operation(
@@ -216,10 +227,13 @@ INFER_OPENAPI = hand_read_operation(
                 "items": {
                     "type": "object",
                     "required": ["name"],
-                    "properties": {"name": {"type": "string"}, "parameters": {"type": "object"}},
+                    "properties": {"name": {"type": "string"}, "parameters": OUTPUT_PARAMETERS},
                 },
             },
-            "parameters": {"type": "object", "properties": {"binary_data_output": {"type": "boolean"}}},
+            "parameters": {
+                "type": ["object", "null"],
+                "properties": {"binary_data_output": {"type": "boolean"}},
+            },
         },
     },
     "The outputs (JSON, or a JSON header followed by raw tensors)",
@@ -260,7 +274,9 @@ def router(dataplane: DataPlane) -> APIRouter:
         """Liveness: the event loop answers. Never touches the model."""
         return json_response({"live": True})
 
-    @api.get("/v2/health/ready", responses={"503": ERROR_RESPONSES["503"]})
+    @api.get("/v2/health/ready", responses={"503": {"description": "Not ready; the body says why", "content": {
+        "application/json": {"schema": {"type": "object", "required": ["ready", "detail"], "properties": {
+            "ready": {"const": False}, "detail": {"type": "string"}, "error": {"type": "string"}}}}}}})  # fmt: skip
     async def ready() -> Response:
         """Readiness: 200 when the model serves (in every worker), else 503 with the reason."""
         if dataplane.ready:

@@ -26,8 +26,19 @@ _ERROR_SCHEMA = {
         "error": {"type": "string", "description": "The same text (OIP v2 routes only; v2 clients read it)"},
     },
 }
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before trying again (retry_after_s)",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 0},
+    }
+}
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    str(code): {"description": why, "content": {JSON: {"schema": _ERROR_SCHEMA}}}
+    str(code): {
+        "description": why,
+        "content": {JSON: {"schema": _ERROR_SCHEMA}},
+        **({"headers": _RETRY_AFTER} if code == 503 else {}),
+    }
     for code, why in [
         (400, "The body is not valid JSON, not the protocol's shape, or does not fit the model"),
         (404, "No model (or version) of that name is served here"),

@@ -194,15 +194,55 @@ def test_unknown_routes_and_methods_answer_with_detail(mlp_server: Running) -> N
 
 
 def test_openapi_describes_every_route_and_the_inference_bodies(mlp_server: Running) -> None:
+    from fastapi.routing import APIRoute
+
     spec = mlp_server.http.get("/openapi.json").json()
     for path, operations in spec["paths"].items():
         for method, operation in operations.items():
             assert operation.get("description") or operation.get("summary"), f"{method} {path}"
+            assert "422" not in operation["responses"], f"{method} {path}: no route answers 422"
+            assert "413" in operation["responses"], f"{method} {path}: any declared body over the limit is a 413"
+    routes = [*mlp_server.app.routes]
+    for route in routes:  # FastAPI keeps an included router's routes behind one entry (no prefix here)
+        routes += getattr(route, "original_router", None) and route.original_router.routes or []
+    served = {(r.path_format, m.lower()) for r in routes if isinstance(r, APIRoute) for m in r.methods}
+    described = {(path, method) for path, operations in spec["paths"].items() for method in operations}
+    assert served == described  # the document itself included: GET /openapi.json
+    assert {template for _, template in mlp_server.app.hot.routes.values()} <= {p for p, _ in described}
     for path in ("/v1/models/{name}:predict", "/v2/models/{name}/infer"):
         operation = spec["paths"][path]["post"]
-        schema = operation["requestBody"]["content"]["application/json"]["schema"]
-        assert schema["required"] == (["instances"] if path.startswith("/v1") else ["inputs"])
-        assert {"400", "404", "413", "503"} <= set(operation["responses"])
+        body = operation["requestBody"]["content"]["application/json"]
+        assert {"400", "404", "408", "413", "503"} <= set(operation["responses"])
+        assert "Retry-After" in operation["responses"]["503"]["headers"]
+        # narrowed to the loaded model: its name, its tensors, an example that works
+        name = next(p for p in operation["parameters"] if p["name"] == "name")
+        assert name["schema"]["enum"] == ["tiny"]
+        assert mlp_server.http.post(path.replace("{name}", "tiny"), json=body["example"]).status_code == 200
+    v1 = spec["paths"]["/v1/models/{name}:predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    row = v1["properties"]["instances"]["items"]
+    assert (row["minItems"], row["maxItems"], row["items"]["type"]) == (4, 4, "number")
+    v2 = spec["paths"]["/v2/models/{name}/infer"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    tensor = v2["properties"]["inputs"]["items"]["properties"]
+    assert tensor["name"]["enum"] == ["input__0"] and tensor["datatype"]["enum"] == ["FP32"]
+    metrics = spec["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+    assert list(metrics) == ["text/plain"]  # what /metrics answers, not JSON
+    assert "404" in spec["info"]["description"] and "405" in spec["info"]["description"]
+
+
+def test_predict_path_answers_405_to_other_methods(mlp_server: Running) -> None:
+    """GET /v1/models/tiny:predict matched GET /v1/models/{name} (404 "model 'tiny:predict' is
+    not served") and OPTIONS a 405 allowing GET: the path's one method is POST."""
+    for method in ("GET", "OPTIONS", "PUT"):
+        response = mlp_server.http.request(method, "/v1/models/tiny:predict")
+        assert response.status_code == 405 and response.headers["allow"] == "POST", (method, response.text)
+    assert mlp_server.http.get("/v1/models/tiny").json() == {"name": "tiny", "ready": True}
+
+
+def test_v1_rows_under_two_names_at_once_are_refused(mlp_server: Running) -> None:
+    body = {"instances": [[1, 2, 3, 4]], "inputs": []}
+    response = mlp_server.http.post("/v1/models/tiny:predict", json=body)
+    assert response.status_code == 400 and "not both" in response.json()["detail"]
+    assert mlp_server.http.post("/v1/models/tiny:predict", json={"inputs": [[1, 2, 3, 4]]}).status_code == 200
 
 
 def test_an_exported_batch_range_is_honoured(models: ModelFiles, tmp_path: Path) -> None:
