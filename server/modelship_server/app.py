@@ -89,6 +89,7 @@ def create_app(
         docs_url=None,
         redoc_url=None,
         openapi_url=None,  # openapi.py serves it, completed and narrowed to the served model
+        redirect_slashes=False,  # /health/ is a 404 like any unlisted path, not a 307 to /health
     )
     app.state.dataplane = dataplane
     app.state.metrics = metrics

@@ -189,6 +189,8 @@ def test_metrics_expose_requests_latency_batches_queue_device(mlp_server: Runnin
 def test_unknown_routes_and_methods_answer_with_detail(mlp_server: Running) -> None:
     with mlp_server.client() as client:
         assert client.get("/nope").json() == {"detail": "Not Found"}
+        trailing = client.get("/health/")  # was a 307 to /health: a status no document listed
+        assert trailing.status_code == 404 and trailing.json() == {"detail": "Not Found"}
         response = client.get("/v2/models/tiny/infer")
         assert response.status_code == 405 and "detail" in response.json()
 
