@@ -68,6 +68,10 @@ STATUS: dict[type[ModelshipError], int] = {
 
 RETRYABLE = (ModelNotReady, Overloaded)
 
+CLIENT_GONE = 499
+"""Status the metrics record when the client went away before its body arrived (nginx's code).
+Never sent: there is nobody to send it to."""
+
 GRPC_CODE: dict[int, str] = {
     400: "INVALID_ARGUMENT",
     404: "NOT_FOUND",

@@ -26,9 +26,6 @@ from .web import Reply, error_reply, receive_by, reject_declared, send_reply
 Handler = Callable[[bytes, dict[bytes, bytes]], Awaitable[Reply]]
 """(body, the headers it needs) → reply."""
 
-CLIENT_GONE = 499
-"""Status recorded in metrics when the client disconnected before sending its whole body."""
-
 _WANTED = (b"content-length", protocol_v2.HEADER_LENGTH.encode())
 
 
@@ -78,7 +75,7 @@ class HotPath:
             try:
                 body = await self._read(receive)
                 if body is None:
-                    status = CLIENT_GONE
+                    status = errors.CLIENT_GONE
                     return
                 reply = await handler(body, headers)
             except Exception as exc:  # the error table, as FastAPI's handlers apply it

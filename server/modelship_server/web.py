@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from . import errors
@@ -142,12 +143,18 @@ def install_error_handlers(app: FastAPI, retry_after_s: int) -> None:
     async def on_validation_error(request: Request, exc: RequestValidationError) -> Response:
         return json_response(error_body(request.url.path, exc.errors()), 422)
 
+    async def on_client_gone(request: Request, exc: ClientDisconnect) -> Response:
+        # The client left before its body arrived (or its framing was broken and uvicorn hung
+        # up): nobody reads this answer, and the metrics count a 499, not a 500 with a traceback.
+        return Response(status_code=errors.CLIENT_GONE)
+
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         return error_reply(request.url.path, exc, retry_after_s).response()
 
     app.add_exception_handler(errors.ModelshipError, on_domain_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, on_http_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, on_validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(ClientDisconnect, on_client_gone)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, on_unexpected)
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from server_support import ModelFiles, Running, serve
+from server_support import ModelFiles, Running, serve, wait_until
 
 from modelship_server import errors, tensors
 
@@ -230,3 +230,21 @@ def test_a_kept_alive_connection_still_serves_request_after_request(impatient: R
             sock.sendall(request)
             time.sleep(0.6)  # well within the deadline each time, 1.8 s in all
             assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+
+
+@pytest.mark.parametrize(("path", "endpoint"), [(V1, "/v1/models/{name}:predict"), ("/v1/models/other:predict",
+                                                "/v1/models/{name}:predict")])  # fmt: skip
+def test_a_client_gone_before_its_body_is_499_not_500(impatient: Running, path: str, endpoint: str) -> None:
+    """Broken chunked framing: uvicorn answers 400 and hangs up while the route waits for the
+    body. FastAPI's routes raised ClientDisconnect: a traceback and a 500 in the metrics."""
+    head = f"POST {path} HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n".encode()
+    _, answer = _exchange(impatient, [head + b"5\r\n{\"ins\r\nzz\r\n"])
+    assert answer.startswith(b"HTTP/1.1 400"), answer
+
+    def counted(status: int) -> float:
+        line = f'modelship_requests_total{{endpoint="{endpoint}",method="POST",status="{status}"}}'
+        text = impatient.http.get("/metrics").text
+        return sum(float(row.split()[-1]) for row in text.splitlines() if row.startswith(line))
+
+    wait_until(lambda: counted(499) >= 1, timeout=10, what="the 499 to be counted")
+    assert counted(500) == 0
