@@ -157,6 +157,21 @@ class SlowLoad:
         return x * 2
 
 
+class Leaky:
+    """2*x, keeping 8 KiB per call and an open file every 50th: a leak for the soak to find."""
+
+    inputs = [{"name": "input__0", "datatype": "FP32", "shape": [-1, 4]}]
+
+    def load(self, path, device):
+        self.kept = []
+
+    def predict(self, x):
+        self.kept.append(bytearray(8192))
+        if len(self.kept) % 50 == 0:
+            self.kept.append(open(os.devnull))
+        return x * 2
+
+
 class SlowCNN:
     """A TorchScript CNN behind a delay, so concurrent requests pile up into batches."""
 
