@@ -1,0 +1,103 @@
+"""The server's long soak (``make soak-server``): tests/server/soaking.py for ten minutes and more.
+
+    python bench/server/soak.py [--minutes 10] [--warmup-s 60] [--concurrency 32] [--seed N]
+                                [--workers 1] [--out bench/server/results]
+
+The real server process (TorchScript MLP, HTTP and gRPC) at saturation with the mixed good/bad
+stream, sampled every 5 s. Targets (issue 13, item 4): resident memory at rest after the load
+within 5 % of that at rest after the warm-up, no more open file descriptors, p99 stable (the
+median p99 of the last fifth of the windows over that of the first fifth: reported, judged
+against 2x because this machine's neighbours move latencies more than the server does).
+Writes ``soak-<UTC time>.json`` (every sample) and ``.png`` (the curves, matplotlib from the
+benchmark's tools venv) to ``--out``. Exit 1 when a target is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import random
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+# Not this folder first: its profile.py would shadow the stdlib's (torch imports cProfile).
+sys.path[:] = [str(ROOT / "tests" / "server"), *(p for p in sys.path if Path(p or ".").resolve() != HERE)]
+import soaking  # noqa: E402
+from server_support import build_models, free_port, serve_subprocess  # noqa: E402
+
+RSS_PERCENT = 5.0
+FD_SLACK = 0
+P99_DRIFT = 2.0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--warmup-s", type=float, default=60.0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--sample-s", type=float, default=5.0)
+    parser.add_argument("--workers", type=int, default=1, help="front ends (model per worker)")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    args = parser.parse_args()
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
+    with tempfile.TemporaryDirectory(prefix="modelship-soak-") as folder:
+        models = build_models(Path(folder))
+        grpc_port = free_port()
+        flags = ["--model-name", "tiny", "--model-uri", str(models.mlp_ts), "--device", "cpu",
+                 "--grpc-port", str(grpc_port), "--workers", str(args.workers), "--request-timeout-s", "5"]  # fmt: skip
+        with serve_subprocess({}, flags) as (proc, url):
+            result = asyncio.run(soaking.soak(url, f"127.0.0.1:{grpc_port}", proc.pid, seed=seed,
+                                              warmup_s=args.warmup_s, seconds=60 * args.minutes,
+                                              sample_s=args.sample_s, concurrency=args.concurrency))  # fmt: skip
+            alive = proc.poll() is None
+    growth = result.growth()
+    drift = soaking.p99_drift(result)
+    missed = []
+    if growth["rss_percent"] > RSS_PERCENT:
+        missed.append(f"resident memory grew {growth['rss_percent']:.2f} % (target {RSS_PERCENT} %)")
+    if growth["fds"] > FD_SLACK:
+        missed.append(f"{growth['fds']} more open file descriptors at rest")
+    if drift is not None and drift > P99_DRIFT:
+        missed.append(f"p99 drifted {drift:.2f}x (target {P99_DRIFT}x)")
+    if result.server_errors():
+        missed.append(f"{result.server_errors()} answers were 5xx")
+    if not alive:
+        missed.append("the server died")
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d-%H%M")
+    revision = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    args.out.mkdir(parents=True, exist_ok=True)
+    raw = args.out / f"soak-{stamp}.json"
+    raw.write_text(json.dumps({"revision": revision, "minutes": args.minutes, "warmup_s": args.warmup_s,
+                               "workers": args.workers, "p99_drift": drift, "missed": missed,
+                               **result.as_json()}, indent=1) + "\n")  # fmt: skip
+    plot(raw, raw.with_suffix(".png"))
+    load = [s for s in result.samples if s.phase == "load"]
+    print(f"{result.measured_requests} answers in {args.minutes:g} min at c={args.concurrency} "
+          f"({sum(s.rps for s in load) / max(1, len(load)):.0f}/s), statuses {dict(result.statuses)}")  # fmt: skip
+    print(f"at rest: before {result.idle['before']}, after {result.idle['after']}")
+    print(f"growth: {growth['rss_bytes'] / 2**20:.2f} MiB ({growth['rss_percent']:.2f} %), fds {growth['fds']:+d}, "
+          f"p99 drift {drift if drift is None else round(drift, 2)}")  # fmt: skip
+    print(f"written: {raw} and {raw.with_suffix('.png')}")
+    for line in missed:
+        print(f"MISSED: {line} (seed {seed})")
+    return 1 if missed else 0
+
+
+def plot(raw: Path, png: Path) -> None:
+    """The curves, drawn by soak_plot.py in the benchmark's tools venv (matplotlib)."""
+    import venvs
+
+    tools = venvs.ensure("tools", with_torch=False)
+    subprocess.run([str(tools.python), str(HERE / "soak_plot.py"), str(raw), str(png)], check=True)
+
+
+if __name__ == "__main__":
+    sys.path.append(str(HERE))  # venvs.py, after the stdlib
+    sys.exit(main())
