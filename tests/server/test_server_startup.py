@@ -106,6 +106,13 @@ def test_device_plan_table() -> None:
     assert fallback.dtype == torch.float32 and any("gpu_fallback" in n for n in fallback.notes)
 
 
+@pytest.fixture
+def no_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No CUDA device visible, whatever the machine has (the GPU machine runs these too)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+@pytest.mark.usefixtures("no_gpu")
 def test_require_gpu_without_gpu_is_not_ready_with_reason(models: ModelFiles) -> None:
     with serve(model_uri=str(models.mlp_ts), require_gpu=True) as running:
         health = running.http.get("/health")
@@ -120,6 +127,7 @@ def test_require_gpu_without_gpu_is_not_ready_with_reason(models: ModelFiles) ->
         assert predict.headers["Retry-After"] == "1"
 
 
+@pytest.mark.usefixtures("no_gpu")
 def test_gpu_fallback_serves_on_cpu_and_says_so(models: ModelFiles) -> None:
     with serve(
         model_uri=str(models.mlp_ts), require_gpu=True, gpu_fallback=True, half_precision=True
