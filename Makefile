@@ -10,7 +10,7 @@ export PATH := $(VENV)/bin:$(PATH)
 
 .DEFAULT_GOAL := help
 
-.PHONY: help setup venv test test-unit
+.PHONY: help setup venv lint test test-unit
 help: ## list targets
 	@grep -hE '^[a-zA-Z0-9_.-]+:.*## ' $(MAKEFILE_LIST) | sort | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
 
@@ -20,7 +20,11 @@ venv: ## create .venv with every extra (idempotent)
 setup: ## install everything the tests need (apt packages, venv, Go-built tools)
 	@bash hack/setup.sh
 
-test: setup ## run the whole suite: unit, server, e2e, images
+lint: venv ## ruff and mypy as configured in pyproject.toml (the pure core under --strict)
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+
+test: setup lint ## lint and types, then the whole suite: unit, server, e2e, images
 	$(PY) -m pytest tests
 
 test-unit: venv ## unit + server tiers only (no cluster, no Docker)

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 sys.path.insert(0, str(ROOT / "tests" / "node"))
 sys.path.insert(0, str(ROOT / "tests" / "images"))
 from e2e_support import Cluster, OperatorProcess, condition, install_crd, local_cluster, wait_until  # noqa: E402
-from images_support import Docker  # noqa: E402
+from images_support import Docker, script  # noqa: E402
 from node_support import (  # noqa: E402
     MISSING_TAG,
     NODE_CLUSTER,
@@ -125,12 +125,12 @@ def rollout_under_load(cluster: Cluster, expected: dict[str, Any]) -> dict[str, 
             wait_until(lambda: ready_on(cluster, ns, "v2"), timeout=180, what="Ready on v2", interval=0.1)
             took = time.monotonic() - start
             wait_until(lambda: len(cluster.pods(ns, "app.kubernetes.io/instance=mlp")) == 2, timeout=120,
-                       what="old pods gone")  # fmt: skip
+                       what="old pods gone")
             time.sleep(2)
         answers = load.snapshot()
         span = answers[-1].at - answers[0].at
         return {"rollout_s": round(took, 2), "requests": len(answers), "rate": round(len(answers) / span, 1),
-                "failed": len(load.failures())}  # fmt: skip
+                "failed": len(load.failures())}
     finally:
         proxy.close()
         cluster.kubectl("delete", "namespace", ns, "--wait=false")
@@ -150,7 +150,7 @@ def time_to_rollback(cluster: Cluster, expected: dict[str, Any], change: dict[st
             deadline = time.monotonic() + 240
             while time.monotonic() < deadline:
                 pods = [p for p in cluster.pods(ns, "app.kubernetes.io/instance=mlp")
-                        if p["spec"]["containers"][0]["image"] == change["image"]]  # fmt: skip
+                        if p["spec"]["containers"][0]["image"] == change["image"]]
                 if evidence_at is None:
                     seen = [t for p in pods if (t := first_evidence(p, budget)) is not None]
                     evidence_at = min(seen) if seen else None
@@ -163,7 +163,7 @@ def time_to_rollback(cluster: Cluster, expected: dict[str, Any], change: dict[st
         history = (cluster.md(ns, "mlp").get("status") or {}).get("history") or []
         entry = next(e for e in history if e.get("outcome") == "RolledBack")
         return {"evidence_to_stable_s": round(stable_at - evidence_at, 2), "reason": entry["reason"],
-                "requests": len(load.snapshot()), "failed": len(load.failures())}  # fmt: skip
+                "requests": len(load.snapshot()), "failed": len(load.failures())}
     finally:
         proxy.close()
         cluster.kubectl("delete", "namespace", ns, "--wait=false")
@@ -173,9 +173,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3, help="repetitions of each measurement")
     args = parser.parse_args()
-    started = dt.datetime.now(dt.timezone.utc)
+    started = dt.datetime.now(dt.UTC)
     docker = Docker()
     with local_cluster(NODE_CLUSTER, OUT / "bench-cluster-up.log", real_node=True) as cluster:
+        # The server image of this checkout (a no-op when docker's cache has it).
+        script("build.sh", "server", log=OUT / "bench-build-server.log", timeout=3600)
         server = "modelship-server:dev"
         images = build_test_images(docker, server, Path(OUT / "bench-models"), OUT / "bench-images.log")
         import_s = load_images(NODE_CLUSTER, [image(t) for t in images.ids], OUT / "bench-images.log")
@@ -199,17 +201,17 @@ def main() -> int:
     print(f"\nreal node, {args.rounds} rounds (medians); raw: {out.relative_to(ROOT)}")
     print(f"image import (this run): {results['import_s']} s")
     print(f"apply -> Ready {med(r['ready_s'] for r in results['apply']):.1f} s, "
-          f"-> first prediction {med(r['first_prediction_s'] for r in results['apply']):.1f} s")  # fmt: skip
+          f"-> first prediction {med(r['first_prediction_s'] for r in results['apply']):.1f} s")
     ro = results["rollout"]
     print(f"rollout v1 -> v2 under load: {med(r['rollout_s'] for r in ro):.1f} s, "
-          f"{sum(r['requests'] for r in ro)} requests, {sum(r['failed'] for r in ro)} failed")  # fmt: skip
+          f"{sum(r['requests'] for r in ro)} requests, {sum(r['failed'] for r in ro)} failed")
     print("\n| failure | reason | evidence -> stable serving (median, max) | target | requests failed |")
     print("|---|---|---:|---:|---:|")
     for name, runs in results["rollback"].items():
         times = [r["evidence_to_stable_s"] for r in runs]
         ok = "met" if max(times) <= TARGET_ROLLBACK_S else "NOT met"
         print(f"| {name} | {runs[0]['reason']} | {med(times):.1f} s, {max(times):.1f} s | <= 30 s ({ok}) "
-              f"| {sum(r['failed'] for r in runs)} of {sum(r['requests'] for r in runs)} |")  # fmt: skip
+              f"| {sum(r['failed'] for r in runs)} of {sum(r['requests'] for r in runs)} |")
     return 0
 
 

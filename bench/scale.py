@@ -5,11 +5,13 @@
 For each N, on the local control plane (hack/cluster.sh; or $KUBECONFIG):
 
 floor     the N Deployments the operator would create (built by the operator's own
-          builders, owner references stripped) created at once straight on the API server
-          (16 concurrent POSTs, no client throttling): time until all exist, all Ready.
+          builders, owner references stripped, before the clock starts) created at once
+          straight on the API server (16 concurrent POSTs, no client throttling): time until
+          all exist, all Ready.
 operator  a fresh operator process; the N ModelDeployments created at once the same way:
           time until all N Deployments exist, until all N ModelDeployments are Ready,
-          and the operator's peak RSS (VmHWM).
+          the operator's peak RSS (VmHWM) and its CPU time until then (on a machine shared
+          with other work, CPU time moves much less than wall time).
 
 MODELSHIP_BENCH_TUNE=limit=64,batch=0.5 runs the operator with those kopf settings (worker
 limit, batch window) instead of its defaults; MODELSHIP_BENCH_ARGS="--workers 16" adds
@@ -57,7 +59,7 @@ from kubernetes import config as k8s_config  # noqa: E402
 from kubernetes import watch  # noqa: E402
 from kubernetes.client import ApiClient  # noqa: E402
 
-from modelship_operator import api, builders  # noqa: E402
+from modelship_operator.core import api, builders  # noqa: E402
 
 OUT = ROOT / "_out" / "bench"
 RESULTS = ROOT / "bench" / "results"
@@ -78,6 +80,11 @@ class Row:
     op_exist_s: float
     op_ready_s: float
     op_peak_rss_mb: float
+    op_cpu_exist_s: float = float("nan")
+    """The operator's CPU time (user + system) from the bulk create until all Deployments exist."""
+    op_cpu_ready_s: float = float("nan")
+    """...and until all ModelDeployments are Ready: a measure of its own work that the other
+    processes on a shared machine do not move as much as they move wall times."""
 
     @property
     def exist_ratio(self) -> float:
@@ -185,7 +192,7 @@ def bulk_create(cluster: Cluster, ns: str, items: list[dict[str, Any]], *, apply
             apps.patch_namespaced_deployment(
                 obj["metadata"]["name"], ns, obj, field_manager="bench", force=True,
                 _content_type="application/apply-patch+yaml", _preload_content=False,
-            ).drain_conn()  # fmt: skip
+            ).drain_conn()
         elif obj["kind"] == "Deployment":
             apps.create_namespaced_deployment(ns, obj, field_manager="bench", _preload_content=False).drain_conn()
         else:
@@ -214,7 +221,7 @@ def delete_namespace(cluster: Cluster, ns: str) -> None:
     wait_until(
         lambda: cluster.kubectl("get", "namespace", ns, check=False).returncode != 0,
         timeout=900, what=f"namespace {ns} deleted", interval=1,
-    )  # fmt: skip
+    )
 
 
 def bench_nodes(cluster: Cluster, create: bool) -> None:
@@ -229,7 +236,7 @@ def bench_nodes(cluster: Cluster, create: bool) -> None:
                       "labels": {"kubernetes.io/hostname": n, "type": "kwok", "modelship.io/bench": "true"}},
          "status": {"capacity": cap, "allocatable": cap}}
         for n in names
-    ]  # fmt: skip
+    ]
     cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": nodes}))
     cluster.kubectl("wait", "--for=condition=Ready", "node", "-l", "modelship.io/bench=true", "--timeout=60s")
 
@@ -254,6 +261,14 @@ class RssSampler:
             self.peak_kb = max(self.peak_kb, self._read("VmRSS"), self._read("VmHWM"))
             time.sleep(0.1)
 
+    def cpu(self) -> float:
+        """CPU seconds (user + system) the process has used so far."""
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return float("nan")
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> float:
         self.peak_kb = max(self.peak_kb, self._read("VmHWM"))
         self._stop.set()
@@ -264,7 +279,8 @@ class RssSampler:
 #: ("limit=64,batch=0.5"; operator flags such as --workers go in MODELSHIP_BENCH_ARGS).
 TUNED_LAUNCHER = """
 import os, sys
-from modelship_operator import settings as s, __main__ as m
+from modelship_operator import __main__ as m
+from modelship_operator.runtime import settings as s
 tune = dict(kv.split("=") for kv in os.environ.get("MODELSHIP_BENCH_TUNE", "").split(",") if kv)
 plain = s.Settings.kopf_settings
 def tuned(self):
@@ -287,8 +303,9 @@ def run_size(cluster: Cluster, n: int, timeout: float) -> Row:
     ns = f"bench-create-{n}-{tag}"
     cluster.kubectl("create", "namespace", ns)
     deps = Tracker(cluster.apps.list_namespaced_deployment, (ns,), lambda o: deployment_ready(o)).start()
+    objects = floor_deployments(mds, ns)  # built before the clock starts, as the operator's phase builds nothing on it
     t0 = time.monotonic()
-    bulk_create(cluster, ns, floor_deployments(mds, ns))
+    bulk_create(cluster, ns, objects)
     create_floor_exist = wait_all(deps, n, "seen", timeout, "floor Deployments exist") - t0
     deps.stop()
     print(f"  create    N={n}: exist {create_floor_exist:.2f}s", flush=True)
@@ -298,8 +315,9 @@ def run_size(cluster: Cluster, n: int, timeout: float) -> Row:
     ns = f"bench-floor-{n}-{tag}"
     cluster.kubectl("create", "namespace", ns)
     deps = Tracker(cluster.apps.list_namespaced_deployment, (ns,), lambda o: deployment_ready(o)).start()
+    objects = floor_deployments(mds, ns)
     t0 = time.monotonic()
-    floor_apply = bulk_create(cluster, ns, floor_deployments(mds, ns), apply=True)
+    floor_apply = bulk_create(cluster, ns, objects, apply=True)
     floor_exist = wait_all(deps, n, "seen", timeout, "floor Deployments exist") - t0
     floor_ready = wait_all(deps, n, "finished", timeout, "floor Deployments Ready") - t0
     deps.stop()
@@ -322,24 +340,28 @@ def run_size(cluster: Cluster, n: int, timeout: float) -> Row:
         wait_until(lambda: cluster.deployment(ns, "warmup"), timeout=120, what="warm-up Deployment")
         deps = Tracker(cluster.apps.list_namespaced_deployment, (ns,), lambda o: deployment_ready(o)).start()
         ready = Tracker(cluster.custom.list_namespaced_custom_object, (GROUP, VERSION, ns, PLURAL), md_ready).start()
+        cpu0 = sampler.cpu()
         t0 = time.monotonic()
         op_apply = bulk_create(cluster, ns, mds)
         names = {m["metadata"]["name"] for m in mds}
         wait_until(lambda: names <= deps.seen.keys(), timeout=timeout, what=f"{n} Deployments from the operator", interval=0.1)
         op_exist = max(deps.seen[k] for k in names) - t0
+        cpu_exist = sampler.cpu() - cpu0
         wait_until(lambda: names <= ready.finished.keys(), timeout=timeout, what=f"{n} ModelDeployments Ready", interval=0.1)
         op_ready = max(ready.finished[k] for k in names) - t0
+        cpu_ready = sampler.cpu() - cpu0
         deps.stop()
         ready.stop()
         rss = sampler.stop()
         print(f"  operator  N={n}: apply {op_apply:.2f}s, exist {op_exist:.2f}s, ready {op_ready:.2f}s, "
-              f"peak RSS {rss:.0f} MB", flush=True)  # fmt: skip
+              f"peak RSS {rss:.0f} MB, CPU {cpu_exist:.1f}s to exist, {cpu_ready:.1f}s to Ready", flush=True)
         # While the operator still runs, as a user would delete them.
         delete_namespace(cluster, ns)
     finally:
         sampler.stop()
         op.stop()
-    return Row(n, floor_apply, floor_exist, floor_ready, create_floor_exist, op_apply, op_exist, op_ready, rss)
+    return Row(n, floor_apply, floor_exist, floor_ready, create_floor_exist, op_apply, op_exist, op_ready, rss,
+               cpu_exist, cpu_ready)
 
 
 def main() -> int:
@@ -370,13 +392,14 @@ def main() -> int:
 
     print()
     print("| N | floor (apply): Deployments exist | operator: Deployments exist | ratio | floor (create) | ratio "
-          "| floor: Deployments Ready | operator: MDs Ready | operator peak RSS |")  # fmt: skip
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| floor: Deployments Ready | operator: MDs Ready | operator peak RSS | operator CPU (exist / Ready) |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(
             f"| {r.n} | {r.floor_exist_s:.2f} s | {r.op_exist_s:.2f} s | {r.exist_ratio:.2f}x "
             f"| {r.create_floor_exist_s:.2f} s | {r.create_ratio:.2f}x "
-            f"| {r.floor_ready_s:.2f} s | {r.op_ready_s:.2f} s | {r.op_peak_rss_mb:.0f} MB |"
+            f"| {r.floor_ready_s:.2f} s | {r.op_ready_s:.2f} s | {r.op_peak_rss_mb:.0f} MB "
+            f"| {r.op_cpu_exist_s:.1f} s / {r.op_cpu_ready_s:.1f} s |"
         )
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"scale-{time.strftime('%Y%m%dT%H%M%S')}.json"

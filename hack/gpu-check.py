@@ -398,7 +398,7 @@ def main() -> int:
             summary["throughput_c32"] = [throughput("cpu", folder, args.seconds)]
             if args.device != "cpu":
                 summary["throughput_c32"].append(throughput(args.device, folder, args.seconds))
-    except Exception as exc:  # a crash is a failure too, with its traceback on stderr
+    except Exception as exc:  # noqa: BLE001 - a crash is a failure too, with its traceback on stderr
         traceback.print_exc()
         FAILURES.append(f"crashed: {type(exc).__name__}: {exc}")
     summary["seconds"] = round(time.perf_counter() - started, 1)

@@ -25,7 +25,7 @@ from images_support import BUILD_TIMEOUT_S, DOCKER, DOCKER_HOST, OUT, Docker, sc
 def docker() -> Iterator[Docker]:
     if not (Path(DOCKER).exists() and shutil.which("dockerd")):
         pytest.fail(f"{DOCKER} / dockerd missing: the image tier needs Debian's docker.io (run `make setup`)",
-                    pytrace=False)  # fmt: skip
+                    pytrace=False)
     dockerd = ["bash", str(REPO / "hack" / "docker" / "dockerd.sh")]
     was_running = subprocess.run([*dockerd, "status"], capture_output=True, check=False).returncode == 0
     start = subprocess.run([*dockerd, "start"], capture_output=True, text=True, check=False, timeout=120)
@@ -53,14 +53,14 @@ class Built:
     def built_offline(self) -> bool:
         """build.sh ran `docker build --network none` (it does when the wheelhouse has wheels)."""
         return any(line.startswith("build.sh: ") and " --network none " in line
-                   for line in self.log.read_text(errors="replace").splitlines())  # fmt: skip
+                   for line in self.log.read_text(errors="replace").splitlines())
 
 
 def _build(what: str) -> Built:
     # The revision label: the last commit that changed the image's inputs (build.sh says
     # which); asked once, before the build, so commits made meanwhile do not move it.
     rev = subprocess.run(["bash", str(REPO / "hack" / "docker" / "build.sh"), "--revision", what], cwd=REPO,
-                         capture_output=True, text=True, check=False)  # fmt: skip
+                         capture_output=True, text=True, check=False)
     revision = rev.stdout.strip() or "unknown"
     started = time.monotonic()
     log = OUT / f"build-{what}.log"

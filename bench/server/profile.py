@@ -44,7 +44,7 @@ LAYERS: list[tuple[str, re.Pattern[str]]] = [
     # Samples whose innermost Python frame is the loop itself: uvloop's C code (epoll, socket
     # reads and writes, httptools' parser callbacks before they reach Python).
     ("HTTP server (uvicorn + uvloop + httptools)", re.compile(r"Runner\.run|asyncio_run|Server\.run")),
-]  # fmt: skip
+]
 
 
 def categorize(raw: str) -> dict[str, int]:
@@ -96,7 +96,7 @@ def profile(args: argparse.Namespace) -> dict:
                  "--format", "raw", *(["--native"] if args.native else ["--nonblocking"]), "--subprocesses", "--output", str(raw),
                  "--duration", str(int(args.seconds))],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )  # fmt: skip
+            )
             before = cpu_seconds(server.proc.pid)
             os.kill(server.proc.pid, signal.SIGUSR1)  # GC pauses: count from here
             result = bench.wrk(url, body, args.concurrency, args.seconds, args.load_core)

@@ -140,7 +140,7 @@ def target(key: str, model: Path, port: int, batch: int, workdir: Path, extra: l
             "-m", "modelship_server", "--host", "127.0.0.1", "--port", str(port), "--num-threads", "1",
             "--model-name", MODEL_NAME, "--model-uri", str(model), "--max-queue", "4096",
             "--max-batch-size", str(batch), "--log-level", "warning", *extra,
-        ]  # fmt: skip
+        ]
         return Target("modelship", Path(sys.executable), argv)
     if key == "plain":
         argv = ["-m", "uvicorn", "plain_app:app", "--app-dir", str(HERE), *uvicorn]
@@ -149,7 +149,7 @@ def target(key: str, model: Path, port: int, batch: int, workdir: Path, extra: l
     if key == "floor":
         python = venvs.ensure("floor").python
         argv = ["-m", "uvicorn", "floor_app:app", "--app-dir", str(PEERS), "--loop", "uvloop",
-                "--http", "httptools", *uvicorn]  # fmt: skip
+                "--http", "httptools", *uvicorn]
         return Target("raw ASGI floor", python, argv, env)
     if key == "litserve":
         venv = venvs.ensure("litserve")
@@ -157,7 +157,7 @@ def target(key: str, model: Path, port: int, batch: int, workdir: Path, extra: l
     if key == "kserve":
         venv = venvs.ensure("kserve")
         return Target(f"KServe {venv.version}", venv.python, [str(PEERS / "kserve_app.py")], env,
-                      health=f"/v1/models/{MODEL_NAME}")  # fmt: skip
+                      health=f"/v1/models/{MODEL_NAME}")
     if key == "mlserver":
         venv = venvs.ensure("mlserver")
         folder = workdir / f"mlserver-{port}"
@@ -165,16 +165,16 @@ def target(key: str, model: Path, port: int, batch: int, workdir: Path, extra: l
         (folder / "settings.json").write_text(json.dumps({
             "http_port": port, "grpc_port": free_port(), "metrics_port": free_port(),
             "parallel_workers": 0, "debug": False,
-        }))  # fmt: skip
+        }))
         (folder / "model-settings.json").write_text(json.dumps({
             "name": MODEL_NAME, "implementation": "mlserver_app.TorchScriptRuntime",
             "parameters": {"uri": str(model)},
             **({"max_batch_size": batch, "max_batch_time": 0.005} if batch > 1 else {}),
-        }))  # fmt: skip
+        }))
         shutil.copy(PEERS / "mlserver_app.py", folder / "mlserver_app.py")
         mlserver = str(venv.path / "bin" / "mlserver")
         return Target(f"MLServer {venv.version}", venv.python, ["-c", _MLSERVER_MAIN, mlserver, "start",
-                      str(folder)], {**env, "PYTHONPATH": str(folder)}, health="/v2/health/ready")  # fmt: skip
+                      str(folder)], {**env, "PYTHONPATH": str(folder)}, health="/v2/health/ready")
     raise SystemExit(f"unknown server {key!r}")
 
 
@@ -278,7 +278,7 @@ def parse_wrk(output: str) -> dict[str, Any]:
 def wrk(
     url: str, body: Path, connections: int, seconds: float, core: int | str, threads: int = 1,
     header_length: int | None = None,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     cmd = [
         "taskset",
         "-c",
@@ -320,7 +320,7 @@ def measure(
             rows.append({
                 "section": section, "server": label or spec.name, "concurrency": c, "batch": batch,
                 **result, "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
-            })  # fmt: skip
+            })
             print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -333,14 +333,14 @@ def run_once(args: argparse.Namespace, models: dict[str, Path], bodies: dict[str
     if "mlp" in args.sections:  # every server with its defaults: batching only in modelship's
         for key in only:
             rows += measure(key, models["tiny"], bodies["tiny"], expected["tiny"], section="mlp",
-                            conns=[1, 8, 32], batch=32 if key == "modelship" else 1, **common)  # fmt: skip
+                            conns=[1, 8, 32], batch=32 if key == "modelship" else 1, **common)
     if "cnn" in args.sections:
         for key in only:
             rows += measure(key, models["cnn"], bodies["cnn"], expected["cnn"], section="cnn",
-                            conns=[32], batch=32, **common)  # fmt: skip
+                            conns=[32], batch=32, **common)
             if key == "modelship":
                 rows += measure(key, models["cnn"], bodies["cnn"], expected["cnn"], section="cnn",
-                                conns=[32], batch=1, label="modelship unbatched", **common)  # fmt: skip
+                                conns=[32], batch=1, label="modelship unbatched", **common)
     if "workers" in args.sections:
         both = f"{args.server_core},{args.load_core}"
         for label, extra in [
@@ -348,9 +348,9 @@ def run_once(args: argparse.Namespace, models: dict[str, Path], bodies: dict[str
             ("2 workers, model per worker", ["--workers", "2", "--model-process", "per-worker"]),
             ("2 workers, shared model process", ["--workers", "2", "--model-process", "shared",
                                                  "--num-threads", "2"]),
-        ]:  # fmt: skip
+        ]:
             rows += measure("modelship", models["cnn"], bodies["cnn"], expected["cnn"], section="workers",
-                            conns=[32], batch=32, label=label, cores=both, extra=extra, **common)  # fmt: skip
+                            conns=[32], batch=32, label=label, cores=both, extra=extra, **common)
     if "scaling" in args.sections:
         rows += measure_scaling(args, models["cnn"], bodies["cnn"], expected["cnn"], workdir)
     return rows
@@ -365,7 +365,7 @@ def measure_scaling(
     images = np.random.default_rng(1).normal(size=(16, 1, 16, 16)).astype("<f4")
     header = json.dumps({"inputs": [{"name": "input__0", "datatype": "FP32", "shape": list(images.shape),
                                      "parameters": {"binary_data_size": images.nbytes}}],
-                         "parameters": {"binary_data_output": True}}).encode()  # fmt: skip
+                         "parameters": {"binary_data_output": True}}).encode()
     body = workdir / "cnn-binary.bin"
     body.write_bytes(header + images.tobytes())
     every = f"0-{(os.cpu_count() or 1) - 1}"
@@ -373,7 +373,7 @@ def measure_scaling(
     for count in [int(n) for n in args.scaling_workers.split(",")]:
         port = free_port()
         extra = ["--workers", str(count), "--model-process", "shared", "--device", args.scaling_device,
-                 "--num-threads", "0", "--max-batch-size", "512", "--max-latency-ms", "2"]  # fmt: skip
+                 "--num-threads", "0", "--max-batch-size", "512", "--max-latency-ms", "2"]
         spec = target("modelship", model, port, 512, workdir, extra)
         with Server(spec, port, every, workdir / f"scaling-{count}.log") as server:
             check_predictions(server.url + V1_PATH, json_body.read_bytes(), expected)
@@ -382,7 +382,7 @@ def measure_scaling(
             result = wrk(url, body, 64, args.duration, every, threads=4, header_length=len(header))
         rows.append({"section": "scaling", "server": f"{count} front end(s), shared model ({args.scaling_device})",
                      "concurrency": 64, "batch": 512, "rows_per_s": result["rps"] * len(images), **result,
-                     "loadavg_after": os.getloadavg()})  # fmt: skip
+                     "loadavg_after": os.getloadavg()})
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -420,12 +420,12 @@ def main() -> int:
     parser.add_argument("--scaling-workers", default="1,2,4,8", help="scaling section: front-end counts")
     parser.add_argument("--scaling-device", default="cuda", help="scaling section: cuda (GPU machine) or cpu")
     parser.add_argument("--profile-before", default="", metavar="DIR",
-                        help="profile section: also profile the server in DIR (e.g. main's server/)")  # fmt: skip
+                        help="profile section: also profile the server in DIR (e.g. main's server/)")
     parser.add_argument("--only", default="", help=f"comma-separated subset of {','.join(SERVERS)}")
     parser.add_argument("--server-core", type=int, default=0)
     parser.add_argument("--load-core", type=int, default=1)
     parser.add_argument("--quiet-load", type=float, default=0.0,
-                        help="first wait (up to --quiet-wait s) for the 1-min load to drop below this")  # fmt: skip
+                        help="first wait (up to --quiet-wait s) for the 1-min load to drop below this")
     parser.add_argument("--quiet-wait", type=float, default=1800.0)
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--export-models", metavar="DIR", help="only write tiny.pt and cnn.pt to DIR and exit")
@@ -474,7 +474,7 @@ def main() -> int:
                     target="modelship", server_args="", concurrency=c, seconds=args.duration, rate=500,
                     server_core=args.server_core, load_core=args.load_core, source=source, native=False,
                     keep_stacks=None,
-                )  # fmt: skip
+                )
                 profiles.append({"code": label, **layer_profile.profile(settings)})
                 print(json.dumps(profiles[-1]), flush=True)
     stamp = time.strftime("%Y-%m-%d-%H%M", time.gmtime(started))
@@ -501,7 +501,7 @@ def main() -> int:
     plot = subprocess.run(
         [str(venvs.VENVS["tools"].python), str(HERE / "plot.py"), str(raw), str(out / f"{stamp}.png")],
         capture_output=True, text=True,
-    )  # fmt: skip
+    )
     print(md)
     print(f"\nload average {quiet} at start, {report['loadavg_at_end']} at end; raw: {raw}")
     if plot.returncode != 0:

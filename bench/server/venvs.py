@@ -23,7 +23,7 @@ CACHE = Path(os.environ.get("MODELSHIP_CACHE", Path.home() / ".cache" / "modelsh
 TORCH_SHARED = (
     "torch", "torchgen", "functorch", "nvidia", "cuda", "triton", "sympy", "mpmath", "networkx",
     "filelock", "fsspec", "jinja2", "markupsafe", "typing_extensions.py", "isympy.py",
-)  # fmt: skip
+)
 """Top-level names linked from the project venv: torch and what ``import torch`` needs."""
 
 
@@ -52,14 +52,14 @@ VENVS = {
     "kserve": Venv("kserve", "0.21.0", ("kserve==0.21.0",)),
     "mlserver": Venv("mlserver", "1.7.1", ("mlserver==1.7.1",)),
     "tools": Venv("tools", "1", ("matplotlib==3.11.2", "py-spy==0.4.3")),
-}  # fmt: skip
+}
 
 
 def _site_packages(python: Path) -> Path:
     out = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
         capture_output=True, text=True, check=True,
-    )  # fmt: skip
+    )
     return Path(out.stdout.strip())
 
 

@@ -43,6 +43,8 @@ tag="modelship-$what:${IMAGE_TAG:-dev}"
 if [ "$base" = "modelship-base:bookworm" ]; then
   bash hack/docker/base-image.sh import
 fi
+# The wheels this image installs, for the current pins (a no-op when its stamp matches).
+bash hack/docker/wheelhouse.sh "$what"
 version=$(python3 -c 'import tomllib; print(tomllib.load(open("pyproject.toml","rb"))["project"]["version"])')
 revision=${REVISION:-$(input_revision "$what")}
 network=()
@@ -61,5 +63,5 @@ nice -n 10 "${cmd[@]}"
 # Dangling images go; the build cache keeps its most recently used layers (the
 # current deps, venv and context: about 15 GB for both images).
 "$docker" image prune --force >/dev/null
-"$docker" builder prune --force --keep-storage "${MODELSHIP_BUILD_CACHE_KEEP:-18GB}" >/dev/null
+"$docker" builder prune --force --keep-storage "${MODELSHIP_BUILD_CACHE_KEEP:-10GB}" >/dev/null
 echo "build.sh: $tag built in $(( $(date +%s) - start ))s, $("$docker" image inspect --format '{{.Size}}' "$tag" | awk '{printf "%.0f MB", $1/1e6}')"

@@ -2,7 +2,7 @@
 
 Installed as the ``kubectl-modelship`` console script (pip extra ``kubectl``), which puts it on
 PATH where kubectl finds plugins. Rollback and retry write the annotations documented in
-:mod:`modelship_operator.rollout` (``modelship.io/rollback-to``, ``modelship.io/retry``), so they
+:mod:`modelship_operator.core.rollout` (``modelship.io/rollback-to``, ``modelship.io/retry``), so they
 work from plain ``kubectl annotate`` too; the plugin adds checks, a nonce and a wait for the
 operator's acknowledgement.
 """

@@ -11,6 +11,7 @@ Exit codes (stable, for CI pipelines):
 from __future__ import annotations
 
 import argparse
+import builtins
 import datetime as dt
 import re
 import sys
@@ -50,7 +51,7 @@ class Api(Protocol):
     def get(self, namespace: str, name: str) -> dict[str, Any]: ...
     def list(self, namespace: str | None) -> list[dict[str, Any]]: ...
     def annotate(self, namespace: str, name: str, annotations: dict[str, str]) -> dict[str, Any]: ...
-    def events(self, namespace: str, name: str) -> list[dict[str, Any]]: ...
+    def events(self, namespace: str, name: str) -> builtins.list[dict[str, Any]]: ...
 
 
 class Clock(Protocol):
@@ -60,7 +61,7 @@ class Clock(Protocol):
 
 class SystemClock:
     def now(self) -> dt.datetime:
-        return dt.datetime.now(dt.timezone.utc)
+        return dt.datetime.now(dt.UTC)
 
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)
@@ -161,7 +162,7 @@ def _previous(md: dict[str, Any]) -> dict[str, Any] | None:
     state = render.rollout_state(md)
     serving = int(state.get("servingRevision") or 0)
     history = (md.get("status") or {}).get("history") or ()
-    current = next((e for e in history if e.get("revision") == serving), {})
+    current: dict[str, Any] = next((e for e in history if e.get("revision") == serving), {})
     older = [e for e in history if e.get("outcome") == "Succeeded" and int(e.get("revision") or 0) < serving
              and e.get("hash") != current.get("hash")]
     return older[-1] if older else None

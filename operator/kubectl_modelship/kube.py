@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 from typing import Any
@@ -86,7 +87,7 @@ class Client:
                           GROUP, VERSION, namespace, PLURAL, name, body,
                           _content_type="application/merge-patch+json")
 
-    def _raw_get(self, path: str, params: dict[str, str], query: list[tuple[str, str]] | None = None
+    def _raw_get(self, path: str, params: dict[str, str], query: builtins.list[tuple[str, str]] | None = None
                  ) -> tuple[int, dict[str, Any]]:
         """GET a core-API path; (HTTP status, JSON body). Never raises for HTTP errors."""
         call = self._api.param_serialize(method="GET", resource_path=path, path_params=params,
@@ -99,7 +100,7 @@ class Client:
         except ValueError:
             return resp.status, {}
 
-    def events(self, namespace: str, name: str) -> list[dict[str, Any]]:
+    def events(self, namespace: str, name: str) -> builtins.list[dict[str, Any]]:
         selector = f"involvedObject.kind={KIND},involvedObject.name={name}"
         try:
             code, body = self._raw_get("/api/v1/namespaces/{namespace}/events", {"namespace": namespace},

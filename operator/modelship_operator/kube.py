@@ -5,8 +5,13 @@ Writes are server-side apply with field manager ``modelship`` and ``force=True``
 owns every field it sets on its children and takes them back from whoever changed them.
 
 Errors are classified once, here: :class:`Rejected` (the API server refused the object as
-invalid, HTTP 400/422 - the user's spec produced it, retrying will not help) and
-:class:`Retryable` (everything else: conflicts, throttling, outages, missing permissions).
+invalid, HTTP 400/422 - the user's spec produced it, retrying will not help), :class:`Refused`
+(any other answer that refuses the request: HTTP 500 "duplicate entries", 403, 409, ... - the
+pass reports it in status at once, the runtime retries it) and :class:`Retryable` (no answer
+or "try later": connection errors, timeouts, 429/503/504).
+
+With leader election on, writes first ask ``may_write`` (the elector's "do I still hold the
+Lease, with margin?"): a replica that lost it raises :class:`NotLeader` instead of writing.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import datetime as dt
 import json
 import logging
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import kopf
@@ -23,7 +28,7 @@ import kubernetes
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
-from modelship_operator import api
+from modelship_operator.core import api
 
 Obj = dict[str, Any]
 
@@ -46,20 +51,41 @@ class Retryable(KubeError):
     """A failure that may go away: conflict, throttling, server error, RBAC being installed."""
 
 
+class Refused(Retryable):
+    """The API server answered with an error other than "invalid" or "try later" (e.g. HTTP 500
+    for a server-side apply it cannot merge, 403, 409). Reported in status, then retried."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class NamespaceTerminating(KubeError):
     """The namespace is being deleted: nothing can be created there, nothing needs to be."""
+
+
+class NotLeader(KubeError):
+    """This replica does not hold the leader Lease (any more): it must not write."""
+
+
+#: Answers that mean "not now" rather than "no".
+_TRY_LATER = frozenset({429, 503, 504})
 
 
 def _classify(error: ApiException, what: str) -> KubeError:
     message = f"{what}: HTTP {error.status} {error.reason}"
     try:
-        message = f"{what}: {json.loads(error.body).get('message', message)}"
+        message = f"{what}: {json.loads(error.body or '').get('message', message)}"
     except (TypeError, ValueError, AttributeError):  # the body is informative only
         pass
     body = str(error.body)
     if error.status == 403 and ("NamespaceTerminating" in body or "being terminated" in body):
         return NamespaceTerminating(message)
-    return Rejected(message) if error.status in (400, 422) else Retryable(message)
+    if error.status in (400, 422):
+        return Rejected(message)
+    if error.status and error.status not in _TRY_LATER:
+        return Refused(message, int(error.status))
+    return Retryable(message)
 
 
 def load_config(kubeconfig: str | None) -> None:
@@ -125,7 +151,10 @@ class Kube:
     TLS connection for every request beyond the pool and throws it away afterwards.
     """
 
-    def __init__(self, client: kubernetes.client.ApiClient | None = None, pool_size: int = 16) -> None:
+    def __init__(
+        self, client: kubernetes.client.ApiClient | None = None, pool_size: int = 16,
+        may_write: Callable[[], bool] = lambda: True,
+    ) -> None:
         if client is None:
             config = kubernetes.client.Configuration.get_default_copy()
             config.connection_pool_maxsize = max(pool_size, 1)
@@ -135,7 +164,13 @@ class Kube:
         self.core = kubernetes.client.CoreV1Api(self.client)
         self.policy = kubernetes.client.PolicyV1Api(self.client)
         self.custom = kubernetes.client.CustomObjectsApi(self.client)
+        self.coordination = kubernetes.client.CoordinationV1Api(self.client)
         self.instance = socket.gethostname()
+        self.may_write = may_write
+
+    def _writing(self, what: str) -> None:
+        if not self.may_write():
+            raise NotLeader(f"{what}: not written, this replica does not hold the leader Lease")
 
     # -- ModelDeployments ---------------------------------------------------------------
 
@@ -143,17 +178,18 @@ class Kube:
         response = _call(
             f"get {api.KIND} {namespace}/{name}", self.custom.get_namespaced_custom_object,
             api.GROUP, api.VERSION, namespace, api.PLURAL, name, missing=None, _preload_content=False,
-        )  # fmt: skip
+        )
         return None if response is None else _json(response)
 
     def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> Obj | None:
         """Merge-patch ``status`` (lists such as conditions are replaced whole); returns the
         ModelDeployment as stored. One deleted meanwhile (404) needs no status: None."""
+        self._writing(f"patch status of {api.KIND} {namespace}/{name}")
         response = _call(
             f"patch status of {api.KIND} {namespace}/{name}", self.custom.patch_namespaced_custom_object_status,
             api.GROUP, api.VERSION, namespace, api.PLURAL, name, {"status": dict(status)},
             _content_type=MERGE, missing=None, _preload_content=False,
-        )  # fmt: skip
+        )
         return None if response is None else _json(response)
 
     def remove_legacy(
@@ -161,6 +197,7 @@ class Kube:
     ) -> Obj | None:
         """Take ``finalizer`` and ``annotations`` off a ModelDeployment, if it is still at the
         resourceVersion in ``meta`` (else: a conflict, retried). None if it is gone."""
+        self._writing(f"update {api.KIND} {namespace}/{name}")
         patch = {
             "metadata": {
                 "resourceVersion": meta.get("resourceVersion"),
@@ -172,14 +209,25 @@ class Kube:
             f"remove kopf's finalizer from {api.KIND} {namespace}/{name}", self.custom.patch_namespaced_custom_object,
             api.GROUP, api.VERSION, namespace, api.PLURAL, name, patch,
             _content_type=MERGE, missing=None, _preload_content=False,
-        )  # fmt: skip
+        )
         return None if response is None else _json(response)
 
     # -- children -----------------------------------------------------------------------
 
     def apply(self, obj: Mapping[str, Any]) -> Obj:
         """Server-side apply the whole object; returns the object as stored."""
+        return self._apply(obj, force=True)[0]
+
+    def apply_new(self, obj: Mapping[str, Any]) -> tuple[Obj, bool]:
+        """Server-side apply without force, for an object believed new: where another manager
+        set a field to another value (a foreign object of that name) the API server refuses
+        with a conflict instead of handing the field over. Returns the object as stored and
+        whether this apply created it (HTTP 201)."""
+        return self._apply(obj, force=False)
+
+    def _apply(self, obj: Mapping[str, Any], *, force: bool) -> tuple[Obj, bool]:
         kind, meta = obj["kind"], obj["metadata"]
+        self._writing(f"apply {kind} {meta['namespace']}/{meta['name']}")
         method = {
             "Deployment": self.apps.patch_namespaced_deployment,
             "Service": self.core.patch_namespaced_service,
@@ -187,9 +235,9 @@ class Kube:
         }[kind]
         result = _call(
             f"apply {kind} {meta['namespace']}/{meta['name']}", method, meta["name"], meta["namespace"], dict(obj),
-            field_manager=FIELD_MANAGER, force=True, _content_type=APPLY, _preload_content=False,
-        )  # fmt: skip
-        return _json(result)
+            field_manager=FIELD_MANAGER, force=force, _content_type=APPLY, _preload_content=False,
+        )
+        return _json(result), result.status == 201
 
     def get(self, kind: str, namespace: str, name: str) -> Obj | None:
         method = {
@@ -202,17 +250,18 @@ class Kube:
 
     def delete_pdb(self, namespace: str, name: str) -> bool:
         """Delete the PodDisruptionBudget; False if there was none."""
+        self._writing(f"delete PodDisruptionBudget {namespace}/{name}")
         deleted = _call(
             f"delete PodDisruptionBudget {namespace}/{name}", self.policy.delete_namespaced_pod_disruption_budget,
             name, namespace, missing=False, _preload_content=False,
-        )  # fmt: skip
+        )
         if deleted is not False:
             deleted.drain_conn()
         return deleted is not False
 
     def list_pods(self, namespace: str, selector: str) -> list[Obj]:
         pods = _call(f"list pods {namespace} {selector}", self.core.list_namespaced_pod, namespace,
-                     label_selector=selector, _preload_content=False)  # fmt: skip
+                     label_selector=selector, _preload_content=False)
         return _json(pods).get("items") or []
 
     # -- events -------------------------------------------------------------------------
@@ -243,10 +292,38 @@ class Kube:
             "count": 1,
         }
         try:
+            self._writing(f"record event {reason}")
             response = _call(f"record event {reason}", self.core.create_namespaced_event, meta.get("namespace"), body,
-                             _preload_content=False)  # fmt: skip
+                             _preload_content=False)
             response.drain_conn()  # unread, the connection would never go back to the pool
         except NamespaceTerminating:
             pass  # the object and its Events are going away with the namespace
+        except NotLeader:
+            raise
         except KubeError as error:
             logger.warning("could not record event %s on %s: %s", reason, meta.get("name"), error)
+
+    # -- the leader election Lease (coordination.k8s.io/v1) --------------------------------
+
+    def get_lease(self, namespace: str, name: str, *, timeout: float) -> Obj | None:
+        response = _call(
+            f"get Lease {namespace}/{name}", self.coordination.read_namespaced_lease, name, namespace,
+            missing=None, _preload_content=False, _request_timeout=timeout,
+        )
+        return None if response is None else _json(response)
+
+    def create_lease(self, namespace: str, body: Mapping[str, Any], *, timeout: float) -> Obj:
+        response = _call(
+            f"create Lease {namespace}/{body['metadata']['name']}", self.coordination.create_namespaced_lease,
+            namespace, dict(body), _preload_content=False, _request_timeout=timeout,
+        )
+        return _json(response)
+
+    def replace_lease(self, namespace: str, body: Mapping[str, Any], *, timeout: float) -> Obj:
+        """PUT the Lease; its ``metadata.resourceVersion`` makes a stale write a conflict (409)."""
+        name = body["metadata"]["name"]
+        response = _call(
+            f"update Lease {namespace}/{name}", self.coordination.replace_namespaced_lease,
+            name, namespace, dict(body), _preload_content=False, _request_timeout=timeout,
+        )
+        return _json(response)

@@ -1,25 +1,26 @@
-"""One reconcile pass: read -> build -> apply the whole children -> derive status -> events.
+"""One reconcile pass: read -> plan -> apply what differs -> status -> events -> when to come back.
 
-Imperative shell around the pure core (``builders``, ``status``). Every pass re-reads the
+The imperative shell around the pure core (:mod:`modelship_operator.core`). A pass re-reads the
 ModelDeployment, so it is idempotent and needs no memory between passes: a restarted operator
-picks up from what the API shows. Passes for the same object are serialized by a lock (kopf
-runs handlers for the object and for its children in parallel threads).
+picks up from what the API shows. It returns a :class:`Result` whose ``requeue_after`` says
+when to come back (controller-runtime's ``Result{RequeueAfter}``); *when* passes run, how
+often, and for whom is the runtime's business (:mod:`modelship_operator.runtime`), and so is
+the Deployment-first head start for new objects, which hands the pass an :class:`Untold`.
 
-Rollouts plug in between "parse" and "apply": a ``plan_rollout``-style decision can choose the
-image and surge mode passed to ``builders.desired_deployment`` and add its own conditions.
+To make a new spec field reach the pod, nothing here changes: the model (``core/api.py``) and
+the builder (``core/builders.py``) do.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
-import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from modelship_operator import api, builders, kube, metrics, rollout, rollout_status, status
-from modelship_operator.cache import covers
+from modelship_operator import kube
+from modelship_operator.core import api, builders, rollout, status
 
 logger = logging.getLogger(__name__)
 
@@ -28,12 +29,12 @@ Obj = dict[str, Any]
 
 def utcnow() -> dt.datetime:
     """Now, in UTC, to the second (conditions and events carry seconds)."""
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
 class Cluster(Protocol):
-    """What a reconcile needs from the API (``cache.CachedCluster`` over ``kube.Kube``; a fake in
-    unit tests)."""
+    """What a pass needs from the API (``runtime.cache.CachedCluster`` over ``kube.Kube``; a fake
+    in unit tests). Failures raise the errors of :mod:`modelship_operator.kube`."""
 
     def get_model_deployment(self, namespace: str, name: str) -> Obj | None: ...
     def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> Obj | None: ...
@@ -45,15 +46,61 @@ class Cluster(Protocol):
     def event(self, owner: Mapping[str, Any], type_: str, reason: str, message: str, now: dt.datetime) -> None: ...
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Result:
-    """What a pass did; ``problem`` is set when the spec cannot be served as written."""
+    """What a pass did, and when to come back."""
 
-    skipped: bool = False
+    requeue_after: float | None = None
+    """Seconds until the pass must run again although nothing will change in the API (rollout
+    evidence being established); None: the next watch event (or the runtime's resync)."""
     problem: str | None = None
+    """Set when the spec cannot be served as written (reported in status; not retried)."""
+    skipped: bool = False
+    """The object is gone or going (or its namespace is): nothing was done."""
     status_written: bool = False
-    partial: bool = False
-    """Only the Deployment was created (``deployment_first``): a full pass must follow."""
+    plan: rollout.RolloutPlan | None = None
+    """The rollout decision of this pass (the runtime counts it in its metrics)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Untold:
+    """What a head start (the runtime creating a new object's Deployment before anything else)
+    did and has not told: the next pass tells it, and continues from the rollout state the head
+    start's plan began, as if it had done both itself. Held for every new object of a burst
+    until its full pass, so the status is kept as compact JSON (a thousand typed copies took
+    ~10 MB)."""
+
+    created: tuple[str, ...]
+    events: tuple[rollout.Event, ...]
+    status_json: bytes
+
+    @classmethod
+    def of(cls, created: list[str], plan: rollout.RolloutPlan) -> Untold:
+        return cls(tuple(created), tuple(rollout.events_to_record(plan)), plan.status.model_dump_json().encode())
+
+    def status(self) -> api.ModelDeploymentStatus:
+        return api.ModelDeploymentStatus.model_validate_json(self.status_json)
+
+
+@dataclasses.dataclass(frozen=True)
+class Read:
+    """A ModelDeployment as stored and parsed, and the time of the pass."""
+
+    body: Obj
+    md: api.ModelDeployment
+    now: dt.datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class Observation:
+    """A ModelDeployment, what the cluster shows of it, and the rollout plan for it."""
+
+    body: Obj
+    md: api.ModelDeployment
+    deployment: Obj | None
+    pods: list[Obj]
+    plan: rollout.RolloutPlan
+    now: dt.datetime
 
 
 class ChildConflict(Exception):
@@ -71,13 +118,18 @@ def _essence(obj: Mapping[str, Any]) -> tuple[Any, ...]:
     return obj.get("spec"), meta.get("labels"), meta.get("ownerReferences")
 
 
-@dataclass
-class _Untold:
-    """What a deployment-first pass did and has not told yet: the full pass records its
-    Created Event and the rollout's Events."""
-
-    created: list[str] = field(default_factory=list)
-    events: list[rollout.Event] = field(default_factory=list)
+def covers(live: Any, desired: Any) -> bool:
+    """Does the live object already hold every field of ``desired`` (as server-side apply would
+    set it)? Fields the API server defaulted or other managers added are ignored; lists must
+    match element by element. Numbers match their string form (quantities come back as strings).
+    """
+    if isinstance(desired, Mapping):
+        return isinstance(live, Mapping) and all(covers(live.get(k), v) for k, v in desired.items())
+    if isinstance(desired, list):
+        return isinstance(live, list) and len(live) == len(desired) and all(map(covers, live, desired))
+    if isinstance(desired, (int, float)) and not isinstance(desired, bool) and isinstance(live, str):
+        return str(desired) == live
+    return bool(live == desired)
 
 
 def _join(items: list[str]) -> str:
@@ -88,122 +140,114 @@ class Reconciler:
     def __init__(self, cluster: Cluster, clock: Callable[[], dt.datetime] = utcnow) -> None:
         self.cluster = cluster
         self.clock = clock
-        self._locks: dict[tuple[str, str], threading.Lock] = {}
-        self._locks_guard = threading.Lock()
-        self._untold: dict[tuple[str, str], _Untold] = {}
 
-    def _lock(self, namespace: str, name: str) -> threading.Lock:
-        with self._locks_guard:
-            return self._locks.setdefault((namespace, name), threading.Lock())
-
-    def reconcile(self, namespace: str, name: str, *, deployment_first: bool = False) -> Result:
+    def reconcile(self, namespace: str, name: str, *, untold: Untold | None = None) -> Result:
         """One pass. Children are applied only where they differ from the desired objects, so a
-        pass for a pod or status event writes nothing but a changed status.
-
-        ``deployment_first``: for a ModelDeployment whose Deployment does not exist yet, create
-        only the Deployment and return ``partial`` (the caller queues the full pass). When a
-        thousand objects arrive at once, every Deployment - the start of the slowest chain:
-        ReplicaSet, scheduling, image pull, model load - exists before any Service, Event or
-        status write is spent on the first ones.
-        """
+        pass for a pod or status event writes nothing but a changed status."""
         try:
-            return self._reconcile(namespace, name, deployment_first=deployment_first)
+            seen = self.observe(namespace, name, untold=untold)
+            if isinstance(seen, Result):
+                return seen
+            return self._converge(seen, untold)
         except kube.NamespaceTerminating:
             return Result(skipped=True)  # the namespace takes the object and its children with it
 
-    def _reconcile(self, namespace: str, name: str, *, deployment_first: bool = False) -> Result:
-        with self._lock(namespace, name):
-            body = self.cluster.get_model_deployment(namespace, name)
-            if body is None or body.get("metadata", {}).get("deletionTimestamp"):
-                self._untold.pop((namespace, name), None)
-                return Result(skipped=True)  # gone or going: garbage collection handles children
-            now = self.clock()
-            try:
-                md = api.parse(body)
-            except api.InvalidSpec as error:
-                return self._problem(body, "InvalidSpec", str(error), now)
-            # Rollouts decide from what the cluster shows *before* this pass's writes.
-            observed = self.cluster.get("Deployment", namespace, builders.child_name(md.name))
-            pods = self.cluster.list_pods(namespace, builders.selector_string(md), md.name) if observed else []
-            plan = rollout_status.plan(md, observed, pods, now=now)
-            untold = self._untold.pop((namespace, name), None) or _Untold()
-            if deployment_first and observed is None:
-                try:
-                    self._apply_one(
-                        rollout_status.desired_deployment(md, plan), md, body, True, untold.created, before=None
-                    )  # fmt: skip
-                    untold.events = rollout_status.events(plan)
-                    self._untold[(namespace, name)] = untold
-                    return Result(partial=True)
-                except (kube.Rejected, ChildConflict):
-                    pass  # the full pass below reports it
-            try:
-                deployment = self._apply_children(md, body, now, plan, observed, untold.created)
-            except kube.Rejected as error:
-                return self._problem(body, "InvalidSpec", f"the API server rejected a child: {error}", now)
-            except ChildConflict as error:
-                return self._problem(body, "NameConflict", str(error), now)
-            derived = status.derive_status(md, deployment, pods, now=now)
-            new = rollout_status.merge_status(md.status, derived, plan, generation=md.generation, now=now)
-            for event in untold.events + [e for e in rollout_status.events(plan) if e not in untold.events]:
-                self._event(body, event.type, event.reason, event.message, now)
-            metrics.observe_rollout(plan)
-            return Result(status_written=self._write_status(body, md.status, new, now))
+    def observe(self, namespace: str, name: str, *, untold: Untold | None = None) -> Observation | Result:
+        """Read the object and what the cluster shows, and plan the rollout; a Result when there
+        is nothing to converge (gone, going, or an invalid spec, which is reported here)."""
+        got = self.read(namespace, name)
+        return got if isinstance(got, Result) else self.look(got, untold=untold)
+
+    def read(self, namespace: str, name: str) -> Read | Result:
+        """The ModelDeployment, parsed; a Result when it is gone, going, or invalid (reported)."""
+        body = self.cluster.get_model_deployment(namespace, name)
+        if body is None or body.get("metadata", {}).get("deletionTimestamp"):
+            return Result(skipped=True)  # gone or going: garbage collection handles children
+        now = self.clock()
+        try:
+            return Read(body, api.parse(body), now)
+        except api.InvalidSpec as error:
+            return self._problem(body, "InvalidSpec", str(error), now)
+
+    def look(self, got: Read, *, untold: Untold | None = None) -> Observation:
+        """What the cluster shows of ``got``'s children and pods, and the rollout plan."""
+        md = got.md if untold is None else got.md.model_copy(update={"status": untold.status()})
+        # Rollouts decide from what the cluster shows *before* this pass's writes.
+        deployment = self.cluster.get("Deployment", md.namespace, builders.child_name(md.name))
+        pods = self.cluster.list_pods(md.namespace, builders.selector_string(md), md.name) if deployment else []
+        plan = rollout.plan_rollout(md, rollout.Observed(deployment, pods), now=got.now)
+        return Observation(got.body, md, deployment, pods, plan, got.now)
+
+    def _converge(self, seen: Observation, untold: Untold | None) -> Result:
+        md, body, plan, now = seen.md, seen.body, seen.plan, seen.now
+        created = list(untold.created if untold else ())
+        try:
+            deployment = self._apply_children(seen, created)
+        except kube.Rejected as error:
+            return self._problem(body, "InvalidSpec", f"the API server rejected a child: {error}", now)
+        except ChildConflict as error:
+            return self._problem(body, "NameConflict", str(error), now)
+        except kube.Refused as error:
+            self._report_refusal(body, error, now)
+            raise  # retried by the runtime, with backoff
+        new = status.next_status(md, deployment, seen.pods, plan, now=now)
+        for event in (*(untold.events if untold else ()), *rollout.events_to_record(plan)):
+            self._event(body, event.type, event.reason, event.message, now)
+        written = self._write_status(body, api.parse_status(body), new, now)
+        return Result(requeue_after=plan.requeue_after, status_written=written, plan=plan)
 
     # -- children -----------------------------------------------------------------------
 
-    def _apply_children(
-        self, md: api.ModelDeployment, body: Obj, now: dt.datetime, plan: rollout.RolloutPlan, observed: Obj | None,
-        created: list[str],
-    ) -> Obj:  # fmt: skip
-        """Apply Deployment (the rollout plan's revision), Service and PDB (or delete a PDB no
-        longer wanted); returns the Deployment as stored. ``created`` (what a deployment-first
-        pass created) is added to and told in one Event."""
+    def _apply_children(self, seen: Observation, created: list[str]) -> Obj:
+        """Apply the Deployment (the rollout plan's revision), Service and PDB (or delete a PDB
+        no longer wanted); returns the Deployment as stored. What is created is told in one
+        Event (with what a head start created, in ``created``)."""
+        md, body, plan, now, observed = seen.md, seen.body, seen.plan, seen.now, seen.deployment
         spec_changed = md.status.observed_generation != md.generation
-        moved = spec_changed or rollout_status.deployment_outdated(observed, plan)  # our decision, not drift
+        moved = spec_changed or rollout.deployment_outdated(observed, plan)  # our decision, not drift
+        by_rollout = not spec_changed and moved and observed is not None
         try:
-            by_rollout = not spec_changed and moved and observed is not None
-            deployment = self._apply_one(
-                rollout_status.desired_deployment(md, plan), md, body, moved, created, now, before=observed,
+            deployment = self.apply_child(
+                rollout.desired_deployment(md, plan), md, body, created, moved, now, before=observed,
                 updated=f"moved to revision {plan.serving_revision} by the rollout" if by_rollout else None,
-            )  # fmt: skip
-            self._apply_one(builders.desired_service(md), md, body, spec_changed, created, now)
+            )
+            self.apply_child(builders.desired_service(md), md, body, created, spec_changed, now)
             pdb = builders.desired_pdb(md)
             if pdb is not None:
-                self._apply_one(pdb, md, body, spec_changed, created, now)
+                self.apply_child(pdb, md, body, created, spec_changed, now)
         finally:
-            if created:  # one Event for what this pass (and a deployment-first pass) created
+            if created:
                 self._event(body, "Normal", "Created", f"created {_join(created)}", now)
         child = builders.child_name(md.name)
         if pdb is None:
             # Only a PDB this operator created can be deleted, and those are labelled and so
             # watched: the cache is enough (no GET per pass for every object without a budget).
             existing = self.cluster.cached("PodDisruptionBudget", md.namespace, child)
-            if existing is not None and _controlled_by(existing, md.metadata["uid"]):
-                if self.cluster.delete_pdb(md.namespace, child):
-                    self._event(body, "Normal", "Deleted", f"PodDisruptionBudget {child} deleted (no budget in spec)", now)
+            ours = existing is not None and _controlled_by(existing, md.metadata["uid"])
+            if ours and self.cluster.delete_pdb(md.namespace, child):
+                self._event(body, "Normal", "Deleted", f"PodDisruptionBudget {child} deleted (no budget in spec)", now)
         return deployment
 
-    def _apply_one(
-        self, desired: Obj, md: api.ModelDeployment, body: Obj, spec_changed: bool, created: list[str],
-        now: dt.datetime | None = None, *, before: Obj | None | object = ..., updated: str | None = None,
-    ) -> Obj:  # fmt: skip
-        """Apply one child unless the cache shows it as desired already; what it creates is
-        added to ``created`` (the caller records one Event), updates get an Event here.
-        ``before``: the child as this pass already read it (not read again); ``updated``: what
-        the update Event says when it was not the spec that changed (a rollback)."""
+    def apply_child(
+        self, desired: Obj, md: api.ModelDeployment, body: Obj, created: list[str], spec_changed: bool = False,
+        now: dt.datetime | None = None, *, before: Obj | object | None = ..., updated: str | None = None,
+    ) -> Obj:
+        """Apply one child unless it is already as desired; what it creates is added to
+        ``created`` (the caller records one Event), updates get an Event here. ``before``: the
+        child as this pass already read it (not read again); ``updated``: what the update Event
+        says when it was not the spec that changed (a rollback)."""
         kind, name = desired["kind"], desired["metadata"]["name"]
-        if before is ...:
-            before = self.cluster.get(kind, md.namespace, name)
-        assert before is None or isinstance(before, dict)
-        if before is not None and not _controlled_by(before, md.metadata["uid"]):
+        current = self.cluster.get(kind, md.namespace, name) if before is ... else before
+        if current is not None and not isinstance(current, dict):
+            raise TypeError(f"before must be an object or None, not {type(current).__name__}")
+        if current is not None and not _controlled_by(current, md.metadata["uid"]):
             raise ChildConflict(f"a {kind} named {name} already exists and is not controlled by this ModelDeployment")
-        if before is not None and covers(before, desired):
-            return before  # nothing to apply: most passes (status moves, pod events) end here
+        if current is not None and covers(current, desired):
+            return current  # nothing to apply: most passes (status moves, pod events) end here
         after = self.cluster.apply(desired)
-        if before is None:
+        if current is None:
             created.append(f"{kind} {name}")
-        elif now is not None and _essence(before) != _essence(after):
+        elif now is not None and _essence(current) != _essence(after):
             if spec_changed:
                 self._event(body, "Normal", "Updated", f"{kind} {name} {updated or 'updated to match the spec'}", now)
             else:
@@ -220,13 +264,22 @@ class Reconciler:
         logger.warning("%s/%s: %s: %s", body["metadata"].get("namespace"), body["metadata"].get("name"), reason, message)
         return Result(problem=message)
 
+    def _report_refusal(self, body: Obj, error: kube.Refused, now: dt.datetime) -> None:
+        """An apply the API server refused (not as invalid: e.g. HTTP 500 "duplicate entries",
+        403): Degraded with reason ApplyFailed and a Warning Event on the first failure, then the
+        runtime retries. A status write that fails as well changes nothing: the retry reports."""
+        try:
+            self._problem(body, "ApplyFailed", str(error), now)
+        except kube.KubeError as also:
+            logger.warning("%s: could not report it in status either: %s", error, also)
+
     def _write_status(
         self, body: Obj, old: api.ModelDeploymentStatus, new: api.ModelDeploymentStatus, now: dt.datetime
     ) -> bool:
-        if new.wire() == old.wire():
+        if new == old:
             return False
         meta = body["metadata"]
-        self.cluster.patch_status(meta.get("namespace", "default"), meta["name"], new.wire())
+        self.cluster.patch_status(meta.get("namespace", "default"), meta["name"], new.merge_patch())
         self._transition_events(body, old, new, now)
         return True
 

@@ -20,7 +20,7 @@ def __getattr__(name: str) -> object:
 
         return getattr(settings, name)
     if name == "main":
-        from .__main__ import main
+        from .cli import main
 
         return main
     raise AttributeError(name)

@@ -79,7 +79,7 @@ def _child_settings(settings: Settings, **changes: Any) -> Settings:
 def _front_end(settings_dump: dict[str, Any], index: int, names: list[str], buffer: Any, rundir: str,
                shared: bool) -> None:  # fmt: skip
     """Entry of a front-end process (spawned: nothing inherited but the arguments)."""
-    from . import __main__ as entry
+    from . import entry
     from .app import create_app
     from .dataplane import DataPlane
     from .metrics import Metrics
@@ -107,7 +107,7 @@ def _model_process(settings_dump: dict[str, Any], index: int, names: list[str], 
 
     import uvloop
 
-    from . import __main__ as entry
+    from . import entry
     from .board import serve_snapshots
     from .dataplane import DataPlane
     from .metrics import Metrics

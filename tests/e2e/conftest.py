@@ -89,7 +89,7 @@ def operator(cluster: Cluster, crd: str) -> Iterator[OperatorProcess]:
         wait_until(
             lambda: not any(cluster.kubectl("get", "namespace", n, check=False).returncode == 0 for n in _CREATED),
             timeout=90, what=f"test namespaces to terminate: {sorted(_CREATED)}", interval=1,
-        )  # fmt: skip
+        )
     finally:
         op.stop()
 
@@ -133,7 +133,7 @@ _OP_KEY = pytest.StashKey[OperatorProcess]()
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
     """On failure, attach the operator's log tail and the test namespace's objects."""
     report = yield
     if report.failed and call.when in ("call", "setup"):

@@ -115,7 +115,7 @@ def local_cluster(name: str, log: Path, *, real_node: bool = False) -> Iterator[
     was_running = cluster_sh(name, *status).returncode == 0
     with log.open("w") as fh:
         proc = cluster_sh(name, "up", *(["--real-node"] if real_node else []),
-                          stdout=fh, stderr=subprocess.STDOUT, timeout=CLUSTER_UP_TIMEOUT_S)  # fmt: skip
+                          stdout=fh, stderr=subprocess.STDOUT, timeout=CLUSTER_UP_TIMEOUT_S)
     if proc.returncode != 0:
         pytest.fail(
             f"the local control plane {name!r} did not start (`hack/cluster.sh up"
@@ -143,7 +143,7 @@ def install_crd(cluster: Cluster) -> str:
 
     def established() -> bool:
         out = cluster.kubectl("get", f"crd/{CRD_NAME}", "-o",
-                              "jsonpath={.status.conditions[?(@.type=='Established')].status}", check=False)  # fmt: skip
+                              "jsonpath={.status.conditions[?(@.type=='Established')].status}", check=False)
         return out.stdout.strip() == "True"
 
     wait_until(established, timeout=60, what=f"crd/{CRD_NAME} Established")
@@ -282,14 +282,14 @@ class OperatorProcess:
             self.python, *self.entry, "--all-namespaces",
             "--kubeconfig", str(self.cluster.kubeconfig),
             "--health-port", str(free_port()), "--metrics-port", str(free_port()),
-        ]  # fmt: skip
+        ]
         with self.log_path.open("ab") as log:
             log.write(f"\n===== start #{self.starts}: {' '.join(cmd)}\n".encode())
             log.flush()
             self.proc = subprocess.Popen(
                 cmd, cwd=ROOT, env=self.cluster.env(), stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent,
-            )  # fmt: skip
+            )
         # A crash at import or flag parsing shows at once; later crashes are
         # caught by the running() check the fixtures make after each test.
         try:

@@ -59,6 +59,11 @@ BAD_SPECS: list[tuple[str, dict[str, Any], str]] = [
     ("privileged-port", _spec(serving={"port": 80}), "serving.port must be between 1024 and 65535"),
     ("reserved-env", _spec(env=[{"name": "MODELSHIP_MODEL_URI", "value": "file:///other.pt2"}]),
      "env must not set the MODELSHIP_* vars the operator derives from the spec"),
+    # Found by hand (issue 13): accepted, then every Deployment apply refused for a duplicate env entry.
+    ("reserved-env-shutdown-delay", _spec(env=[{"name": "MODELSHIP_SHUTDOWN_DELAY_S", "value": "9"}]),
+     "spec.env: Invalid value"),
+    ("env-name-twice", _spec(env=[{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]),
+     '.spec.env: duplicate entries for key [name="A"]'),
     ("budget-both-fields", _spec(disruptionBudget={"minAvailable": 1, "maxUnavailable": 1}),
      "set exactly one of disruptionBudget.minAvailable or disruptionBudget.maxUnavailable"),
     ("budget-blocks-eviction", _spec(replicas=2, disruptionBudget={"minAvailable": 2}),
@@ -70,14 +75,14 @@ BAD_SPECS: list[tuple[str, dict[str, Any], str]] = [
     ("zero-startup-budget", _spec(probes={"startupTimeoutSeconds": 0}),
      "spec.probes.startupTimeoutSeconds: Invalid value: 0"),
     ("misspelled-field", _spec(replica=2), ".spec.replica: field not declared in schema"),
-]  # fmt: skip
+]
 
 
-def _dry_run_apply(cluster: Cluster, ns: str, obj: dict[str, Any]):  # type: ignore[no-untyped-def]
+def _dry_run_apply(cluster: Cluster, ns: str, obj: dict[str, Any]):
     return cluster.kubectl(
         "-n", ns, "apply", "--server-side", "--dry-run=server", "--field-manager=e2e-user", "-f", "-",
         input=json.dumps(obj), check=False,
-    )  # fmt: skip
+    )
 
 
 def test_crd_is_established_with_short_names(cluster: Cluster, crd: str) -> None:
@@ -91,7 +96,7 @@ def test_valid_minimal_spec_is_accepted(cluster: Cluster, crd: str) -> None:
 
 
 @pytest.mark.parametrize(("manifest", "message"), [(m, msg) for _, m, msg in BAD_SPECS],
-                         ids=[i for i, _, _ in BAD_SPECS])  # fmt: skip
+                         ids=[i for i, _, _ in BAD_SPECS])
 def test_invalid_spec_is_rejected_with_readable_message(
     cluster: Cluster, crd: str, manifest: dict[str, Any], message: str
 ) -> None:

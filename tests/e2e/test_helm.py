@@ -6,8 +6,8 @@ process locally, with the flags from the *installed* Deployment and a kubeconfig
 holding a token of the chart's ServiceAccount (`kubectl create token`): whatever
 the operator manages to do, the chart's RBAC allowed; whatever it needs and the
 chart forgot fails the test. `kubectl auth can-i --as=system:serviceaccount:...`
-shows what the identity cannot do. HA: two such processes with kopf peering; the
-active one is SIGKILLed and the other takes over.
+shows what the identity cannot do. HA: two such processes with Lease leader election;
+the leader is SIGKILLed (or cut off from the API server) and the other takes over.
 
 The session's admin operator (conftest `operator`) is stopped for these tests, so
 every reconcile seen here was made by the operator under test.
@@ -18,8 +18,12 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -44,12 +48,18 @@ from prometheus_client.parser import text_string_to_metric_families
 
 # The chart helpers live with the chart tests (tests/helm); this tier reuses them.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "helm"))
-from helm_support import CHART, helm_binary, run_helm  # noqa: E402
+from helm_support import CHART, helm_binary, run_helm
 
 OUT = ROOT / "_out" / "e2e" / "helm"
 CONVERGE_S = 90
-#: peering.lifetime for the HA test: a SIGKILLed leader's record expires after this.
-PEERING_LIFETIME_S = 10
+#: Lease timings for the HA tests (the chart's defaults are client-go's 15/10/2): a SIGKILLed
+#: leader's Lease is taken over LEASE_S after its last renewal; a leader that cannot renew stops
+#: writing RENEW_S after its last renewal.
+LEASE_S, RENEW_S, RETRY_S = 6, 4, 1
+LEASE_SETS = ("leaderElection.enabled=true", f"leaderElection.leaseDuration={LEASE_S}",
+              f"leaderElection.renewDeadline={RENEW_S}", f"leaderElection.retryPeriod={RETRY_S}")
+#: Allowance for one pass after the hand-over on this shared machine (not a target).
+ONE_PASS_S = 20
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +100,7 @@ class Release:
 
     def install(self, *sets: str) -> str:
         out = self.helm("install", self.name, str(CHART), "-n", self.namespace, "--wait", "--timeout", "120s",
-                        *[a for s in sets for a in ("--set", s)])  # fmt: skip
+                        *[a for s in sets for a in ("--set", s)])
         self.installed = True
         return out
 
@@ -126,7 +136,7 @@ class Release:
             "clusters": [{"name": "local", "cluster": cluster_entry}],
             "users": [{"name": "sa", "user": {"token": token}}],
             "contexts": [{"name": "sa", "context": {"cluster": "local", "user": "sa"}}],
-        }  # fmt: skip
+        }
         OUT.mkdir(parents=True, exist_ok=True)
         path = OUT / f"{self.name}.kubeconfig"
         path.write_text(yaml.safe_dump(config))
@@ -136,7 +146,7 @@ class Release:
     def cleanup(self) -> None:
         if self.installed:
             run_helm("uninstall", self.name, "-n", self.namespace, "--wait", "--timeout", "60s",
-                     kubeconfig=self.cluster.kubeconfig, check=False)  # fmt: skip
+                     kubeconfig=self.cluster.kubeconfig, check=False)
 
 
 @pytest.fixture
@@ -160,7 +170,7 @@ class ChartOperator(OperatorProcess):
         self.starts += 1
         self.metrics_port = free_port()
         cmd = [self.python, "-m", "modelship_operator", *self.args, "--kubeconfig", str(self.kubeconfig),
-               f"--health-port={free_port()}", f"--metrics-port={self.metrics_port}"]  # fmt: skip
+               f"--health-port={free_port()}", f"--metrics-port={self.metrics_port}"]
         env = self.cluster.env() | {"KUBECONFIG": str(self.kubeconfig)}
         with self.log_path.open("ab") as log:
             log.write(f"\n===== start #{self.starts}: {' '.join(cmd)}\n".encode())
@@ -169,7 +179,7 @@ class ChartOperator(OperatorProcess):
             # reconciling the shared cluster.
             self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, start_new_session=True,
-                                         preexec_fn=_die_with_parent)  # fmt: skip
+                                         preexec_fn=_die_with_parent)
         # Up = its /metrics answers (served before kopf starts). On a loaded machine the
         # imports alone take seconds; a test must not race them.
         def up() -> bool:
@@ -191,17 +201,28 @@ class ChartOperator(OperatorProcess):
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def _metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as rsp:
+            return str(rsp.read().decode())
+
+    def leading(self) -> bool:
+        """This process's own word (modelship_leader): does it hold the Lease and may write?"""
+        return any(
+            sample.value == 1
+            for family in text_string_to_metric_families(self._metrics()) if family.name == "modelship_leader"
+            for sample in family.samples
+        )
+
     def reconciles(self, *results: str) -> float:
         """This process's own reconcile count (its /metrics on loopback), optionally by result
         (ok, problem, skipped, retry, error). Proof of which process did the work."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as rsp:
-            text = rsp.read().decode()
+        text = self._metrics()
         return sum(
             sample.value
             for family in text_string_to_metric_families(text) if family.name == "modelship_reconciles"
             for sample in family.samples
             if sample.name == "modelship_reconciles_total" and (not results or sample.labels["result"] in results)
-        )  # fmt: skip
+        )
 
 
 def _rbac_trouble(log: str) -> list[str]:
@@ -241,7 +262,7 @@ def test_install_upgrade_uninstall(cluster: Cluster, release: Release, tmp_path:
     cluster.kubectl("label", "--overwrite", f"crd/{CRD_NAME}", "app.kubernetes.io/managed-by=Helm")
     # Pod Security "restricted" enforced by the real API server: the operator pod must be admitted.
     cluster.kubectl("label", "--overwrite", "namespace", release.namespace,
-                    "pod-security.kubernetes.io/enforce=restricted")  # fmt: skip
+                    "pod-security.kubernetes.io/enforce=restricted")
     try:
         out = release.install()
         # NOTES.txt tells the user what to do next.
@@ -255,8 +276,6 @@ def test_install_upgrade_uninstall(cluster: Cluster, release: Release, tmp_path:
         crd_obj = cluster.get_json(f"crd/{CRD_NAME}")
         assert crd_obj["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
         assert crd_obj["metadata"]["labels"]["helm.sh/chart"] == "modelship-0.1.0"
-        # crds/ (kopf's peering CRDs) is installed before the templates.
-        cluster.kubectl("get", "crd/clusterkopfpeerings.kopf.dev", "crd/kopfpeerings.kopf.dev")
 
         # The CRD is a template, so `helm upgrade` upgrades it (Helm never touches crds/):
         # a chart whose generated CRD gained a printer column brings that column along.
@@ -275,12 +294,12 @@ def test_install_upgrade_uninstall(cluster: Cluster, release: Release, tmp_path:
 
         assert "Upgraded" in columns()
 
-        # Upgrade: HA with peering, metrics Service on (back on the real chart: column gone).
-        release.upgrade("replicas=2", "peering.enabled=true", "metrics.service.enabled=true")
+        # Upgrade: HA with leader election, metrics Service on (back on the real chart: column gone).
+        release.upgrade("replicas=2", "leaderElection.enabled=true", "metrics.service.enabled=true")
         # helm --wait returns once the new ReplicaSet is ready; the old pod may still be leaving.
         dep = wait_until(lambda: _settled(cluster, release, 2), timeout=CONVERGE_S, what="2 operator pods")
-        assert f"--peering={release.fullname}" in dep["spec"]["template"]["spec"]["containers"][0]["args"]
-        cluster.kubectl("get", f"clusterkopfpeering/{release.fullname}")
+        assert "--leader-elect" in dep["spec"]["template"]["spec"]["containers"][0]["args"]
+        cluster.kubectl("get", f"role/{release.fullname}-leader-election", "-n", release.namespace)
         svc = cluster.get_json(f"service/{release.fullname}-metrics", "-n", release.namespace)
         assert svc["spec"]["ports"][0]["port"] == 9090
         assert "Upgraded" not in columns()
@@ -291,8 +310,9 @@ def test_install_upgrade_uninstall(cluster: Cluster, release: Release, tmp_path:
         # release's): what is no longer rendered is removed.
         release.upgrade("--reset-values")
         assert cluster.kubectl("get", f"service/{release.fullname}-metrics", "-n", release.namespace,
-                               check=False).returncode != 0  # fmt: skip
-        assert cluster.kubectl("get", f"clusterkopfpeering/{release.fullname}", check=False).returncode != 0
+                               check=False).returncode != 0
+        assert cluster.kubectl("get", f"role/{release.fullname}-leader-election", "-n", release.namespace,
+                               check=False).returncode != 0
 
         release.uninstall()
         for what in (f"deployment/{release.fullname}", f"serviceaccount/{release.fullname}"):
@@ -302,15 +322,15 @@ def test_install_upgrade_uninstall(cluster: Cluster, release: Release, tmp_path:
         cluster.kubectl("get", f"crd/{CRD_NAME}")
     finally:
         cluster.kubectl("annotate", f"crd/{CRD_NAME}", "meta.helm.sh/release-name-",
-                        "meta.helm.sh/release-namespace-", "helm.sh/resource-policy-", check=False)  # fmt: skip
+                        "meta.helm.sh/release-namespace-", "helm.sh/resource-policy-", check=False)
 
 
 def test_misspelled_value_fails_the_install(cluster: Cluster, release: Release) -> None:
     proc = run_helm("install", release.name, str(CHART), "-n", release.namespace, "--set", "replica=2",
-                    kubeconfig=cluster.kubeconfig, check=False)  # fmt: skip
+                    kubeconfig=cluster.kubeconfig, check=False)
     assert proc.returncode != 0 and "replica" in proc.stderr, proc.stderr
     assert cluster.kubectl("get", f"deployment/{release.fullname}", "-n", release.namespace,
-                           check=False).returncode != 0  # fmt: skip
+                           check=False).returncode != 0
 
 
 # -- what the chart's identity may and may not do ----------------------------------------
@@ -331,7 +351,7 @@ ALLOWED = [
     ("patch", "services"), ("delete", "poddisruptionbudgets.policy"), ("list", "pods"), ("watch", "pods"),
     ("create", "events"), ("patch", "modeldeployments.modelship.io"),
     ("patch", "modeldeployments.modelship.io/status"),
-]  # fmt: skip
+]
 DENIED = [
     ("get", "secrets"), ("list", "secrets"), ("watch", "secrets"), ("get", "configmaps"),
     ("delete", "deployments.apps"), ("delete", "services"), ("create", "pods"), ("delete", "pods"),
@@ -339,13 +359,14 @@ DENIED = [
     ("update", "modeldeployments.modelship.io"), ("delete", "modeldeployments.modelship.io"),
     ("create", "serviceaccounts/token"), ("create", "rolebindings.rbac.authorization.k8s.io"),
     ("impersonate", "serviceaccounts"), ("patch", "events"),
-]  # fmt: skip
+    ("create", "leases.coordination.k8s.io"), ("get", "leases.coordination.k8s.io"),  # no leader election here
+]
 CLUSTER_DENIED = [
     ("delete", "nodes"), ("patch", "nodes"), ("get", "nodes"), ("list", "secrets"),
     ("create", "clusterrolebindings.rbac.authorization.k8s.io"), ("escalate", "clusterroles.rbac.authorization.k8s.io"),
     ("delete", "customresourcedefinitions.apiextensions.k8s.io"), ("patch", "customresourcedefinitions.apiextensions.k8s.io"),
     ("delete", "namespaces"), ("create", "namespaces"),
-]  # fmt: skip
+]
 
 
 def test_cluster_wide_identity_can_only_do_what_it_needs(cluster: Cluster, release: Release) -> None:
@@ -400,9 +421,9 @@ def test_operator_reconciles_under_the_chart_identity(
         dep = wait_until(lambda: cluster.deployment(ns, "chart-rbac"), timeout=CONVERGE_S, what="Deployment chart-rbac")
         assert "modelship" in _managers(dep), _managers(dep)
         wait_until(lambda: cluster.policy.read_namespaced_pod_disruption_budget("chart-rbac", ns),
-                   timeout=CONVERGE_S, what="PDB chart-rbac")  # fmt: skip
+                   timeout=CONVERGE_S, what="PDB chart-rbac")
         wait_until(lambda: cluster.core.read_namespaced_service("chart-rbac", ns), timeout=CONVERGE_S,
-                   what="Service chart-rbac")  # fmt: skip
+                   what="Service chart-rbac")
         md = wait_until(lambda: _ready_md(cluster, ns, "chart-rbac"), timeout=CONVERGE_S, what="md/chart-rbac Ready")
         assert md["status"]["readyReplicas"] == 2
 
@@ -413,7 +434,7 @@ def test_operator_reconciles_under_the_chart_identity(
             lambda: cluster.deployment(ns, "chart-rbac")["spec"]["template"]["spec"]["containers"][0]["image"]
             == new_image,
             timeout=CONVERGE_S, what="Deployment on the new image",
-        )  # fmt: skip
+        )
 
         def pdb_gone() -> bool:
             try:
@@ -434,60 +455,176 @@ def test_operator_reconciles_under_the_chart_identity(
         op.stop()
 
 
+class Partition:
+    """A TCP relay in front of the API server that can be cut: the process behind it sees its
+    API calls fail (connections reset, new ones refused) while everything else goes on."""
+
+    def __init__(self, upstream: str) -> None:
+        url = urllib.parse.urlsplit(upstream)
+        self.upstream = (url.hostname or "127.0.0.1", url.port or 443)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.cut = False
+        self._open: list[socket.socket] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.cut:
+                client.close()
+                continue
+            try:
+                server = socket.create_connection(self.upstream, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._open += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def set_cut(self, cut: bool) -> None:
+        self.cut = cut
+        if cut:
+            with self._lock:
+                for conn in self._open:
+                    try:
+                        conn.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+                self._open.clear()
+
+    def kubeconfig(self, direct: Path) -> Path:
+        config = yaml.safe_load(direct.read_text())
+        config["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{self.port}"
+        path = direct.with_name(direct.stem + "-partitionable.kubeconfig")
+        path.write_text(yaml.safe_dump(config))
+        path.chmod(0o600)
+        return path
+
+    def close(self) -> None:
+        self.set_cut(True)
+        self.listener.close()
+
+
+def _sole_worker(cluster: Cluster, ns: str, replicas: tuple[ChartOperator, ChartOperator], probes: Any) -> Any:
+    """Create a probe ModelDeployment; the replica whose own counter moved is the active one."""
+    before = {op: op.reconciles() for op in replicas}
+    name = f"ha-probe-{next(probes)}"
+    cluster.apply(model_deployment(name, namespace=ns))
+    wait_until(lambda: cluster.deployment(ns, name), timeout=CONVERGE_S, what=f"Deployment {name}")
+    moved = [op for op in replicas if op.reconciles() > before[op]]
+    return moved[0] if len(moved) == 1 else None
+
+
 @pytest.mark.parametrize("scope", ["all-namespaces", "namespaced"])
 def test_ha_two_replicas_hand_over_when_the_active_one_is_killed(
     cluster: Cluster, release: Release, ns: str, sole_operator: None, scope: str
 ) -> None:
     namespaced = scope == "namespaced"
-    release.install("crds.enabled=false", "replicas=2", "peering.enabled=true",
-                    f"peering.lifetime={PEERING_LIFETIME_S}",
-                    *([f"watch.namespaces={{{ns}}}"] if namespaced else []))  # fmt: skip
-    # ClusterKopfPeering for all namespaces, a KopfPeering in each served namespace.
-    peering_ref = [f"kopfpeering/{release.fullname}", "-n", ns] if namespaced else [f"clusterkopfpeering/{release.fullname}"]
+    release.install("crds.enabled=false", "replicas=2", *LEASE_SETS,
+                    *([f"watch.namespaces={{{ns}}}"] if namespaced else []))
     args = release.operator_args()
-    assert f"--peering={release.fullname}" in args, args
+    assert "--leader-elect" in args, args
     kubeconfig = release.token_kubeconfig()
     first = ChartOperator(cluster, OUT / f"{release.name}-a.log", args, kubeconfig)
     second = ChartOperator(cluster, OUT / f"{release.name}-b.log", args, kubeconfig)
     first.start()
     try:
-        # Identical flags, like two pods of the Deployment. The first takes the lead...
+        # Identical flags, like two pods of the Deployment. The first takes the Lease...
         cluster.apply(model_deployment("ha-one", namespace=ns))
         wait_until(lambda: cluster.deployment(ns, "ha-one"), timeout=CONVERGE_S, what="Deployment ha-one")
-        # ...the second joins the peering object; with kopf's random priorities one of the
-        # two pauses (the newcomer, or the first if the newcomer outranks it).
+        # ...the second finds it held, and waits.
         second.start()
-        wait_until(lambda: len(cluster.get_json(*peering_ref).get("status") or {}) == 2,
-                   timeout=CONVERGE_S, what="both replicas in the peering object")  # fmt: skip
+        lease = wait_until(lambda: cluster.get_json(f"lease/{release.fullname}", "-n", release.namespace),
+                           timeout=CONVERGE_S, what="the leader Lease")
+        assert lease["spec"]["leaseDurationSeconds"] == LEASE_S
         probes = iter(range(100))
-
-        def sole_worker() -> ChartOperator | None:
-            """Create a probe ModelDeployment; the replica whose own counter moved is the active one."""
-            before = {op: op.reconciles() for op in (first, second)}
-            name = f"ha-probe-{next(probes)}"
-            cluster.apply(model_deployment(name, namespace=ns))
-            wait_until(lambda: cluster.deployment(ns, name), timeout=CONVERGE_S, what=f"Deployment {name}")
-            moved = [op for op in (first, second) if op.reconciles() > before[op]]
-            return moved[0] if len(moved) == 1 else None
-
-        active = wait_until(sole_worker, timeout=CONVERGE_S, what="exactly one replica doing the work")
+        active = wait_until(lambda: _sole_worker(cluster, ns, (first, second), probes), timeout=CONVERGE_S,
+                            what="exactly one replica doing the work")
         standby = second if active is first else first
-        assert standby.running()
+        assert standby.running() and active.leading() and not standby.leading()
 
         # While the standby waits, only the active replica works; kill it like a node loss.
         active.kill()
+        killed = time.monotonic()
         idle = standby.reconciles()
         cluster.apply(model_deployment("ha-two", namespace=ns))
-        # The standby resumes once the dead leader's heartbeat expires (peering.lifetime) and
-        # reconciles the change made after the kill: its own counter proves it was this
-        # process (another operator on a shared cluster could also have made the Deployment).
-        wait_until(lambda: standby.reconciles() > idle, timeout=PEERING_LIFETIME_S + CONVERGE_S,
-                   what="the standby taking over after the leader was killed")  # fmt: skip
+        # The standby takes the Lease once the dead leader's renewal is LEASE_S old, then passes
+        # every object it knows: its own counter proves it was this process.
+        wait_until(lambda: standby.reconciles() > idle, timeout=LEASE_S + RETRY_S + ONE_PASS_S,
+                   what="the standby taking over after the leader was killed")
+        print(f"\nhand-over after SIGKILL: {time.monotonic() - killed:.1f}s (lease duration {LEASE_S}s)")
         wait_until(lambda: cluster.deployment(ns, "ha-two"), timeout=CONVERGE_S, what="Deployment ha-two")
         wait_until(lambda: _ready_md(cluster, ns, "ha-two"), timeout=CONVERGE_S, what="md/ha-two Ready")
-        assert standby.running(), standby.log_tail()
+        assert standby.running() and standby.leading(), standby.log_tail()
         assert standby.reconciles("retry", "error") == 0, standby.log_tail()
         assert not _rbac_trouble(standby.log()), "\n".join(_rbac_trouble(standby.log()))
     finally:
         first.stop()
         second.stop()
+
+
+def test_ha_a_leader_cut_off_from_the_api_server_steps_down(
+    cluster: Cluster, release: Release, ns: str, sole_operator: None
+) -> None:
+    """Not a crash: the leader runs on, but its API calls fail (a network partition). It must
+    stop writing before its Lease can pass to the other replica, which then takes over; when
+    the partition heals it stays a standby."""
+    release.install("crds.enabled=false", "replicas=2", *LEASE_SETS, f"watch.namespaces={{{ns}}}")
+    args = release.operator_args()
+    direct = release.token_kubeconfig()
+    partition = Partition(yaml.safe_load(direct.read_text())["clusters"][0]["cluster"]["server"])
+    leader = ChartOperator(cluster, OUT / f"{release.name}-cut.log", args, partition.kubeconfig(direct))
+    other = ChartOperator(cluster, OUT / f"{release.name}-other.log", args, direct)
+    leader.start()
+    try:
+        wait_until(leader.leading, timeout=CONVERGE_S, what="the first replica leading")
+        other.start()
+        cluster.apply(model_deployment("cut-one", namespace=ns))
+        wait_until(lambda: _ready_md(cluster, ns, "cut-one"), timeout=CONVERGE_S, what="md/cut-one Ready")
+        assert leader.leading() and not other.leading()
+
+        partition.set_cut(True)
+        cut = time.monotonic()
+        stepped_down = wait_until(lambda: not leader.leading() and time.monotonic(), timeout=RENEW_S + RETRY_S + 10,
+                                  what="the cut-off leader stepping down")
+        took_over = wait_until(lambda: other.leading() and time.monotonic(), timeout=LEASE_S + RETRY_S + ONE_PASS_S,
+                               what="the other replica taking the Lease")
+        print(f"\nstepped down {stepped_down - cut:.1f}s after the cut, taken over {took_over - cut:.1f}s after it")
+        assert stepped_down < took_over, "two replicas could write at once"
+        assert "lost the leader Lease" in leader.log()
+        idle = other.reconciles()
+        cluster.apply(model_deployment("cut-two", namespace=ns))
+        wait_until(lambda: _ready_md(cluster, ns, "cut-two"), timeout=CONVERGE_S, what="md/cut-two Ready")
+        assert other.reconciles() > idle
+
+        partition.set_cut(False)  # healed: the old leader sees the Lease held, and waits
+        before = leader.reconciles()
+        cluster.apply(model_deployment("cut-three", namespace=ns))
+        wait_until(lambda: _ready_md(cluster, ns, "cut-three"), timeout=CONVERGE_S, what="md/cut-three Ready")
+        assert not leader.leading() and leader.reconciles() == before and other.leading()
+        assert leader.running() and other.running()
+    finally:
+        partition.close()
+        leader.stop()
+        other.stop()

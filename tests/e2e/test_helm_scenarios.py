@@ -32,7 +32,7 @@ def operator(operator: OperatorProcess, cluster: Cluster, crd: str) -> Iterator[
     try:
         release.install("crds.enabled=false")
         chart_op = ChartOperator(cluster, OUT / f"{release.name}-scenarios.log", release.operator_args(),
-                                 release.token_kubeconfig())  # fmt: skip
+                                 release.token_kubeconfig())
         chart_op.start()
         yield chart_op
     finally:

@@ -56,7 +56,7 @@ def _pods_ready(pods: list[dict[str, Any]]) -> int:
     return sum(
         1 for p in pods
         if any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions") or [])
-    )  # fmt: skip
+    )
 
 
 def _selector(md: dict[str, Any]) -> str:
@@ -78,14 +78,14 @@ def test_cpu_model_gets_deployment_service_and_pdb(cluster: Cluster, ns: str) ->
     cluster.apply(
         model_deployment("cpu", replicas=2, disruptionBudget={"minAvailable": 1},
                          resources={"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}}, namespace=ns)
-    )  # fmt: skip
+    )
     dep = wait_until(lambda: cluster.deployment(ns, "cpu"), timeout=CONVERGE_S, what="Deployment cpu")
     md = cluster.md(ns, "cpu")
 
     owner = dep["metadata"]["ownerReferences"][0]
     assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
         "ModelDeployment", "cpu", md["metadata"]["uid"], True
-    )  # fmt: skip
+    )
     assert dep["spec"]["replicas"] == 2
     pod = dep["spec"]["template"]["spec"]
     (c,) = pod["containers"]
@@ -216,10 +216,10 @@ def test_printer_columns_and_scale_subresource(cluster: Cluster, ns: str) -> Non
     md = wait_until(
         lambda: (m := _ready(cluster, ns, "cols")) and m["status"].get("readyReplicas") == 3 and m,
         timeout=CONVERGE_S, what="3 ready replicas in status",
-    )  # fmt: skip
+    )
     assert md["status"]["replicas"] == 3
     scale = json.loads(cluster.kubectl("-n", ns, "get", "--raw",
-                                       f"/apis/modelship.io/v1alpha1/namespaces/{ns}/modeldeployments/cols/scale").stdout)  # fmt: skip
+                                       f"/apis/modelship.io/v1alpha1/namespaces/{ns}/modeldeployments/cols/scale").stdout)
     assert scale["spec"]["replicas"] == 3 and scale["status"]["replicas"] == 3
     assert "app.kubernetes.io/instance=cols" in scale["status"]["selector"]
 
@@ -245,7 +245,7 @@ def test_drift_deleted_deployment_is_recreated(cluster: Cluster, ns: str) -> Non
     dep = wait_until(
         lambda: (d := cluster.deployment(ns, "gone"))["metadata"]["uid"] != old_uid and d,
         timeout=CONVERGE_S, what="a new Deployment",
-    )  # fmt: skip
+    )
     assert dep["metadata"]["ownerReferences"][0]["name"] == "gone"
     _wait_ready(cluster, ns, "gone")
 
@@ -266,11 +266,11 @@ def test_deleting_the_model_deployment_garbage_collects_children(cluster: Cluste
 
 def test_restricted_namespace_admits_generated_pods(cluster: Cluster, ns: str) -> None:
     cluster.kubectl("label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted",
-                    "pod-security.kubernetes.io/enforce-version=latest")  # fmt: skip
+                    "pod-security.kubernetes.io/enforce-version=latest")
     cluster.apply([
         model_deployment("psa-cpu", replicas=1, namespace=ns),
         model_deployment("psa-gpu", replicas=1, gpu=1, namespace=ns),
-    ])  # fmt: skip
+    ])
     for name in ("psa-cpu", "psa-gpu"):
         md = _wait_ready(cluster, ns, name)
         assert _pods_ready(cluster.pods(ns, _selector(md))) == 1
@@ -284,14 +284,14 @@ def test_operator_restart_converges_on_changes_made_while_down(
     cluster.apply([
         model_deployment("keep", replicas=1, namespace=ns),
         model_deployment("drop", namespace=ns),
-    ])  # fmt: skip
+    ])
     _wait_ready(cluster, ns, "keep")
     _wait_ready(cluster, ns, "drop")
 
     operator.stop(kill=True)  # a crash, not a graceful shutdown
     new_image = "registry.example.com/ml/modelship-server:1.1.0"
     cluster.kubectl("-n", ns, "patch", "md/keep", "--type=merge", "-p",
-                    json.dumps({"spec": {"image": new_image, "replicas": 2}}))  # fmt: skip
+                    json.dumps({"spec": {"image": new_image, "replicas": 2}}))
     cluster.apply(model_deployment("born", replicas=1, namespace=ns))
     cluster.kubectl("-n", ns, "delete", "md/drop", "--wait=false")
     # No finalizer: a ModelDeployment deleted while the operator is down is gone at once.
@@ -305,13 +305,13 @@ def test_operator_restart_converges_on_changes_made_while_down(
         lambda: (m := _ready(cluster, ns, "keep")) and m["status"].get("image") == new_image
         and m["status"].get("readyReplicas") == 2 and m,
         timeout=CONVERGE_S, what="md/keep Ready on the new image with 2 replicas",
-    )  # fmt: skip
+    )
     assert md["status"]["observedGeneration"] == md["metadata"]["generation"]
     dep = cluster.deployment(ns, "keep")
     assert dep["spec"]["replicas"] == 2 and dep["spec"]["template"]["spec"]["containers"][0]["image"] == new_image
     _wait_ready(cluster, ns, "born")
     wait_until(lambda: _gone(lambda: cluster.apps.read_namespaced_deployment("drop", ns)), timeout=CONVERGE_S,
-               what="drop's Deployment garbage-collected")  # fmt: skip
+               what="drop's Deployment garbage-collected")
 
 
 def test_the_finalizer_left_by_0_1_0_is_taken_off(cluster: Cluster, ns: str) -> None:

@@ -22,7 +22,7 @@ RBAC_KINDS = ("Role", "ClusterRole")
 ESCALATING_VERBS = {"*", "escalate", "bind", "impersonate", "deletecollection"}
 #: Resources the operator must never be able to touch.
 FORBIDDEN_RESOURCES = {"secrets", "configmaps", "nodes", "serviceaccounts", "roles", "rolebindings",
-                       "clusterroles", "clusterrolebindings", "*", "pods/exec", "pods/log"}  # fmt: skip
+                       "clusterroles", "clusterrolebindings", "*", "pods/exec", "pods/log"}
 
 
 def test_ci_value_sets_exist() -> None:
@@ -74,7 +74,7 @@ def test_probes_hit_the_operator_health_endpoint(values: Path) -> None:
 
 def _rules(docs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
     return [(f"{d['kind']}/{d['metadata']['name']}", rule) for d in docs if d["kind"] in RBAC_KINDS
-            for rule in d.get("rules", [])]  # fmt: skip
+            for rule in d.get("rules", [])]
 
 
 @pytest.mark.parametrize("values", CI_VALUES, ids=CI_IDS)
@@ -94,9 +94,9 @@ def test_rbac_least_privilege(values: Path) -> None:
             assert set(rule["verbs"]) <= {"get", "list", "watch"}, (where, rule)
 
 
-#: Exactly what the operator calls (operator/modelship_operator/kube.py, handlers.py) and
-#: what kopf needs (watch + annotation patches, peering heartbeats, CRD discovery). A new
-#: API call in the operator must be added here and in templates/rbac.yaml on purpose.
+#: Exactly what the operator calls (operator/modelship_operator/kube.py, runtime/watches.py)
+#: and what kopf needs (watch, CRD discovery). A new API call in the operator must be added
+#: here and in templates/rbac.yaml on purpose.
 EXPECTED_CLUSTER_RULES = {
     ("modelship.io", "modeldeployments"): {"get", "list", "watch", "patch"},
     ("modelship.io", "modeldeployments/status"): {"patch"},
@@ -108,6 +108,8 @@ EXPECTED_CLUSTER_RULES = {
     ("", "events"): {"create"},
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
 }
+#: Leader election, in the release namespace only: create the Lease, read and renew that one.
+EXPECTED_LEASE_RULES = {("coordination.k8s.io", "leases"): {"create", "get", "update"}}
 
 
 def _flat(rules: list[dict[str, Any]]) -> dict[tuple[str, str], set[str]]:
@@ -122,8 +124,14 @@ def _flat(rules: list[dict[str, Any]]) -> dict[tuple[str, str], set[str]]:
 def test_rbac_is_exactly_what_the_operator_uses() -> None:
     role = one(render(), "ClusterRole")
     assert _flat(role["rules"]) == EXPECTED_CLUSTER_RULES
-    ha = one(render(set_values=["replicas=2", "peering.enabled=true"]), "ClusterRole")
-    assert _flat(ha["rules"]) == EXPECTED_CLUSTER_RULES | {("kopf.dev", "clusterkopfpeerings"): {"list", "watch", "patch"}}
+    ha = render(set_values=["replicas=2", "leaderElection.enabled=true"])
+    assert _flat(one(ha, "ClusterRole")["rules"]) == EXPECTED_CLUSTER_RULES
+    lease_role = one(ha, "Role")
+    assert lease_role["metadata"]["namespace"] == "modelship-system"
+    assert _flat(lease_role["rules"]) == EXPECTED_LEASE_RULES
+    for rule in lease_role["rules"]:  # reading and renewing: that one Lease only
+        if set(rule["verbs"]) & {"get", "update"}:
+            assert rule["resourceNames"] == ["modelship"], rule
 
 
 def test_every_rbac_rule_says_why() -> None:
@@ -144,8 +152,8 @@ def test_rbac_cluster_wide_by_default() -> None:
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "modelship", "namespace": "modelship-system"}]
     args = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--all-namespaces" in args and not any(a.startswith("--namespace") for a in args)
-    # No peering object or rights without peering.
-    assert not any("peering" in r for _, rule in _rules(docs) for r in rule["resources"])
+    # No Lease rights without leader election.
+    assert not any("leases" in rule["resources"] for _, rule in _rules(docs))
 
 
 def test_rbac_namespaced_has_a_role_per_namespace() -> None:
@@ -167,33 +175,42 @@ def test_rbac_namespaced_without_discovery_is_namespaced_only() -> None:
     assert not by_kind(docs, "ClusterRole") and not by_kind(docs, "ClusterRoleBinding")
 
 
-def test_ha_uses_kopf_peering() -> None:
-    docs = render(set_values=["replicas=3", "peering.enabled=true", "peering.lifetime=20"])
+def test_ha_uses_lease_leader_election() -> None:
+    docs = render(set_values=["replicas=3", "leaderElection.enabled=true", "leaderElection.leaseDuration=20"])
     deploy = one(docs, "Deployment")
     assert deploy["spec"]["replicas"] == 3
+    assert deploy["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
     args = deploy["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert "--peering=modelship" in args and "--peering-lifetime=20" in args
-    peering = one(docs, "ClusterKopfPeering")
-    assert peering["metadata"]["name"] == "modelship"
-    peering_rules = [rule for _, rule in _rules(docs) if "clusterkopfpeerings" in rule["resources"]]
-    assert peering_rules and set(peering_rules[0]["verbs"]) == {"list", "watch", "patch"}
-    # The peering CRDs come from crds/ (installed before templates, shared, never deleted).
-    crds = {d["metadata"]["name"] for d in by_kind(docs, "CustomResourceDefinition")}
-    assert {"clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"} <= crds
+    assert {"--leader-elect", "--leader-elect-resource-name=modelship", "--leader-elect-resource-namespace=modelship-system",
+            "--leader-elect-lease-duration=20", "--leader-elect-renew-deadline=10",
+            "--leader-elect-retry-period=2"} <= set(args)
+    binding = one(docs, "RoleBinding")
+    assert binding["roleRef"]["name"] == one(docs, "Role")["metadata"]["name"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "modelship", "namespace": "modelship-system"}]
+    # No kopf peering left: no peering objects, CRDs or rights.
+    assert not [d for d in docs if "kopf" in d["kind"].lower() or "kopf" in d["metadata"]["name"]]
 
 
-def test_ha_namespaced_has_a_peering_per_namespace() -> None:
-    docs = render(set_values=["replicas=2", "peering.enabled=true", "watch.namespaces={a,b}"])
-    assert sorted(p["metadata"]["namespace"] for p in by_kind(docs, "KopfPeering")) == ["a", "b"]
-    assert not by_kind(docs, "ClusterKopfPeering")
-    for role in by_kind(docs, "Role"):
-        assert any("kopfpeerings" in r["resources"] for r in role["rules"]), role
+def test_ha_namespaced_keeps_the_lease_in_the_release_namespace() -> None:
+    docs = render(set_values=["replicas=2", "leaderElection.enabled=true", "watch.namespaces={a,b}"])
+    by_namespace = {r["metadata"]["namespace"]: r for r in by_kind(docs, "Role") if "leader" not in r["metadata"]["name"]}
+    assert sorted(by_namespace) == ["a", "b"]
+    for role in by_namespace.values():  # the served namespaces grant no Lease rights
+        assert not any("leases" in r["resources"] for r in role["rules"]), role
+    (lease_role,) = [r for r in by_kind(docs, "Role") if "leader" in r["metadata"]["name"]]
+    assert lease_role["metadata"]["namespace"] == "modelship-system" and _flat(lease_role["rules"]) == EXPECTED_LEASE_RULES
 
 
-def test_replicas_without_peering_is_refused() -> None:
+def test_replicas_without_leader_election_is_refused() -> None:
     proc = run_helm("template", "x", str(CHART), "--set", "replicas=2", check=False)
     assert proc.returncode != 0
-    assert "peering.enabled" in proc.stderr
+    assert "leaderElection.enabled" in proc.stderr
+
+
+def test_lease_timings_that_would_let_two_leaders_write_are_refused() -> None:
+    proc = run_helm("template", "x", str(CHART), "--set", "replicas=2", "--set", "leaderElection.enabled=true",
+                    "--set", "leaderElection.renewDeadline=20", check=False)
+    assert proc.returncode != 0 and "renewDeadline" in proc.stderr, proc.stderr
 
 
 @pytest.mark.parametrize(
@@ -316,29 +333,30 @@ def test_rendered_flags_are_the_operators_flags(values: Path) -> None:
     assert settings.health_port == ports["health"] and settings.metrics_port == ports["metrics"]
     values_doc = yaml.safe_load(values.read_text()) or {}
     assert list(settings.namespaces) == (values_doc.get("watch") or {}).get("namespaces", [])
-    peering = values_doc.get("peering") or {}
-    if peering.get("enabled"):
-        assert settings.peering == "modelship"
-        assert settings.peering_lifetime == peering.get("lifetime", 60)
-        # Kinds the operator's peering mode needs are rendered: the peering object itself.
-        kind = "KopfPeering" if settings.namespaces else "ClusterKopfPeering"
-        assert {p["metadata"]["name"] for p in by_kind(docs, kind)} == {"modelship"}
-    else:
-        assert settings.peering is None
+    election = values_doc.get("leaderElection") or {}
+    assert settings.leader_elect is bool(election.get("enabled"))
+    if settings.leader_elect:
+        assert (settings.lease_name, settings.lease_namespace) == ("modelship", "modelship-system")
+        assert (settings.lease_duration_seconds, settings.renew_deadline_seconds, settings.retry_period_seconds) == (
+            election.get("leaseDuration", 15), election.get("renewDeadline", 10), election.get("retryPeriod", 2))
+        # What the operator's leader election needs is rendered: Lease rights where the Lease lives.
+        (lease_role,) = [r for r in by_kind(docs, "Role") if "leader" in r["metadata"]["name"]]
+        assert lease_role["metadata"]["namespace"] == settings.lease_namespace
 
 
 def test_packaged_chart_is_self_contained(tmp_path: Path) -> None:
-    """`helm package` carries the generated CRD and crds/; the .tgz renders on its own."""
+    """`helm package` carries the generated CRD; the .tgz renders on its own."""
     import tarfile
 
     run_helm("package", str(CHART), "--destination", str(tmp_path))
     (tgz,) = tmp_path.glob("modelship-*.tgz")
-    names = set(tarfile.open(tgz).getnames())
-    assert {"modelship/files/crds/modelship.io_modeldeployments.yaml", "modelship/crds/kopf.dev_peerings.yaml",
-            "modelship/values.schema.json", "modelship/templates/NOTES.txt"} <= names  # fmt: skip
+    with tarfile.open(tgz) as archive:
+        names = set(archive.getnames())
+    assert {"modelship/files/crds/modelship.io_modeldeployments.yaml", "modelship/values.schema.json",
+            "modelship/templates/NOTES.txt"} <= names
     text = run_helm("template", "x", str(tgz), "--include-crds").stdout
     kinds = [d["kind"] for d in yaml.safe_load_all(text) if d]
-    assert kinds.count("CustomResourceDefinition") == 3 and "Deployment" in kinds
+    assert kinds.count("CustomResourceDefinition") == 1 and "Deployment" in kinds
 
 
 #: kubernetes-client method → (API group, resource). Unknown ones fail the test below on purpose.
@@ -354,7 +372,7 @@ _CLIENT_RESOURCES = {
     "node": ("", "nodes"),
 }
 _CLIENT_VERBS = {"read": "get", "list": "list", "patch": "patch", "create": "create", "delete": "delete",
-                 "replace": "update"}  # fmt: skip
+                 "replace": "update"}
 
 
 def _operator_api_calls() -> set[tuple[str, str, str]]:
@@ -371,19 +389,23 @@ def _operator_api_calls() -> set[tuple[str, str, str]]:
             calls.add((group, resource, "create"))
     for verb, sub in re.findall(r"self\.custom\.(get|patch|list|delete|create|replace)_namespaced_custom_object(_status)?", src):
         calls.add(("modelship.io", "modeldeployments/status" if sub else "modeldeployments",
-                   {"get": "get", "replace": "update"}.get(verb, verb)))  # fmt: skip
+                   {"get": "get", "replace": "update"}.get(verb, verb)))
+    for verb in re.findall(r"self\.coordination\.(read|create|replace)_namespaced_lease", src):
+        calls.add(("coordination.k8s.io", "leases", _CLIENT_VERBS[verb]))
     return calls
 
 
 def test_rbac_covers_every_call_the_operator_makes() -> None:
-    """Cluster-less drift check: a new API call in kube.py, or a new watched kind in handlers.py,
+    """Cluster-less drift check: a new API call in kube.py, or a new watched kind in watches.py,
     fails here until templates/rbac.yaml grants it (the e2e tier proves it end to end)."""
-    from modelship_operator import handlers
+    from modelship_operator.runtime import watches
 
-    granted = _flat(one(render(), "ClusterRole")["rules"])
+    docs = render(set_values=["replicas=2", "leaderElection.enabled=true"])
+    granted = _flat([rule for _, rule in _rules(docs)])
     needed = _operator_api_calls()
     assert needed, "no API calls found in kube.py (did it move?)"
-    for group_version, plural, *_ in (*handlers.CHILDREN, handlers.PODS):  # kopf watches these
+    assert ("coordination.k8s.io", "leases", "update") in needed
+    for group_version, plural, *_ in (*watches.CHILDREN, watches.PODS):  # kopf watches these
         group = group_version.rpartition("/")[0]
         needed |= {(group, plural, "list"), (group, plural, "watch")}
     missing = sorted((g, r, v) for g, r, v in needed if v not in granted.get((g, r), set()))

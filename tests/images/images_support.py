@@ -38,7 +38,7 @@ def script(name: str, *args: str, log: Path | None = None, timeout: float = 3600
     log = log or OUT / f"{name.split('.')[0]}.log"
     with log.open("w") as fh:
         proc = subprocess.run(["bash", str(ROOT / "hack" / "docker" / name), *args], cwd=ROOT, env=env,
-                              stdout=fh, stderr=subprocess.STDOUT, timeout=timeout, check=False)  # fmt: skip
+                              stdout=fh, stderr=subprocess.STDOUT, timeout=timeout, check=False)
     if proc.returncode != 0:
         raise AssertionError(
             f"hack/docker/{name} {' '.join(args)} exited {proc.returncode}:\n"
@@ -55,7 +55,7 @@ class Docker:
     def __call__(self, *args: str, check: bool = True, timeout: float = 120, input: str | None = None) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "DOCKER_HOST": self.host, "DOCKER_BUILDKIT": "1"}
         proc = subprocess.run([DOCKER, *args], capture_output=True, text=True, env=env, timeout=timeout,
-                              input=input, check=False)  # fmt: skip
+                              input=input, check=False)
         if check and proc.returncode != 0:
             raise AssertionError(f"docker {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}{proc.stdout}")
         return proc
@@ -76,7 +76,7 @@ class Container:
 
     def start(self) -> Container:
         run = self.docker("run", "--detach", "--name", self.name, "--network", "host", *self.args, self.image,
-                          *self.command, check=False)  # fmt: skip
+                          *self.command, check=False)
         if run.returncode != 0:
             self.docker("rm", "--force", self.name, check=False)  # `run` may leave it Created
             raise AssertionError(f"docker run {self.image} failed ({run.returncode}):\n{run.stderr}{run.stdout}")

@@ -45,7 +45,7 @@ def test_dockerfile_habits(name: str) -> None:
 
 def _extra(name: str) -> list[str]:
     proc = subprocess.run([sys.executable, str(ROOT / "hack" / "docker" / "requirements.py"),
-                           str(ROOT / "pyproject.toml"), name], capture_output=True, text=True, check=True)  # fmt: skip
+                           str(ROOT / "pyproject.toml"), name], capture_output=True, text=True, check=True)
     return [re.split(r"[<>=!~;\[ ]", line, maxsplit=1)[0].lower() for line in proc.stdout.split()]
 
 
@@ -62,7 +62,7 @@ def test_each_image_installs_only_its_own_extra() -> None:
     ("::", "http://[::1]:8000/health"),
     ("127.0.0.1", "http://127.0.0.1:8000/health"),
     ("10.1.2.3", "http://10.1.2.3:8000/health"),
-])  # fmt: skip
+])
 def test_healthcheck_probes_where_the_server_listens(bind: str, url: str) -> None:
     spec = importlib.util.spec_from_file_location("healthcheck", ROOT / "hack" / "docker" / "healthcheck.py")
     assert spec is not None and spec.loader is not None

@@ -28,7 +28,7 @@ def test_operator_image_metadata_and_contents(docker: Docker, operator_image: st
     assert config["Labels"]["org.opencontainers.image.title"] == "modelship-operator"
     probe = ("import importlib.util as u, shutil; "
              "print([m for m in ('torch', 'fastapi', 'uvicorn', 'modelship_server', 'pip') if u.find_spec(m)]"
-             " + [s for s in ('modelship-server', 'pip') if shutil.which(s)])")  # fmt: skip
+             " + [s for s in ('modelship-server', 'pip') if shutil.which(s)])")
     out = docker("run", "--rm", "--network", "none", "--entrypoint", "python3", operator_image, "-c", probe).stdout
     assert out.strip() == "[]"
     help_text = docker("run", "--rm", "--network", "none", operator_image, "--help").stdout
@@ -73,7 +73,7 @@ def test_operator_container_reconciles_a_model_deployment(
         "--env", f"MODELSHIP_HEALTH_PORT={health_port}",
         "--health-interval", "1s",
     ], ["--namespace", ns, "--kubeconfig", "/etc/modelship/kubeconfig",
-        "--health-port", str(health_port), "--metrics-port", str(metrics_port)]).start()  # fmt: skip
+        "--health-port", str(health_port), "--metrics-port", str(metrics_port)]).start()
     try:
         health = f"http://127.0.0.1:{health_port}/healthz"
 
@@ -87,14 +87,14 @@ def test_operator_container_reconciles_a_model_deployment(
             "metadata": {"name": "imgtest", "namespace": ns},
             "spec": {"image": "registry.example.com/ml/modelship-server:1.0.0", "replicas": 1,
                      "model": {"name": "imgtest", "uri": "file:///models/imgtest.pt2", "format": "torch-export"}},
-        }  # fmt: skip
+        }
         cluster.apply(md)
 
         # On a shared cluster another operator (a developer's, the e2e tier's) may watch
         # all namespaces too; this container watches only `ns`, so its own reconcile
         # counter is the proof that the image did the work.
         wait_until(lambda: _reconciles_ok(metrics_port) >= 1, timeout=CONVERGE_S,
-                   what="a successful reconcile counted by the container's /metrics")  # fmt: skip
+                   what="a successful reconcile counted by the container's /metrics")
 
         def ready() -> dict | None:  # type: ignore[type-arg]
             obj = cluster.md(ns, "imgtest")

@@ -79,7 +79,7 @@ def _run_server(docker: Docker, image: str, models: Models, port: int, env: dict
         "--health-interval", "1s", "--health-timeout", "5s",  # the image's check, probed faster
         "--env", "MODELSHIP_HOST=127.0.0.1", "--env", f"MODELSHIP_PORT={port}",
         "--env", "MODELSHIP_DEVICE=cpu",
-    ]  # fmt: skip
+    ]
     for key, value in env.items():
         args += ["--env", f"{key}={value}"]
     return Container(docker, image, args).start()
@@ -91,11 +91,11 @@ def mlp_server(docker: Docker, server_image: str, models: Models) -> Iterator[tu
     c = _run_server(docker, server_image, models, port, {
         "MODELSHIP_MODEL_NAME": "mlp", "MODELSHIP_MODEL_URI": "file:///models/mlp.pt",
         "MODELSHIP_MODEL_FORMAT": "torchscript",
-    })  # fmt: skip
+    })
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: httpx.get(f"{url}/health", timeout=2).status_code == 200 or _exited(c),
-                   timeout=START_S, what="the mlp container's /health to answer 200")  # fmt: skip
+                   timeout=START_S, what="the mlp container's /health to answer 200")
         assert not _exited(c), f"server container exited:\n{c.logs()}"
         yield c, url
     finally:
@@ -126,7 +126,7 @@ def test_built_from_the_wheelhouse_without_network(server_build) -> None:  # typ
 def test_server_image_has_no_operator_dependencies(docker: Docker, server_image: str) -> None:
     probe = ("import importlib.util as u, shutil; "
              "print([m for m in ('kopf', 'kubernetes', 'modelship_operator', 'pip') if u.find_spec(m)]"
-             " + [s for s in ('modelship-operator', 'kubectl-modelship', 'pip') if shutil.which(s)])")  # fmt: skip
+             " + [s for s in ('modelship-operator', 'kubectl-modelship', 'pip') if shutil.which(s)])")
     out = docker("run", "--rm", "--network", "none", "--entrypoint", "python3", server_image, "-c", probe).stdout
     assert out.strip() == "[]"
 
@@ -159,7 +159,7 @@ def test_runs_as_uid_10001_on_a_read_only_root(docker: Docker, mlp_server: tuple
 def test_docker_healthcheck_turns_healthy(mlp_server: tuple[Container, str]) -> None:
     c, _ = mlp_server
     health = wait_until(lambda: (h := c.state()["Health"])["Status"] == "healthy" and h, timeout=60,
-                        what="Docker HEALTHCHECK status healthy")  # fmt: skip
+                        what="Docker HEALTHCHECK status healthy")
     assert health["Log"][-1]["ExitCode"] == 0
 
 
@@ -171,16 +171,16 @@ def test_health_goes_503_then_200_and_docker_stop_drains(docker: Docker, server_
         "MODELSHIP_MODEL_FORMAT": "handler", "MODELSHIP_MODEL_HANDLER": "slow_handlers:SlowDoubler",
         "MODELSHIP_WARMUP": "false", "MS_TEST_LOAD_S": "4", "MS_TEST_PREDICT_S": "2",
         "MODELSHIP_MAX_BATCH_SIZE": "1",  # one request per model call: the drain has a queue to finish
-    })  # fmt: skip
+    })
     try:
         # Loading: the listener is up and says why it is not ready.
         loading = wait_until(lambda: (r := httpx.get(f"{url}/health", timeout=2)).status_code == 503 and r,
-                             timeout=START_S, what="/health 503 while the model loads")  # fmt: skip
+                             timeout=START_S, what="/health 503 while the model loads")
         body = loading.json()
         assert body["status"] == "loading" and body["reason"], body
         assert c.state()["Health"]["Status"] == "starting"
         wait_until(lambda: httpx.get(f"{url}/health", timeout=2).status_code == 200, timeout=60,
-                   what="/health 200 after loading")  # fmt: skip
+                   what="/health 200 after loading")
 
         # In flight: 4 requests, 2 s each, one at a time (8 s of work), then SIGTERM.
         n = 4

@@ -26,8 +26,8 @@ from e2e_support import (
     install_crd,
     local_cluster,
 )
-from node_support import NODE_CLUSTER, OUT, NodeImages, build_test_images, image, load_images, real_nodes
 from node_models import TAGS
+from node_support import NODE_CLUSTER, OUT, NodeImages, build_test_images, image, load_images, real_nodes
 
 NS_LABEL = "modelship.io/node-test"
 
@@ -61,7 +61,7 @@ def node_cluster() -> Iterator[Cluster]:
 
 @pytest.fixture(scope="session")
 def test_images(node_cluster: Cluster, docker, server_image: str, operator_image: str,
-                tmp_path_factory: pytest.TempPathFactory) -> NodeImages:  # fmt: skip
+                tmp_path_factory: pytest.TempPathFactory) -> NodeImages:
     """The test images built here, and on the cluster's nodes (imported into the local real
     node; on a user's cluster they must be there already)."""
     OUT.mkdir(parents=True, exist_ok=True)
@@ -105,7 +105,7 @@ def ns(request: pytest.FixtureRequest, node_cluster: Cluster) -> Iterator[str]:
     name = f"node-{short}-{uuid.uuid4().hex[:5]}"
     node_cluster.kubectl("create", "namespace", name)
     node_cluster.kubectl("label", "namespace", name, f"{NS_LABEL}=true",
-                         "pod-security.kubernetes.io/enforce=restricted")  # fmt: skip
+                         "pod-security.kubernetes.io/enforce=restricted")
     request.node.stash[_NS_KEY] = (node_cluster, name)
     yield name
     node_cluster.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False)
@@ -121,7 +121,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     if report.failed and call.when in ("call", "setup") and _NS_KEY in item.stash:
         cluster, ns = item.stash[_NS_KEY]
         objs = cluster.kubectl("-n", ns, "get", "md,deploy,rs,pods,svc,endpointslices,pdb,events", "-o", "wide",
-                               check=False, timeout=30)  # fmt: skip
+                               check=False, timeout=30)
         report.sections.append((f"objects in {ns}", objs.stdout + objs.stderr))
         mds = cluster.kubectl("-n", ns, "get", "md", "-o", "yaml", check=False, timeout=30)
         report.sections.append((f"ModelDeployments in {ns}", mds.stdout[-8000:]))

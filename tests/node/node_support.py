@@ -80,12 +80,12 @@ def build_test_images(docker: Any, server_image: str, models_dir: Path, log: Pat
     env = {**os.environ, "SERVER_IMAGE": server_image, "PYTHON": sys.executable}
     with log.open("a") as fh:
         proc = subprocess.run(["bash", str(ROOT / "hack" / "docker" / "model-images.sh")], env=env,
-                              stdout=fh, stderr=subprocess.STDOUT, timeout=900, check=False)  # fmt: skip
+                              stdout=fh, stderr=subprocess.STDOUT, timeout=900, check=False)
     if proc.returncode != 0:
         raise AssertionError(f"hack/docker/model-images.sh failed; see {log}:\n{log.read_text()[-3000:]}")
     ids = {tag: docker("image", "inspect", "--format", "{{.Id}}", image(tag)).stdout.strip() for tag in node_models.TAGS}
     subprocess.run([sys.executable, str(HERE / "node_models.py"), str(models_dir)],
-                   env={**os.environ, "PYTHONHASHSEED": "0"}, check=True, timeout=300)  # fmt: skip
+                   env={**os.environ, "PYTHONHASHSEED": "0"}, check=True, timeout=300)
     expected = {}
     for tag in ("v1", "v2"):
         model = torch.jit.load(str(models_dir / tag / "models" / "model.pt")).eval()
@@ -101,7 +101,7 @@ def load_images(cluster_name: str, images: list[str], log: Path) -> float:
         proc = cluster_sh(cluster_name, "load", *images, stdout=fh, stderr=subprocess.STDOUT, timeout=1800)
     if proc.returncode != 0:
         raise AssertionError(f"hack/cluster.sh load {' '.join(images)} failed; see {log}:\n"
-                             f"{log.read_text(errors='replace')[-3000:]}")  # fmt: skip
+                             f"{log.read_text(errors='replace')[-3000:]}")
     return time.monotonic() - started
 
 
@@ -146,7 +146,7 @@ class ApiProxy:
     with the kubeconfig's credentials; answers come back as the server sent them (status, body)."""
 
     def __init__(self, cluster: Cluster, namespace: str, name: str, port: str | int = "http", *,
-                 kind: str = "services") -> None:  # fmt: skip
+                 kind: str = "services") -> None:
         cfg = k8s.Configuration()
         k8s_config.load_kube_config(config_file=str(cluster.kubeconfig), client_configuration=cfg)
         headers = {}
@@ -171,12 +171,12 @@ class ApiProxy:
         self.client.close()
 
 
-def ServiceProxy(cluster: Cluster, namespace: str, service: str, port: str = "http") -> ApiProxy:  # noqa: N802
+def ServiceProxy(cluster: Cluster, namespace: str, service: str, port: str = "http") -> ApiProxy:
     """The Service's proxy: the API server picks a ready endpoint for each request."""
     return ApiProxy(cluster, namespace, service, port, kind="services")
 
 
-def PodProxy(cluster: Cluster, namespace: str, pod: str, port: int) -> ApiProxy:  # noqa: N802
+def PodProxy(cluster: Cluster, namespace: str, pod: str, port: int) -> ApiProxy:
     """One pod's proxy: straight to that pod's port, ready or not."""
     return ApiProxy(cluster, namespace, pod, port, kind="pods")
 
@@ -247,8 +247,8 @@ class SteadyLoad:
 def close(got: Any, want: list[list[float]], tol: float = 1e-5) -> bool:
     try:
         return len(got) == len(want) and all(
-            len(g) == len(w) and all(abs(float(a) - b) <= tol * max(1.0, abs(b)) for a, b in zip(g, w))
-            for g, w in zip(got, want)
+            len(g) == len(w) and all(abs(float(a) - b) <= tol * max(1.0, abs(b)) for a, b in zip(g, w, strict=True))
+            for g, w in zip(got, want, strict=True)
         )
     except (TypeError, ValueError):
         return False

@@ -31,9 +31,9 @@ def served(node_cluster: Cluster, operator: OperatorProcess, test_images: NodeIm
     ns = f"node-contract-{int(time.time()) % 100000}"
     node_cluster.kubectl("create", "namespace", ns)
     node_cluster.kubectl("label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted",
-                         "modelship.io/node-test=true")  # fmt: skip
+                         "modelship.io/node-test=true")
     node_cluster.apply({**md("mlp", "v1", serving={"port": 8123, "shutdownDelaySeconds": 3, "drainTimeoutSeconds": 7}),
-                        "metadata": {"name": "mlp", "namespace": ns}})  # fmt: skip
+                        "metadata": {"name": "mlp", "namespace": ns}})
 
     def ready() -> bool:
         cond = condition(node_cluster.md(ns, "mlp"), "Ready")
@@ -115,7 +115,7 @@ def test_sigterm_drains_within_the_grace_period_the_builder_sets(node_cluster: C
     def watch_pod() -> None:
         w = watch.Watch()
         for event in w.stream(node_cluster.core.list_namespaced_pod, ns, field_selector=f"metadata.name={name}",
-                              timeout_seconds=grace + 30):  # fmt: skip
+                              timeout_seconds=grace + 30):
             obj = node_cluster.api.sanitize_for_serialization(event["object"])
             for cs in (obj.get("status") or {}).get("containerStatuses") or []:
                 if (cs.get("state") or {}).get("terminated"):

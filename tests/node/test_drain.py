@@ -14,11 +14,11 @@ def test_drain_evicts_one_pod_and_the_budget_holds_the_other(
     node_cluster: Cluster, operator: OperatorProcess, test_images: NodeImages, ns: str
 ) -> None:
     manifest = {**md("mlp", "v1", replicas=2, disruptionBudget={"maxUnavailable": 1}),
-                "metadata": {"name": "mlp", "namespace": ns}}  # fmt: skip
+                "metadata": {"name": "mlp", "namespace": ns}}
     node_cluster.apply(manifest)
     wait_until(lambda: _ready(node_cluster, ns), timeout=READY_S, what="md/mlp Ready with 2 replicas")
     wait_until(lambda: node_cluster.policy.read_namespaced_pod_disruption_budget("mlp", ns).status.disruptions_allowed == 1,
-               timeout=60, what="the PDB to allow one disruption")  # fmt: skip
+               timeout=60, what="the PDB to allow one disruption")
     before = {p["metadata"]["name"] for p in node_cluster.pods(ns, SELECTOR)}
     node = node_cluster.pods(ns, SELECTOR)[0]["spec"]["nodeName"]
     assert len(before) == 2
@@ -26,7 +26,7 @@ def test_drain_evicts_one_pod_and_the_budget_holds_the_other(
         drain = node_cluster.kubectl(
             "drain", node, "--pod-selector", SELECTOR, "--delete-emptydir-data", "--ignore-daemonsets",
             "--timeout=25s", check=False, timeout=90,
-        )  # fmt: skip
+        )
         # The second eviction is refused for the whole timeout: the first pod's replacement
         # cannot run anywhere while the only real node is cordoned.
         assert drain.returncode != 0, drain.stdout
@@ -47,7 +47,7 @@ def test_drain_evicts_one_pod_and_the_budget_holds_the_other(
         assert obj["status"]["readyReplicas"] == 1 and obj["status"]["replicas"] >= 2, obj["status"]
         assert "were unschedulable" in condition(obj, "Degraded")["message"], condition(obj, "Degraded")
         events = node_cluster.get_json("events", "-n", ns, "--field-selector",
-                                       "involvedObject.kind=ModelDeployment,involvedObject.name=mlp")["items"]  # fmt: skip
+                                       "involvedObject.kind=ModelDeployment,involvedObject.name=mlp")["items"]
         assert any(e["reason"] == "Unschedulable" for e in events), [e["reason"] for e in events]
     finally:
         node_cluster.kubectl("uncordon", node, check=False)

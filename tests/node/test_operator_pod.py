@@ -12,7 +12,7 @@ from e2e_support import ROOT, Cluster, OperatorProcess, condition, wait_until
 from node_support import NodeImages, ServiceProxy, close, md, real_nodes
 
 sys.path.insert(0, str(ROOT / "tests" / "helm"))
-from helm_support import CHART, run_helm  # noqa: E402
+from helm_support import CHART, run_helm
 
 READY_S = 180
 
@@ -20,7 +20,7 @@ READY_S = 180
 def test_the_chart_runs_the_operator_image_as_a_restricted_pod_that_reconciles(
     node_cluster: Cluster, operator: OperatorProcess, test_images: NodeImages, operator_image: str, ns: str,
     crd: str,
-) -> None:  # fmt: skip
+) -> None:
     repository, tag = operator_image.rsplit(":", 1)
     models_ns = f"{ns}-models"
     release = f"ms-{uuid.uuid4().hex[:5]}"
@@ -30,7 +30,7 @@ def test_the_chart_runs_the_operator_image_as_a_restricted_pod_that_reconciles(
         run_helm("install", release, str(CHART), "-n", ns, "--wait", "--timeout", "180s",
                  "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
                  "--set", "image.pullPolicy=Never", "--set", "crds.enabled=false",
-                 kubeconfig=kubeconfig, timeout=240)  # fmt: skip
+                 kubeconfig=kubeconfig, timeout=240)
         pod = node_cluster.pods(ns, f"app.kubernetes.io/instance={release}")[0]
         assert pod["spec"]["nodeName"] in {n["metadata"]["name"] for n in real_nodes(node_cluster)}
         status = pod["status"]["containerStatuses"][0]
@@ -55,14 +55,14 @@ def test_the_chart_runs_the_operator_image_as_a_restricted_pod_that_reconciles(
         assert "modelship" in managers
         # The Events name their reporter's host: the operator pod, not this machine.
         events = node_cluster.get_json("events", "-n", models_ns, "--field-selector",
-                                       "involvedObject.kind=ModelDeployment")["items"]  # fmt: skip
+                                       "involvedObject.kind=ModelDeployment")["items"]
         hosts = {(e.get("source") or {}).get("host") or e.get("reportingInstance") for e in events}
         assert hosts == {pod["metadata"]["name"]}, hosts
         logs = node_cluster.kubectl("-n", ns, "logs", pod["metadata"]["name"]).stdout
         assert "kube-probe" in logs and "ERROR" not in logs, logs[-2000:]
     finally:
         run_helm("uninstall", release, "-n", ns, "--wait", "--timeout", "120s", kubeconfig=kubeconfig,
-                 check=False, timeout=180)  # fmt: skip
+                 check=False, timeout=180)
         node_cluster.kubectl("delete", "namespace", models_ns, "--wait=false", "--ignore-not-found", check=False)
         operator.start()
 

@@ -33,7 +33,7 @@ CASES = {
         "StartupTimeout",
         ("Startup probe failed",),
     ),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -51,9 +51,9 @@ def test_a_real_failure_rolls_back_while_the_stable_revision_serves(
             bad = {**manifest, "spec": {**manifest["spec"], **change}}
             node_cluster.apply(bad)
             entry = wait_until(lambda: _rolled_back(node_cluster, ns), timeout=ROLLBACK_S,
-                               what=f"md/mlp to roll back ({case})")  # fmt: skip
+                               what=f"md/mlp to roll back ({case})")
             wait_until(lambda: serving_stable(node_cluster, ns, image("v1")), timeout=READY_S,
-                       what="v1 serving alone again (Deployment back on v1, no failed pod left)")  # fmt: skip
+                       what="v1 serving alone again (Deployment back on v1, no failed pod left)")
     finally:
         proxy.close()
 

@@ -13,7 +13,7 @@ import json
 import time
 
 from e2e_support import Cluster, OperatorProcess, condition, wait_until
-from node_support import OUT, ServiceProxy, SteadyLoad, NodeImages, image, md
+from node_support import OUT, NodeImages, ServiceProxy, SteadyLoad, image, md
 
 READY_S = 180
 RATE = 25  # requests per second, above the issue's floor of 20
@@ -37,7 +37,7 @@ def test_rolling_v1_to_v2_under_load_drops_no_request(
             rollout_s = time.monotonic() - started
             # Old pods may still be draining; keep the load on until they are gone.
             wait_until(lambda: len(node_cluster.pods(ns, "app.kubernetes.io/instance=mlp")) == 2,
-                       timeout=120, what="the v1 pods to terminate")  # fmt: skip
+                       timeout=120, what="the v1 pods to terminate")
             time.sleep(2)
     finally:
         proxy.close()
@@ -49,9 +49,9 @@ def test_rolling_v1_to_v2_under_load_drops_no_request(
     (OUT / "rollout.json").write_text(json.dumps({
         "requests": len(answers), "seconds": round(span, 1), "rate": round(len(answers) / span, 1),
         "rollout_seconds": round(rollout_s, 1), "failures": [a.kind for a in load.failures()],
-    }, indent=2))  # fmt: skip
+    }, indent=2))
     print(f"\nrollout v1 -> v2: {rollout_s:.1f} s, {len(answers)} requests over {span:.0f} s "
-          f"({len(answers) / span:.1f}/s), {len(load.failures())} failed")  # fmt: skip
+          f"({len(answers) / span:.1f}/s), {len(load.failures())} failed")
     assert load.failures() == [], load.failures()[:10]
     assert len(answers) / span >= 20, f"the load ran at {len(answers) / span:.1f} requests/s"
     # v1 answered first, v2 last, and once v2 answers only v1's draining pods may still answer v1.

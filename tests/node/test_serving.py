@@ -4,7 +4,7 @@ the real server, and its Service answers what the same model answers locally wit
 from __future__ import annotations
 
 from e2e_support import Cluster, OperatorProcess, condition, wait_until
-from node_support import SAMPLE, ServiceProxy, NodeImages, close, md, parse_time, real_nodes
+from node_support import SAMPLE, NodeImages, ServiceProxy, close, md, parse_time, real_nodes
 
 READY_S = 180
 
@@ -27,7 +27,7 @@ def test_ready_only_after_the_real_probes_and_the_prediction_is_torchs(
     # The kubelet probed the real server before it could answer: a Python process that imports
     # torch is not listening within the first 1 s period, so the startup probe failed first.
     events = node_cluster.get_json("events", "-n", ns, "--field-selector",
-                                   f"involvedObject.name={pod['metadata']['name']}")["items"]  # fmt: skip
+                                   f"involvedObject.name={pod['metadata']['name']}")["items"]
     probe_failures = [e["message"] for e in events if e.get("reason") == "Unhealthy"]
     assert any(m.startswith("Startup probe failed") for m in probe_failures), probe_failures
     assert not any(m.startswith(("Liveness", "Readiness")) for m in probe_failures), probe_failures

@@ -24,7 +24,7 @@ import torch
 import uvicorn
 
 from modelship_server import create_app
-from modelship_server.__main__ import uvicorn_config
+from modelship_server.entry import uvicorn_config
 from modelship_server.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

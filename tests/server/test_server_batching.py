@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -193,6 +194,31 @@ def test_sigterm_while_loading_exits_at_once(models: ModelFiles) -> None:
     log = proc.stdout.read().decode() if proc.stdout else ""
     assert took < 10, f"exit took {took:.1f}s (the 10 s shutdown delay or the 120 s load held it):\n{log}"
     assert proc.returncode in (0, -signal.SIGTERM), (proc.returncode, log)
+
+
+def test_sigterm_during_startup_ends_the_server_as_pid_1(models: ModelFiles) -> None:
+    """In a pod the server is PID 1, and the kernel drops signals PID 1 has no handler for: a
+    SIGTERM that arrives while torch is still importing must still end it (the kubelet sends
+    it once). `unshare --pid` makes the server PID 1 of its own namespace, as in a pod."""
+    if not shutil.which("unshare"):
+        pytest.fail("unshare (util-linux) is needed to run the server as PID 1")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELSHIP_")}
+    proc = subprocess.Popen(
+        ["unshare", "--pid", "--fork", "--kill-child", sys.executable, "-m", "modelship_server",
+         "--host", "127.0.0.1", "--port", str(free_port()), "--model-uri", str(models.mlp_ts)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        time.sleep(0.5)  # inside `import torch` (seconds)
+        child = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        assert child, "the server did not start under unshare"
+        os.kill(int(child[0]), signal.SIGTERM)
+        code = proc.wait(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    assert code == 128 + signal.SIGTERM, (code, proc.stdout.read().decode() if proc.stdout else "")
 
 
 def test_lone_caller_does_not_wait_for_max_latency(models: ModelFiles) -> None:

@@ -18,7 +18,7 @@ from server_support import ModelFiles, serve
 
 from modelship_server import dataplane as dataplane_mod
 from modelship_server import device as device_mod
-from modelship_server.__main__ import main
+from modelship_server.entry import main
 from modelship_server.settings import load_settings
 
 # -- settings -------------------------------------------------------------------------------
@@ -162,7 +162,7 @@ def test_exit_on_load_failure_writes_the_termination_message(
     assert exits == [dataplane_mod.EXIT_LOAD_FAILED] == [3]
     assert "failed to load" in log_file.read_text() and "does not exist" in log_file.read_text()
     # The operator reads that exit code as "the model failed to load" (rollout evidence at once).
-    from modelship_operator import builders
+    from modelship_operator.core import builders
 
     assert builders.MODEL_LOAD_FAILED_EXIT_CODE == dataplane_mod.EXIT_LOAD_FAILED
 

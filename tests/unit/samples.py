@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from modelship_operator import api
+from modelship_operator.core import api
 
 BASE: dict[str, Any] = {
     "apiVersion": "modelship.io/v1alpha1",

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from modelship_operator import api, builders
+from modelship_operator.core import api, builders
 
 from .samples import body, md
 
@@ -188,7 +188,9 @@ def test_explicit_device_wins():
     ("surge", "gpu", "expected"),
     [
         ("auto", None, builders.SURGE),
-        ("auto", {"count": 1}, builders.NO_SURGE),
+        # auto means one thing everywhere: surge, until the rollout engine sees a surge pod short
+        # of GPUs (then no-surge, see test_rollout). It used to be no-surge here for GPU pods.
+        ("auto", {"count": 1}, builders.SURGE),
         ("auto", {"count": 0}, builders.SURGE),
         ("surge", {"count": 1}, builders.SURGE),
         ("no-surge", None, builders.NO_SURGE),
@@ -332,3 +334,27 @@ def test_owner_is_found_from_children_and_pods():
     bare = {"metadata": {"ownerReferences": dep["metadata"]["ownerReferences"]}}
     assert builders.owner_name(bare) == long
     assert builders.owner_name({"metadata": {}}) is None
+
+
+def test_grpc_gets_a_container_port_and_a_service_port_only_when_enabled():
+    off = builders.desired_deployment(md())
+    assert [p["name"] for p in _container(off)["ports"]] == ["http"]
+    assert [p["name"] for p in builders.desired_service(md())["spec"]["ports"]] == ["http"]
+    on = md(serving={"grpc": {"enabled": True, "port": 9100}})
+    assert _container(builders.desired_deployment(on))["ports"][1] == {"name": "grpc", "containerPort": 9100, "protocol": "TCP"}
+    assert builders.desired_service(on)["spec"]["ports"][1] == {
+        "name": "grpc", "port": 9100, "targetPort": "grpc", "protocol": "TCP", "appProtocol": "grpc"}
+    with pytest.raises(api.InvalidSpec, match=r"grpc\.port must differ"):
+        md(serving={"port": 9100, "grpc": {"enabled": True, "port": 9100}})
+
+
+def test_a_shared_model_process_gets_a_memory_backed_dev_shm():
+    def mounts(**serving):
+        dep = builders.desired_deployment(md(serving=serving))
+        return {m["mountPath"]: m["name"] for m in _container(dep)["volumeMounts"]}, dep["spec"]["template"]["spec"]["volumes"]
+
+    assert mounts()[0] == {"/tmp": "tmp"}
+    assert mounts(workers=4, modelProcess="per-worker")[0] == {"/tmp": "tmp"}
+    paths, volumes = mounts(workers=4, modelProcess="shared")
+    assert paths["/dev/shm"] == "dshm"
+    assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{16 * 5}Mi"}} in volumes

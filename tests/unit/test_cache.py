@@ -1,33 +1,17 @@
-"""The watch cache: what covers a desired object, resourceVersion order, tombstones, per-owner
-pod sets, and which reads reach the API."""
+"""The watch cache: resourceVersion order, tombstones, per-owner pod sets, and which reads reach
+the API."""
 
 from __future__ import annotations
 
-from modelship_operator import api, builders
-from modelship_operator.cache import CachedCluster, Store, covers
+from modelship_operator.core import api
+from modelship_operator.runtime.cache import CachedCluster, Store
 
-from .samples import MonotonicClock, md
+from .samples import MonotonicClock
 
 
 def _obj(kind: str, name: str, rv: str | None, **extra) -> dict:
     meta = {"name": name, "namespace": "ml", **({"resourceVersion": rv} if rv else {})}
     return {"kind": kind, "metadata": meta, **extra}
-
-
-def test_covers_ignores_defaulted_and_foreign_fields_but_not_changed_or_missing_ones():
-    desired = builders.desired_deployment(md(gpu={"count": 1}))
-    live = builders.desired_deployment(md(gpu={"count": 1}))
-    live["metadata"]["labels"]["team"] = "x"  # another manager's label
-    live["spec"]["progressDeadlineSeconds"] = 600  # defaulted by the API server
-    live["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] = "1"  # as a string
-    assert covers(live, desired)
-    live["spec"]["replicas"] = 7  # kubectl edit
-    assert not covers(live, desired)
-    live = builders.desired_deployment(md(gpu={"count": 1}))
-    live["spec"]["template"]["spec"]["containers"].append({"name": "sidecar"})
-    assert not covers(live, desired)  # lists match element by element
-    assert not covers(None, desired) and not covers({"spec": "x"}, {"spec": {"a": 1}})
-    assert not covers("true", True)  # a bool is not its string
 
 
 def test_an_object_is_never_replaced_by_an_older_one_and_an_echo_is_no_news():
@@ -63,7 +47,7 @@ def test_stored_objects_lose_managed_fields_and_reads_are_private_copies():
 
 def _pod(name: str, rv: str, ready: bool = False, **labels: str) -> dict:
     pod = _obj("Pod", name, rv, spec={"containers": [{"name": "server", "image": "x:1", "env": []}], "nodeName": "n"},
-               status={"phase": "Running", "conditions": [{"type": "Ready", "status": str(ready)}]})  # fmt: skip
+               status={"phase": "Running", "conditions": [{"type": "Ready", "status": str(ready)}]})
     pod["metadata"]["labels"] = {"app": "a", **labels}
     return pod
 

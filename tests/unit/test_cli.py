@@ -4,7 +4,7 @@ import kopf
 import pytest
 
 from modelship_operator import __main__ as cli
-from modelship_operator import handlers, reconcile, settings
+from modelship_operator.runtime import controller, settings, watches
 
 
 def test_defaults_watch_all_namespaces():
@@ -17,7 +17,7 @@ def test_defaults_watch_all_namespaces():
 
 def test_flags():
     s = cli.parse_args(["--namespace", "a", "-n", "b", "--namespace", "a", "--kubeconfig", "/k",
-                        "--health-port", "1", "--metrics-port", "2"])  # fmt: skip
+                        "--health-port", "1", "--metrics-port", "2"])
     assert s.namespaces == ("a", "b") and not s.clusterwide
     assert (s.kubeconfig, s.health_port, s.metrics_port) == ("/k", 1, 2)
     assert cli.parse_args(["--all-namespaces"]).clusterwide
@@ -37,20 +37,23 @@ def test_kopf_settings_keep_progress_out_of_status_and_diff_nothing():
 
 
 def test_registry_has_every_trigger():
-    registry = handlers.build_registry(reconcile.Reconciler(None), settings.Settings())  # type: ignore[arg-type]
+    registry = watches.build_registry(controller.Controller(None, settings.Settings()), settings.Settings())
     resources = set()
     for sub in (registry._changing, registry._watching, registry._spawning):
         for handler in sub.get_all_handlers():
             resources.add((handler.selector.group, handler.selector.plural or handler.selector.any_name))
     assert {("modelship.io", "modeldeployments"), ("apps", "deployments"), ("", "services"),
-            ("policy", "poddisruptionbudgets"), ("", "pods")} <= resources  # fmt: skip
+            ("policy", "poddisruptionbudgets"), ("", "pods")} <= resources
 
 
-def test_standalone_by_default_peering_on_request():
-    assert cli.parse_args([]).kopf_settings().peering.standalone
-    s = cli.parse_args(["--peering", "modelship", "--peering-lifetime", "15"])
-    ks = s.kopf_settings()
-    assert (ks.peering.name, ks.peering.lifetime, ks.peering.mandatory) == ("modelship", 15, True)
-    assert not ks.peering.standalone and ks.peering.clusterwide
-    assert s.peering_priority > 0
-    assert cli.parse_args(["--peering", "p", "--peering-priority", "7"]).peering_priority == 7
+def test_one_replica_by_default_lease_leader_election_on_request():
+    s = cli.parse_args([])
+    assert not s.leader_elect and s.kopf_settings().peering.standalone
+    s = cli.parse_args(["--leader-elect", "--leader-elect-resource-name", "ms", "--leader-elect-resource-namespace",
+                        "ops", "--leader-elect-lease-duration", "20"])
+    assert s.leader_elect and s.kopf_settings().peering.standalone  # kopf peering is not used at all
+    lease = s.lease_config("me")
+    assert (lease.namespace, lease.name, lease.identity) == ("ops", "ms", "me")
+    assert (lease.lease_duration, lease.renew_deadline, lease.retry_period) == (20, 10, 2)  # client-go's defaults
+    with pytest.raises(SystemExit):  # the leader would not stop before another may start
+        cli.parse_args(["--leader-elect", "--leader-elect-renew-deadline", "20"])

@@ -4,7 +4,8 @@ from typing import Any
 
 import yaml
 
-from modelship_operator import api, crdgen
+from modelship_operator import crdgen
+from modelship_operator.core import api
 
 
 def _walk(node: Any, path: str = ""):

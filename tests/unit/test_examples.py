@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from modelship_operator import api, builders
+from modelship_operator.core import api, builders
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
 

@@ -12,12 +12,12 @@ from modelship_operator import kube
 
 def _api_error(status: int, message: str = "boom") -> ApiException:
     error = ApiException(status=status, reason="Reason")
-    error.body = '{"kind":"Status","message":"%s"}' % message
+    error.body = f'{{"kind":"Status","message":"{message}"}}'
     return error
 
 
 @pytest.mark.parametrize(("status", "kind"), [(400, kube.Rejected), (422, kube.Rejected), (409, kube.Retryable),
-                                              (429, kube.Retryable), (500, kube.Retryable), (403, kube.Retryable)])  # fmt: skip
+                                              (429, kube.Retryable), (500, kube.Retryable), (403, kube.Retryable)])
 def test_classification(status, kind):
     def fail():
         raise _api_error(status, "spec.template: Invalid value")
@@ -57,7 +57,7 @@ def test_event_failures_are_logged_not_raised(caplog):
 def test_terminating_namespace_is_its_own_class():
     def terminating():
         error = _api_error(403, 'deployments.apps "x" is forbidden: unable to create new content in namespace ml '
-                                "because it is being terminated")  # fmt: skip
+                                "because it is being terminated")
         raise error
 
     with pytest.raises(kube.NamespaceTerminating):

@@ -14,7 +14,7 @@ from kubectl_modelship.kube import PluginError
 
 pytestmark = pytest.mark.unit
 
-NOW = dt.datetime(2026, 11, 26, 12, 0, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 11, 26, 12, 0, 0, tzinfo=dt.UTC)
 
 
 def md(name: str = "resnet", namespace: str = "ml", *, image: str = "reg/server:1.2", phase: str = "Complete",
@@ -169,7 +169,7 @@ def test_get_lists_table(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_get_all_namespaces_adds_column() -> None:
-    code, out, _ = run(FakeApi(md("a"), md("b", namespace="default")), "get", "-A")
+    _, out, _ = run(FakeApi(md("a"), md("b", namespace="default")), "get", "-A")
     assert out.splitlines()[0].startswith("NAMESPACE") and "default" in out
 
 
@@ -240,7 +240,7 @@ def test_rollback_to_revision_writes_annotation_and_waits_for_the_operator() -> 
 def test_rollback_default_is_previous() -> None:
     api = FakeApi(md())
     api.operator = ack("handledRollbackTo", cli.ROLLBACK_TO_ANNOTATION, serving=1)
-    code, out, _ = run(api, "rollback", "md/resnet")
+    code, _, _ = run(api, "rollback", "md/resnet")
     assert code == 0 and api.annotations[0][cli.ROLLBACK_TO_ANNOTATION].startswith("previous@")
 
 

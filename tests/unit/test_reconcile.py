@@ -1,5 +1,6 @@
-"""The handler shell's one pass against an in-memory fake of ``kube.Kube``: apply, drift,
-ownership, invalid specs, status writes and events. (The real API is the e2e tier's job.)"""
+"""The reconcile pass against an in-memory fake of the API: apply only what differs, drift,
+ownership, invalid specs, refused applies, status writes and events. (The real API is the e2e
+tier's job.)"""
 
 from __future__ import annotations
 
@@ -9,12 +10,28 @@ import itertools
 
 import pytest
 
-from modelship_operator import builders, kube
-from modelship_operator.reconcile import Reconciler
+from modelship_operator import kube
+from modelship_operator.core import builders
+from modelship_operator.reconcile import Reconciler, covers
+from modelship_operator.runtime.head_start import HeadStart
 
-from .samples import body
+from .samples import body, md
 
-NOW = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
+
+
+def merge_patch(target, patch):
+    """RFC 7386, as the API server applies a merge patch: null removes, objects merge, the rest
+    (lists included) replaces."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge_patch(out.get(key), value)
+    return out
 
 
 class FakeCluster:
@@ -34,7 +51,7 @@ class FakeCluster:
 
     def patch_status(self, namespace, name, status):
         self.status_patches += 1
-        self.md["status"] = {**self.md.get("status", {}), **copy.deepcopy(dict(status))}
+        self.md["status"] = merge_patch(self.md.get("status") or {}, copy.deepcopy(dict(status)))
 
     def apply(self, obj):
         if self.reject:
@@ -44,7 +61,7 @@ class FakeCluster:
         new = copy.deepcopy(dict(obj))
         new.setdefault("status", (old or {}).get("status", {}))
         if old is not None and {k: v for k, v in old.items() if k != "metadata"} | {"metadata": {
-                k: v for k, v in old["metadata"].items() if k != "resourceVersion"}} == new:  # fmt: skip
+                k: v for k, v in old["metadata"].items() if k != "resourceVersion"}} == new:
             return copy.deepcopy(old)
         new["metadata"]["resourceVersion"] = str(next(self._rv))
         self.objects[key] = new
@@ -92,21 +109,25 @@ def test_first_pass_creates_children_and_reports_progress():
 
 def test_deployment_first_creates_only_the_deployment_and_the_full_pass_tells_it():
     fake, rec = _make()
-    result = rec.reconcile("ml", "resnet", deployment_first=True)
-    assert result.partial and {k[0] for k in fake.objects} == {"Deployment"}
+    head = HeadStart(rec)
+    untold = head.create("ml", "resnet")
+    assert untold is not None and {k[0] for k in fake.objects} == {"Deployment"}
     assert fake.events == [] and fake.status_patches == 0
-    assert not rec.reconcile("ml", "resnet", deployment_first=True).partial  # it exists now: a full pass
+    assert head.create("ml", "resnet") is None  # it exists now: a full pass
+    assert not rec.reconcile("ml", "resnet", untold=head.take(("ml", "resnet"))).problem
     assert {k[0] for k in fake.objects} == {"Deployment", "Service"}
     assert [m for _, r, m in fake.events if r == "Created"] == ["created Deployment resnet and Service resnet"]
     assert _reasons(fake).count("RolloutStarted") == 1  # decided by the first pass, told by the second
+    assert "RolloutResumed" not in _reasons(fake)  # the full pass continues the head start's rollout
     assert fake.md["status"]["observedGeneration"] == 3
+    assert fake.md["status"]["rollout"]["servingRevision"] == 1 and fake.md["status"]["history"][0]["reason"] == "Created"
 
 
 def test_a_child_already_as_desired_is_not_applied_again():
     fake, rec = _make()
     rec.reconcile("ml", "resnet")
     applied = []
-    fake.apply = lambda obj: applied.append(obj["kind"])  # type: ignore[method-assign]
+    fake.apply = lambda obj: applied.append(obj["kind"])
     fake.objects[("Deployment", "ml", "resnet")]["status"] = {"replicas": 2, "readyReplicas": 2}  # status only
     rec.reconcile("ml", "resnet")
     assert applied == []
@@ -126,7 +147,7 @@ def test_ready_when_the_deployment_is_rolled_out():
     dep = fake.objects[("Deployment", "ml", "resnet")]
     dep["metadata"]["generation"] = 1
     dep["status"] = {"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2,
-                     "availableReplicas": 2}  # fmt: skip
+                     "availableReplicas": 2}
     rec.reconcile("ml", "resnet")
     assert _cond(fake, "Ready")["status"] == "True"
     assert fake.md["status"]["image"] == fake.md["spec"]["image"]
@@ -200,12 +221,38 @@ def test_fixing_the_spec_recovers():
     assert "Recovered" in _reasons(fake)
 
 
+def test_a_refused_apply_reaches_status_and_an_event_on_the_first_failure_then_is_retried():
+    """Not "invalid" (400/422) but refused all the same, e.g. HTTP 500 for a server-side apply
+    with two env entries of one name: reported at once, whatever the retry policy."""
+    fake, rec = _make()
+    refused = kube.Refused("apply Deployment ml/resnet: duplicate entries for key [name=\"X\"]", 500)
+
+    def refuse(obj):
+        raise refused
+
+    fake.apply = refuse
+    with pytest.raises(kube.Refused):
+        rec.reconcile("ml", "resnet")
+    degraded = _cond(fake, "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "ApplyFailed") and "duplicate entries" in degraded["message"]
+    assert _cond(fake, "Ready")["status"] == "False"
+    assert ("Warning", "ApplyFailed") in [(t, r) for t, r, _ in fake.events]
+    with pytest.raises(kube.Refused):
+        rec.reconcile("ml", "resnet")  # the retry: no second Event, no status rewrite
+    assert [r for _, r, _ in fake.events].count("ApplyFailed") == 1 and fake.status_patches == 1
+
+
 def test_rejected_child_becomes_invalid_spec():
     fake, rec = _make()
     fake.reject = "apply Deployment ml/resnet: quantities must match the regular expression"
     result = rec.reconcile("ml", "resnet")
     assert "rejected a child" in result.problem
     assert _cond(fake, "Degraded")["reason"] == "InvalidSpec"
+
+
+def test_a_pass_returns_when_to_come_back_from_the_plan():
+    _, rec = _make()
+    assert rec.reconcile("ml", "resnet").requeue_after is None  # nothing waits on time: events will come
 
 
 def test_gone_or_deleting_model_deployment_is_skipped():
@@ -224,7 +271,7 @@ def test_pod_failures_reach_status_and_events():
         "spec": {"containers": [{"name": "server", "image": fake.md["spec"]["image"]}]},
         "status": {"containerStatuses": [{"name": "server", "restartCount": 5,
                                           "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]},
-    }]  # fmt: skip
+    }]
     rec.reconcile("ml", "resnet")
     assert _cond(fake, "Degraded")["reason"] == "CrashLoopBackOff"
     assert ("Warning", "CrashLoopBackOff") in [(t, r) for t, r, _ in fake.events]
@@ -280,5 +327,71 @@ def test_terminating_namespace_is_skipped_quietly():
     def terminating(obj):
         raise kube.NamespaceTerminating("being terminated")
 
+    fake.apply = terminating
+    assert rec.reconcile("ml", "resnet").skipped
+
+
+def test_covers_ignores_defaulted_and_foreign_fields_but_not_changed_or_missing_ones():
+    desired = builders.desired_deployment(md(gpu={"count": 1}))
+    live = builders.desired_deployment(md(gpu={"count": 1}))
+    live["metadata"]["labels"]["team"] = "x"  # another manager's label
+    live["spec"]["progressDeadlineSeconds"] = 600  # defaulted by the API server
+    live["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] = "1"  # as a string
+    assert covers(live, desired)
+    live["spec"]["replicas"] = 7  # kubectl edit
+    assert not covers(live, desired)
+    live = builders.desired_deployment(md(gpu={"count": 1}))
+    live["spec"]["template"]["spec"]["containers"].append({"name": "sidecar"})
+    assert not covers(live, desired)  # lists match element by element
+    assert not covers(None, desired) and not covers({"spec": "x"}, {"spec": {"a": 1}})
+    assert not covers("true", True)  # a bool is not its string
+
+
+def _apply_new(fake):
+    """Server-side apply without force, as the API server answers it: a conflict where another
+    manager's object holds the name, 201 when it creates."""
+
+    def apply_new(obj):
+        key = (obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"])
+        existing = fake.objects.get(key)
+        if existing is not None and not existing["metadata"].get("ownerReferences"):
+            raise kube.Refused(f"Apply failed with 1 conflict: conflict with \"kubectl\": .spec.selector ({key[2]})", 409)
+        return fake.apply(obj), existing is None
+
+    return apply_new
+
+
+def test_a_never_reconciled_object_gets_its_deployment_without_a_read_and_the_full_pass_tells_it():
+    fake, rec = _make()
+    reads = []
+    real_get = fake.get
+    fake.get = lambda kind, ns, name: reads.append(kind) or real_get(kind, ns, name)
+    head = HeadStart(rec, type("C", (), {"apply_new": staticmethod(_apply_new(fake))})())
+    assert head.create("ml", "resnet") is not None
+    assert reads == [] and {k[0] for k in fake.objects} == {"Deployment"} and fake.events == []
+    rec.reconcile("ml", "resnet", untold=head.take(("ml", "resnet")))
+    assert [m for _, r, m in fake.events if r == "Created"] == ["created Deployment resnet and Service resnet"]
+    assert _reasons(fake).count("RolloutStarted") == 1 and "RolloutResumed" not in _reasons(fake)
+
+
+def test_a_head_start_never_takes_over_someone_elses_deployment():
+    fake, rec = _make()
+    foreign = {"kind": "Deployment", "metadata": {"name": "resnet", "namespace": "ml", "resourceVersion": "9"},
+               "spec": {"replicas": 7}}
+    fake.objects[("Deployment", "ml", "resnet")] = foreign
+    head = HeadStart(rec, type("C", (), {"apply_new": staticmethod(_apply_new(fake))})())
+    assert head.create("ml", "resnet") is None
+    assert fake.objects[("Deployment", "ml", "resnet")] is foreign
+    assert rec.reconcile("ml", "resnet").problem and _cond(fake, "Degraded")["reason"] == "NameConflict"
+
+
+def test_a_head_start_in_a_namespace_being_deleted_leaves_it_to_the_pass_which_skips_it():
+    fake, rec = _make()
+
+    def terminating(obj):
+        raise kube.NamespaceTerminating("unable to create new content in namespace ml because it is being terminated")
+
+    head = HeadStart(rec, type("C", (), {"apply_new": staticmethod(terminating)})())
+    assert head.create("ml", "resnet") is None
     fake.apply = terminating
     assert rec.reconcile("ml", "resnet").skipped

@@ -1,4 +1,5 @@
-"""Rollout decisions (modelship_operator.rollout): pure, driven pass by pass with a fake clock."""
+"""Rollout decisions (modelship_operator.core.rollout): pure, driven pass by pass with a fake
+clock, on the typed API objects."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ from typing import Any
 
 import pytest
 
-from modelship_operator import builders, evidence as ev
-from modelship_operator import rollout as r
-from modelship_operator import rollout_steps as steps
+from modelship_operator.core import api, builders
+from modelship_operator.core import rollout as r
+from modelship_operator.core.rollout import evidence as ev
+from modelship_operator.core.rollout import steps
 
 pytestmark = pytest.mark.unit
 
-T0 = dt.datetime(2026, 11, 26, 12, 0, 0, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 11, 26, 12, 0, 0, tzinfo=dt.UTC)
 GOOD1, GOOD2, GOOD3 = "reg.example/ml/server:1.0", "reg.example/ml/server:1.1", "reg.example/ml/server:1.2"
 BAD = "fail.modelship.test/server:imagepull"
 
@@ -23,7 +25,7 @@ def at(seconds: float) -> dt.datetime:
 
 
 def ts(seconds: float) -> str:
-    return r.format_time(at(seconds))
+    return at(seconds).strftime("%Y-%m-%dT%H:%M:%SZ")  # as the API writes timestamps
 
 
 def spec(image: str = GOOD1, **extra: Any) -> dict[str, Any]:
@@ -37,6 +39,13 @@ def spec(image: str = GOOD1, **extra: Any) -> dict[str, Any]:
     }
     base.update(extra)
     return base
+
+
+def typed(raw: dict[str, Any]) -> api.ModelDeploymentSpec:
+    """The typed spec; an image the API would refuse (a test of what the kubelet does with it)
+    is put in after validation."""
+    valid = api.ModelDeploymentSpec.model_validate({**raw, "image": GOOD1})
+    return valid.model_copy(update={"image": raw["image"]})
 
 
 def deployment(revision: int, *, replicas: int = 2, updated: int | None = None, available: int | None = None,
@@ -78,14 +87,18 @@ class World:
 
     def __init__(self, first_spec: dict[str, Any]) -> None:
         self.spec = first_spec
-        self.status: dict[str, Any] = {}
+        self.status = api.ModelDeploymentStatus()
         self.annotations: dict[str, str] = {}
         self.events: list[r.Event] = []
 
+    def md(self, status: api.ModelDeploymentStatus | None = None) -> api.ModelDeployment:
+        meta = {"name": "resnet", "namespace": "ml", "uid": "u", "generation": 3, "annotations": dict(self.annotations)}
+        return api.ModelDeployment(metadata=meta, spec=typed(self.spec), status=self.status if status is None else status)
+
     def step(self, seconds: float, *, deployment: dict[str, Any] | None = None,
              pods: list[dict[str, Any]] | None = None, policy: ev.RolloutPolicy | None = None) -> r.RolloutPlan:
-        plan = r.plan_rollout(self.spec, self.status, self.annotations,
-                              r.Observed(deployment=deployment, pods=pods or []), now=at(seconds), policy=policy)
+        plan = r.plan_rollout(self.md(), r.Observed(deployment=deployment, pods=pods or []), now=at(seconds),
+                              policy=policy)
         self.status = plan.status
         self.events += plan.events
         return plan
@@ -97,10 +110,10 @@ class World:
         return self.step(seconds + 1, deployment=deployment(plan.serving_revision))
 
     def history(self) -> list[tuple[int, str, str]]:
-        return [(e["revision"], e["image"], e["outcome"]) for e in self.status["history"]]
+        return [(e.revision, e.image, e.outcome) for e in self.status.history]
 
 
-def cond(plan: r.RolloutPlan, type_: str) -> r.Condition:
+def cond(plan: r.RolloutPlan, type_: str) -> api.Condition:
     return next(c for c in plan.conditions if c.type == type_)
 
 
@@ -110,9 +123,9 @@ def cond(plan: r.RolloutPlan, type_: str) -> r.Condition:
 def test_revision_hash_ignores_key_order_and_non_pod_fields() -> None:
     a = spec()
     b = dict(reversed(list(spec().items())))
-    assert r.revision_hash(r.pod_template(a)) == r.revision_hash(r.pod_template(b))
+    assert r.revision_hash(r.pod_template(typed(a))) == r.revision_hash(r.pod_template(typed(b)))
     scaled = spec(replicas=7, rollout={"autoRollback": False}, disruptionBudget={"minAvailable": 1})
-    assert r.revision_hash(r.pod_template(scaled)) == r.revision_hash(r.pod_template(a))
+    assert r.revision_hash(r.pod_template(typed(scaled))) == r.revision_hash(r.pod_template(typed(a)))
 
 
 @pytest.mark.parametrize("change", [
@@ -123,14 +136,14 @@ def test_revision_hash_ignores_key_order_and_non_pod_fields() -> None:
     {"gpu": {"count": 1}},
 ])
 def test_each_pod_relevant_change_is_a_new_revision(change: dict[str, Any]) -> None:
-    assert r.revision_hash(r.pod_template(spec(**change))) != r.revision_hash(r.pod_template(spec()))
+    assert r.revision_hash(r.pod_template(typed(spec(**change)))) != r.revision_hash(r.pod_template(typed(spec())))
 
 
-def test_effective_spec_replaces_pod_fields_only() -> None:
-    old = r.pod_template(spec(GOOD1))
+def test_serving_spec_replaces_pod_fields_only() -> None:
+    old = r.pod_template(typed(spec(GOOD1)))
     new = spec(GOOD2, replicas=5, env=[{"name": "A", "value": "b"}])
-    eff = r.effective_spec(new, old)
-    assert eff["image"] == GOOD1 and eff["replicas"] == 5 and "env" not in eff
+    eff = r.serving_spec(typed(new), old)
+    assert eff.image == GOOD1 and eff.replicas == 5 and not eff.env
 
 
 def test_stamp_deployment_labels_the_pod_template() -> None:
@@ -149,15 +162,15 @@ def test_first_rollout_completes_and_becomes_stable() -> None:
     plan = w.step(0)
     assert plan.started and plan.phase == "Progressing" and plan.serving_revision == 1
     assert plan.ready_blocker is not None and plan.ready_blocker.reason == "RollingOut"
-    assert plan.requeue_after == ev.RolloutPolicy().poll_interval_s
+    assert plan.requeue_after is None  # nothing waits on time: pod and Deployment events drive it
     plan = w.step(5, deployment=deployment(1, updated=1, available=1, total=2))
     assert plan.phase == "Progressing" and "1/2 updated" in cond(plan, "Progressing").message
     plan = w.step(9, deployment=deployment(1))
     assert plan.succeeded and plan.phase == "Complete" and plan.ready_blocker is None
-    assert plan.status["image"] == GOOD1 and plan.status["stableImage"] == GOOD1
+    assert plan.status.image == GOOD1 and plan.status.stable_image == GOOD1
     assert plan.requeue_after is None
-    entry = plan.status["history"][0]
-    assert entry["outcome"] == "Succeeded" and entry["startedAt"] == ts(0) and entry["finishedAt"] == ts(9)
+    entry = plan.status.history[0]
+    assert entry.outcome == "Succeeded" and entry.started_at == at(0) and entry.finished_at == at(9)
     assert [e.reason for e in w.events] == ["RolloutStarted", "RolloutSucceeded"]
 
 
@@ -165,7 +178,7 @@ def test_same_spec_again_does_nothing() -> None:
     w = World(spec())
     w.stable_on(GOOD1, 0)
     plan = w.step(30, deployment=deployment(1))
-    assert not plan.events and plan.phase == "Complete" and len(plan.status["history"]) == 1
+    assert not plan.events and plan.phase == "Complete" and len(plan.status.history) == 1
 
 
 def test_scale_only_change_is_not_a_rollout() -> None:
@@ -173,7 +186,7 @@ def test_scale_only_change_is_not_a_rollout() -> None:
     w.stable_on(GOOD1, 0)
     w.spec = spec(replicas=4)
     plan = w.step(30, deployment=deployment(1, replicas=4, available=2))
-    assert not plan.started and len(plan.status["history"]) == 1
+    assert not plan.started and len(plan.status.history) == 1
 
 
 def test_new_image_rolls_out_and_stays_on_old_image_until_complete() -> None:
@@ -182,9 +195,9 @@ def test_new_image_rolls_out_and_stays_on_old_image_until_complete() -> None:
     w.spec = spec(GOOD2)
     plan = w.step(10, deployment=deployment(1))
     assert plan.started and plan.serving_revision == 2 and plan.serving_template["image"] == GOOD2
-    assert plan.status["image"] == GOOD1  # not converged yet: honest
+    assert plan.status.image == GOOD1  # not converged yet: honest
     plan = w.step(20, deployment=deployment(2))
-    assert plan.status["image"] == GOOD2 and plan.status["stableImage"] == GOOD2
+    assert plan.status.image == GOOD2 and plan.status.stable_image == GOOD2
     assert w.history() == [(1, GOOD1, "Succeeded"), (2, GOOD2, "Succeeded")]
 
 
@@ -214,7 +227,7 @@ def test_image_pull_failure_rolls_back_after_confirmation() -> None:
     w = start_bad()
     pods = [pod(2, waiting="ImagePullBackOff", created=100)]
     plan = w.step(103, deployment=deployment(2, updated=1, available=2, total=3), pods=pods)
-    assert plan.phase == "Progressing" and plan.status["rollout"]["evidence"]["firstSeen"] == ts(103)
+    assert plan.phase == "Progressing" and plan.status.rollout.evidence.first_seen == at(103)
     plan = w.step(106, deployment=deployment(2, updated=1, available=2, total=3), pods=pods)
     assert plan.phase == "Progressing"  # 3 s < 5 s confirmation
     plan = w.step(108, deployment=deployment(2, updated=1, available=2, total=3), pods=pods)
@@ -225,9 +238,9 @@ def test_image_pull_failure_rolls_back_after_confirmation() -> None:
     assert BAD in degraded.message and "ImagePullBackOff" in degraded.message and GOOD1 in degraded.message
     assert plan.ready_blocker is not None and plan.ready_blocker.reason == "RolledBack"
     assert w.history()[-1] == (2, BAD, "RolledBack")
-    assert w.status["history"][-1]["reason"] == ev.EvidenceKind.IMAGE_PULL
+    assert w.status.history[-1].reason == ev.EvidenceKind.IMAGE_PULL
     assert w.events[-1].type == "Warning" and w.events[-1].reason == "RolledBack"
-    assert plan.status["image"] == GOOD1 and plan.status["stableImage"] == GOOD1
+    assert plan.status.image == GOOD1 and plan.status.stable_image == GOOD1
 
 
 def test_no_flapping_when_the_same_bad_spec_is_reapplied() -> None:
@@ -239,7 +252,7 @@ def test_no_flapping_when_the_same_bad_spec_is_reapplied() -> None:
         plan = w.step(t, deployment=deployment(1))
         assert not plan.events and not plan.started and plan.serving_revision == 1
         assert plan.phase == "RolledBack" and cond(plan, "Degraded").reason == "RolledBack"
-    assert len(w.status["history"]) == 2
+    assert len(w.status.history) == 2
 
 
 def test_crash_loop_rolls_back_at_restart_threshold() -> None:
@@ -255,7 +268,7 @@ def _exited(p: dict[str, Any], code: int, message: str, *, restarts: int = 1) ->
     cs = {"name": "server", "image": BAD, "ready": False, "restartCount": restarts,
           "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 10s"}},
           "lastState": {"terminated": {"exitCode": code, "reason": "Error", "message": message,
-                                       "finishedAt": ts(102)}}}  # fmt: skip
+                                       "finishedAt": ts(102)}}}
     return {**p, "status": {"containerStatuses": [cs]}}
 
 
@@ -267,7 +280,7 @@ def test_model_load_failure_rolls_back_at_once_with_the_servers_reason() -> None
     assert plan.rolled_back == "auto"
     degraded = cond(plan, "Degraded")
     assert degraded.reason == "RolledBack" and why in degraded.message
-    assert plan.status["history"][-1]["reason"] == ev.EvidenceKind.MODEL_LOAD
+    assert plan.status.history[-1].reason == ev.EvidenceKind.MODEL_LOAD
 
 
 def test_other_exit_codes_wait_for_the_crash_loop_threshold() -> None:
@@ -338,22 +351,22 @@ def test_first_seen_survives_operator_restart() -> None:
     w = start_bad()
     pods = [pod(2, waiting="ImagePullBackOff", created=100)]
     w.step(101, deployment=deployment(2, updated=1, total=3), pods=pods)
-    restarted = r.plan_rollout(w.spec, w.status, {}, r.Observed(deployment(2, updated=1, total=3), pods), now=at(106))
+    restarted = r.plan_rollout(w.md(), r.Observed(deployment(2, updated=1, total=3), pods), now=at(106))
     assert restarted.rolled_back == "auto" and restarted.time_to_rollback_s == pytest.approx(5.0)
 
 
 def test_a_pass_whose_status_was_lost_is_recomputed_identically() -> None:
     w = start_bad()
-    before = dict(w.status)
+    before = w.status
     pods = [pod(2, waiting="ImagePullBackOff", created=100)]
     obs = r.Observed(deployment(2, updated=1, total=3), pods)
     w.step(101, deployment=obs.deployment, pods=pods)
-    a = r.plan_rollout(w.spec, w.status, {}, obs, now=at(107))
-    b = r.plan_rollout(w.spec, w.status, {}, obs, now=at(107))
+    a = r.plan_rollout(w.md(), obs, now=at(107))
+    b = r.plan_rollout(w.md(), obs, now=at(107))
     assert a == b and a.rolled_back == "auto"
     # and a pass from the older status starts nothing new: same revisions, no duplicates
-    c = r.plan_rollout(w.spec, before, {}, obs, now=at(108))
-    assert [e["revision"] for e in c.status["history"]] == [1, 2]
+    c = r.plan_rollout(w.md(status=before), obs, now=at(108))
+    assert [e.revision for e in c.status.history] == [1, 2]
 
 
 def test_fix_forward_after_rollback() -> None:
@@ -377,7 +390,7 @@ def test_reverting_spec_to_the_stable_image_is_not_a_new_rollout() -> None:
     w.spec = spec(GOOD1)
     plan = w.step(200, deployment=deployment(1))
     assert not plan.started and plan.phase == "Complete" and plan.ready_blocker is None
-    assert len(w.status["history"]) == 2
+    assert len(w.status.history) == 2
 
 
 # ------------------------------------------------------------------ halting
@@ -478,7 +491,7 @@ def test_budget_arithmetic(replicas: int, budget: dict[str, Any] | None, ok: boo
     s = spec(replicas=replicas)
     if budget:
         s["disruptionBudget"] = budget
-    assert steps.budget_allows_no_surge(s) is ok
+    assert steps.budget_allows_no_surge(typed(s)) is ok
 
 
 # ------------------------------------------------------------------ retry and manual rollback
@@ -497,7 +510,7 @@ def test_retry_annotation_starts_a_fresh_attempt_once() -> None:
     w.annotations[r.RETRY_ANNOTATION] = "1732662000"
     plan = w.step(200, deployment=deployment(1))
     assert plan.started and plan.serving_revision == 3 and plan.serving_template["image"] == BAD
-    assert plan.status["rollout"]["handledRetry"] == "1732662000"
+    assert plan.status.rollout.handled_retry == "1732662000"
     plan = w.step(203, deployment=deployment(3, updated=1, total=3), pods=[pod(2, waiting="ImagePullBackOff", created=100)])
     assert plan.phase == "Progressing"  # the old attempt's pods are not this attempt's evidence
     assert not w.step(210, deployment=deployment(3, updated=1, total=3)).started
@@ -526,9 +539,9 @@ def test_manual_rollback_to_revision() -> None:
     assert plan.rolled_back == "manual" and plan.serving_revision == 1 and plan.serving_template["image"] == GOOD1
     assert plan.ready_blocker is not None and plan.ready_blocker.reason == "ManualRollback"
     assert cond(plan, "Degraded").status == "False" and "manual rollback" in cond(plan, "Progressing").message
-    assert plan.status["stableImage"] == GOOD1 and plan.status["image"] == GOOD3  # not converged yet
+    assert plan.status.stable_image == GOOD1 and plan.status.image == GOOD3  # not converged yet
     plan = w.step(35, deployment=deployment(1))
-    assert plan.status["image"] == GOOD1 and not plan.events
+    assert plan.status.image == GOOD1 and not plan.events
     # a later spec change takes precedence
     w.spec = spec("reg.example/ml/server:2.0")
     plan = w.step(40, deployment=deployment(1))
@@ -551,7 +564,7 @@ def test_manual_rollback_during_a_rollout_marks_it_rolled_back() -> None:
     plan = w.step(31, deployment=deployment(4, updated=1, total=3))
     assert plan.serving_revision == 3
     assert w.history()[-1] == (4, "reg.example/ml/server:2.0", "RolledBack")
-    assert w.status["history"][-1]["reason"] == "ManualRollback"
+    assert w.status.history[-1].reason == "ManualRollback"
 
 
 @pytest.mark.parametrize(("value", "needle"), [
@@ -588,8 +601,8 @@ def test_history_is_bounded_but_keeps_the_stable_revision() -> None:
         w.step(10 + 10 * i, deployment=deployment(1), policy=policy)
         pods = [pod(2 + i, waiting="InvalidImageName", created=10 + 10 * i)]
         w.step(11 + 10 * i, deployment=deployment(2 + i, updated=1, total=3), pods=pods, policy=policy)
-    revisions = [e["revision"] for e in w.status["history"]]
-    assert revisions == [1, 5, 6, 7] and w.status["rollout"]["stableRevision"] == 1
+    revisions = [e.revision for e in w.status.history]
+    assert revisions == [1, 5, 6, 7] and w.status.rollout.stable_revision == 1
 
 
 def test_first_revision_short_of_gpus_does_not_switch_surge_and_halts() -> None:
@@ -614,16 +627,17 @@ def test_lost_state_is_recovered_from_the_deployment_labels() -> None:
     w.spec = spec(GOOD2)
     plan = w.step(10, deployment=deployment(1))
     hash2 = plan.serving_hash
-    for lost in ({}, {"history": w.status["history"]}):  # whole status gone / only the rollout state gone
-        plan = r.plan_rollout(w.spec, lost, {}, r.Observed(_labelled(2, hash2, updated=1, available=1)), now=at(20))
+    # whole status gone / only the rollout state gone
+    for lost in (api.ModelDeploymentStatus(), api.ModelDeploymentStatus(history=w.status.history)):
+        plan = r.plan_rollout(w.md(status=lost), r.Observed(_labelled(2, hash2, updated=1, available=1)), now=at(20))
         assert not plan.started and plan.serving_revision == 2 and plan.phase == "Progressing"
         assert [e.reason for e in plan.events] == ["RolloutResumed"]
-        again = r.plan_rollout(w.spec, plan.status, {}, r.Observed(_labelled(2, hash2)), now=at(25))
+        again = r.plan_rollout(w.md(status=plan.status), r.Observed(_labelled(2, hash2)), now=at(25))
         assert again.phase == "Complete" and again.serving_revision == 2 and not again.started
 
 
 def test_lost_state_with_a_different_deployment_starts_fresh() -> None:
-    plan = r.plan_rollout(spec(), {}, {}, r.Observed(_labelled(7, "otherhash")), now=T0)
+    plan = r.plan_rollout(World(spec()).md(), r.Observed(_labelled(7, "otherhash")), now=T0)
     assert plan.started and plan.serving_revision == 1
 
 
@@ -631,8 +645,8 @@ def test_pending_evidence_is_recorded_so_the_timer_keeps_looking() -> None:
     """Conditions that only time turns into evidence leave a pending record in status."""
     w = start_bad("fail.modelship.test/server:neverready")
     plan = w.step(120, deployment=deployment(2, updated=1, total=3), pods=[pod(2, running_since=101, created=100)])
-    assert plan.status["rollout"]["evidence"]["kind"] == ev.EvidenceKind.STARTUP
-    assert plan.status["rollout"]["evidence"]["firstSeen"] == ts(101 + 60 + 10)  # when it will count
+    assert plan.status.rollout.evidence.kind == ev.EvidenceKind.STARTUP
+    assert plan.status.rollout.evidence.first_seen == at(101 + 60 + 10)  # when it will count
     plan = w.step(171, deployment=deployment(2, updated=1, total=3), pods=[pod(2, running_since=101, created=100)])
     assert plan.rolled_back == "auto" and plan.time_to_rollback_s == 0
 
@@ -641,7 +655,7 @@ def test_gpu_wait_before_the_switch_is_recorded_as_pending() -> None:
     w = start_bad(GOOD2, gpu={"count": 1})
     pods = [pod(2, unschedulable=GPU_MSG, unschedulable_since=100, created=100)]
     plan = w.step(101, deployment=deployment(2, updated=1, total=3), pods=pods)
-    assert plan.surge_mode == "surge" and plan.status["rollout"]["evidence"]["kind"] == ev.EvidenceKind.UNSCHEDULABLE
+    assert plan.surge_mode == "surge" and plan.status.rollout.evidence.kind == ev.EvidenceKind.UNSCHEDULABLE
 
 
 def test_time_to_rollback_for_unschedulable_counts_from_the_end_of_the_grace() -> None:
@@ -657,4 +671,4 @@ def test_a_started_container_that_is_not_ready_is_not_a_startup_failure() -> Non
     started = pod(2, running_since=101, created=100)
     started["status"]["containerStatuses"][0]["started"] = True
     plan = w.step(500, deployment=deployment(2, updated=1, total=3), pods=[started])
-    assert plan.phase == "Progressing" and plan.status["rollout"]["evidence"]["key"] == ""
+    assert plan.phase == "Progressing" and plan.status.rollout.evidence is None

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import datetime as dt
 
-from modelship_operator import rollout
+from modelship_operator.core import rollout
 from modelship_operator.reconcile import Reconciler
 
-from .test_reconcile import FakeCluster
 from .samples import body
+from .test_reconcile import FakeCluster
 
-T0 = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
 GOOD = "registry.example.com/ml/resnet-server:1.4.2"
 BAD = "fail.modelship.test/server:imagepull"
 
@@ -51,7 +51,7 @@ def _cond(fake: FakeCluster, type_: str) -> dict:
 class RolloutCluster(FakeCluster):
     """The fake, plus what the API server does on a Deployment spec change: bump generation."""
 
-    def apply(self, obj):  # type: ignore[no-untyped-def]
+    def apply(self, obj):
         key = (obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"])
         before = self.objects.get(key)
         after = super().apply(obj)
@@ -75,7 +75,7 @@ def _stable() -> tuple[FakeCluster, Reconciler, Clock]:
 def _pull_failure(revision: int, created: dt.datetime) -> dict:
     return {
         "metadata": {"name": f"resnet-{revision}", "labels": {rollout.REVISION_LABEL: str(revision)},
-                     "creationTimestamp": rollout.format_time(created)},
+                     "creationTimestamp": created.strftime("%Y-%m-%dT%H:%M:%SZ")},
         "spec": {"containers": [{"name": "server", "image": BAD}]},
         "status": {"containerStatuses": [{"name": "server", "image": BAD, "ready": False, "restartCount": 0,
                                           "state": {"waiting": {"reason": "ImagePullBackOff"}}}]},
@@ -141,19 +141,41 @@ def test_gpu_rollout_starts_with_surge() -> None:
 
 def test_rollout_requests_and_evidence_waits_reach_the_queue() -> None:
     """A rollback/retry annotation is a new resourceVersion like any change: it queues a pass
-    (kopf's own change detection ignored the modelship.io/ prefix); evidence waits are polled."""
-    from modelship_operator import handlers
-    from modelship_operator.settings import Settings
+    (kopf's own change detection ignored the modelship.io/ prefix); evidence waits come back as
+    the pass's requeue_after, and the queue schedules from that one answer."""
+    from modelship_operator.reconcile import Result
+    from modelship_operator.runtime.controller import Controller
+    from modelship_operator.runtime.settings import Settings
 
     def md(annotations: dict, handled: dict, rv: str = "1") -> dict:
         meta = {"name": "resnet", "namespace": "ml", "resourceVersion": rv, "annotations": annotations}
         return {"metadata": meta, "status": {"rollout": handled}}
 
-    controller = handlers.Controller(client=None, settings=Settings())
+    controller = Controller(client=None, settings=Settings())
     controller.model_deployment_event(None, md({}, {}))
     assert controller.queue.get(timeout=0) == ("ml", "resnet")
     controller.queue.done(("ml", "resnet"))
     controller.model_deployment_event("MODIFIED", md({rollout.ROLLBACK_TO_ANNOTATION: "2@a"}, {}, rv="2"))
     assert controller.queue.get(timeout=0) == ("ml", "resnet")
-    assert handlers.rollout_evidence_pending(md({}, {"phase": "Progressing", "evidence": {"key": "x"}}))
-    assert not handlers.rollout_evidence_pending(md({}, {"phase": "Progressing", "evidence": {"key": ""}}))
+    controller.queue.done(("ml", "resnet"))
+
+    class Waiting:  # a pass whose plan waits 4 s for a pull failure to be confirmed
+        def reconcile(self, namespace, name, *, untold=None):
+            return Result(requeue_after=4.0)
+
+    controller.reconciler = Waiting()
+    controller.process(("ml", "resnet"))
+    assert controller.queue._due[("ml", "resnet")] - controller.queue._clock() < 5  # not the 60 s resync
+
+
+def test_a_pending_pull_failure_is_looked_at_again_when_it_is_confirmed() -> None:
+    fake, rec, clock = _stable()
+    fake.md["spec"]["image"] = BAD
+    fake.md["metadata"]["generation"] = 4
+    rec.reconcile("ml", "resnet")
+    fake.pods = [_pull_failure(2, clock.now)]
+    clock.advance(1)
+    assert rec.reconcile("ml", "resnet").requeue_after == 5.0  # first seen now, confirmed after 5 s
+    clock.advance(5)
+    result = rec.reconcile("ml", "resnet")
+    assert result.plan is not None and result.plan.rolled_back == "auto" and result.requeue_after is None

@@ -2,7 +2,7 @@
 
 import pytest
 
-from modelship_operator import api
+from modelship_operator.core import api
 
 from .samples import body, md
 

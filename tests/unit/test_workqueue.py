@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from modelship_operator.workqueue import ShutDown, WorkQueue
+from modelship_operator.runtime.workqueue import ShutDown, WorkQueue
 
 from .samples import MonotonicClock
 

@@ -38,4 +38,4 @@ if __name__ == "__main__":
     )
     server = ls.LitServer(api, accelerator="cpu", workers_per_device=1)
     server.run(host="127.0.0.1", port=int(os.environ["BENCH_PORT"]), log_level="warning",
-               generate_client_file=False)  # fmt: skip
+               generate_client_file=False)

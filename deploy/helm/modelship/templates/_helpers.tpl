@@ -47,8 +47,9 @@ app.kubernetes.io/part-of: modelship
 {{- end }}
 {{- end }}
 
-{{- define "modelship.peeringName" -}}
-{{- default (include "modelship.fullname" .) .Values.peering.name }}
+{{/* The leader election Lease: one per release, in the release namespace. */}}
+{{- define "modelship.leaseName" -}}
+{{- include "modelship.fullname" . }}
 {{- end }}
 
 {{/* repository:tag, or repository@digest when a digest is given. */}}
@@ -70,8 +71,13 @@ Cross-value checks the JSON schema cannot express; rendered (as nothing) by the
 Deployment so every install/upgrade/template runs them.
 */}}
 {{- define "modelship.validate" -}}
-{{- if and (gt (int .Values.replicas) 1) (not .Values.peering.enabled) }}
-{{- fail "replicas > 1 needs peering.enabled=true: without kopf peering every replica would act on every ModelDeployment" }}
+{{- if and (gt (int .Values.replicas) 1) (not .Values.leaderElection.enabled) }}
+{{- fail "replicas > 1 needs leaderElection.enabled=true: without leader election every replica would act on every ModelDeployment" }}
+{{- end }}
+{{- with .Values.leaderElection }}
+{{- if and .enabled (not (and (gt (int .leaseDuration) (int .renewDeadline)) (gt (mulf (int .renewDeadline) 1.0) (mulf (int .retryPeriod) 1.2)))) }}
+{{- fail "leaderElection needs leaseDuration > renewDeadline > 1.2 x retryPeriod (client-go's rule)" }}
+{{- end }}
 {{- end }}
 {{- if and .Values.podDisruptionBudget.enabled (ge (int .Values.podDisruptionBudget.minAvailable) (int .Values.replicas)) (gt (int .Values.replicas) 1) }}
 {{- fail "podDisruptionBudget.minAvailable must be below replicas, or a node drain can never evict an operator pod" }}

@@ -1,16 +1,17 @@
-"""How a rollout plan lands on the Deployment and the status (modelship_operator.rollout_status)."""
+"""How a rollout plan lands on the Deployment (core.rollout) and the status (core.status)."""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 from typing import Any
 
-from modelship_operator import api, builders, rollout, rollout_status, status
+from modelship_operator.core import api, builders, rollout, status
 
 from .samples import body
 
-NOW = dt.datetime(2026, 11, 26, 12, 0, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 11, 26, 12, 0, 0, tzinfo=dt.UTC)
 GOOD = "registry.example.com/ml/resnet-server:1.4.2"
 BAD = "fail.modelship.test/server:imagepull"
 
@@ -27,11 +28,10 @@ def deployment_for(desired: dict[str, Any], *, ready: bool = True) -> dict[str, 
 
 def one_pass(md: api.ModelDeployment, dep: dict[str, Any] | None, pods: list[dict[str, Any]], now: dt.datetime
              ) -> tuple[api.ModelDeployment, rollout.RolloutPlan, dict[str, Any]]:
-    """What the reconciler does: plan → desired Deployment → derived status → merged status."""
-    plan = rollout_status.plan(md, dep, pods, now=now)
-    desired = rollout_status.desired_deployment(md, plan)
-    derived = status.derive_status(md, dep, pods, now=now)
-    merged = rollout_status.merge_status(md.status, derived, plan, generation=md.generation, now=now)
+    """What the reconciler does: plan → desired Deployment → the next status."""
+    plan = rollout.plan_rollout(md, rollout.Observed(dep, pods), now=now)
+    desired = rollout.desired_deployment(md, plan)
+    merged = status.next_status(md, dep, pods, plan, now=now)
     data = {"metadata": md.metadata, "spec": md.spec.wire(), "status": merged.wire()}
     return api.parse(data), plan, desired
 
@@ -64,8 +64,8 @@ def test_state_survives_the_status_round_trip() -> None:
 
 def test_desired_deployment_carries_revision_labels_and_surge() -> None:
     md, _ = stable_md()
-    plan = rollout_status.plan(md, None, [], now=NOW)
-    dep = rollout_status.desired_deployment(md, plan)
+    plan = rollout.plan_rollout(md, rollout.Observed(None, []), now=NOW)
+    dep = rollout.desired_deployment(md, plan)
     labels = dep["spec"]["template"]["metadata"]["labels"]
     assert labels[rollout.REVISION_LABEL] == "1" and labels[rollout.REVISION_HASH_LABEL] == plan.serving_hash
     assert dep["spec"]["strategy"]["rollingUpdate"] == builders.SURGE
@@ -88,7 +88,7 @@ def test_rollback_serves_the_stable_template_and_status_says_so() -> None:
     md, plan, desired = one_pass(md, rolling, [pod], NOW + dt.timedelta(seconds=12))
     assert plan.rolled_back == "auto"
     assert desired["spec"]["template"]["spec"]["containers"][0]["image"] == GOOD
-    assert rollout_status.deployment_outdated(rolling, plan)
+    assert rollout.deployment_outdated(rolling, plan)
     degraded = cond(md, "Degraded")
     assert (degraded.status, degraded.reason) == ("True", "RolledBack") and BAD in degraded.message
     assert cond(md, "Stalled").reason == "RolledBack"
@@ -102,16 +102,15 @@ def test_rollback_serves_the_stable_template_and_status_says_so() -> None:
 def test_plan_events_covered_by_degraded_are_not_doubled() -> None:
     plan = rollout.RolloutPlan(
         phase="RolledBack", serving_revision=1, serving_template={}, serving_hash="h", surge_mode="surge",
-        status={}, conditions=(), ready_blocker=None, requeue_after=None,
+        status=api.ModelDeploymentStatus(), conditions=(), ready_blocker=None, requeue_after=None,
         events=(rollout.Event("Warning", "RolledBack", "x"), rollout.Event("Normal", "RolloutStarted", "y"),
                 rollout.Event("Normal", "RolledBack", "manual")),
     )
-    assert [e.reason for e in rollout_status.events(plan)] == ["RolloutStarted", "RolledBack"]
+    assert [e.reason for e in rollout.events_to_record(plan)] == ["RolloutStarted", "RolledBack"]
 
 
 def test_template_that_no_longer_validates_falls_back_to_its_image() -> None:
     md, _ = stable_md()
-    plan = rollout_status.plan(md, None, [], now=NOW)
-    broken = rollout.RolloutPlan(**{**plan.__dict__, "serving_template": {"image": "old/server:0.9", "model": 7},
-                                    "serving_hash": "other"})
-    assert rollout_status.serving_model(md, broken).spec.image == "old/server:0.9"
+    plan = rollout.plan_rollout(md, rollout.Observed(None, []), now=NOW)
+    broken = dataclasses.replace(plan, serving_template={"image": "old/server:0.9", "model": 7}, serving_hash="other")
+    assert rollout.serving_model(md, broken).spec.image == "old/server:0.9"

@@ -1,7 +1,18 @@
 """ModelDeployment status from what the cluster really shows.
 
 Pure: the parsed ModelDeployment (with its previous status), the observed Deployment and pods
-as plain API dicts, and ``now``. No API calls, no clock.
+as plain API dicts, the rollout plan, and ``now``. No API calls, no clock. One function,
+:func:`next_status`, makes the whole status; the rollout engine owns image, stableImage,
+history and ``status.rollout`` (this module never recomputes them).
+
+Condition merge rules (the rollout knows things the Deployment cannot show, e.g. that it is
+serving the stable revision on purpose while ``spec.image`` names a bad one):
+
+- ``Progressing``: the rollout's view while a revision is rolling out, rolled back or halted;
+  otherwise what the Deployment shows.
+- ``Degraded``: the rollout's ``True`` (``RolledBack``, ``RolloutHalted``) wins; otherwise the
+  Deployment/pod view (so a crash loop is reported at once, before the rollback decision).
+- ``Ready``: never ``True`` while the desired revision is not fully serving.
 
 Conditions (all carry ``observedGeneration``):
 
@@ -23,11 +34,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from modelship_operator import api, builders, evidence
+from modelship_operator.core import api, builders
+from modelship_operator.core.rollout import RolloutPlan, evidence
 
 Obj = Mapping[str, Any]
 
-HISTORY_LIMIT = 10
 #: Container waiting reasons that mean "this pod will not become ready by itself".
 FAILING_WAITING = frozenset(
     {
@@ -55,18 +66,14 @@ class Rollout:
 
 def container_image(deployment: Obj) -> str | None:
     """The server container's image in the Deployment's pod template."""
-    containers = deployment.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
-    for container in containers:
-        if container.get("name") == builders.CONTAINER:
-            return container.get("image")
-    return None
+    containers: Sequence[Obj] = deployment.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
+    image = next((c.get("image") for c in containers if c.get("name") == builders.CONTAINER), None)
+    return None if image is None else str(image)
 
 
 def _condition(obj: Obj, type_: str) -> Obj:
-    for cond in obj.get("status", {}).get("conditions") or []:
-        if cond.get("type") == type_:
-            return cond
-    return {}
+    conditions: Sequence[Obj] = obj.get("status", {}).get("conditions") or []
+    return next((c for c in conditions if c.get("type") == type_), {})
 
 
 def read_rollout(deployment: Obj) -> Rollout:
@@ -117,7 +124,8 @@ def pod_problems(pods: Sequence[Obj], image: str | None) -> list[tuple[str, str]
 
 
 def set_condition(
-    previous: Sequence[api.Condition], type_: str, status: str, reason: str, message: str, generation: int, now: datetime
+    previous: Sequence[api.Condition], type_: str, status: api.ConditionStatus, reason: str, message: str,
+    generation: int, now: datetime,
 ) -> api.Condition:
     """A condition that keeps lastTransitionTime unless its status changed."""
     old = next((c for c in previous if c.type == type_), None)
@@ -132,10 +140,13 @@ def set_condition(
     )
 
 
+View = tuple[api.ConditionStatus, str, str]
+"""A condition's (status, reason, message) before it is stamped with its transition time."""
+
+
 def _conditions(
-    previous: api.ModelDeploymentStatus, generation: int, now: datetime, ready: tuple[str, str, str],
-    progressing: tuple[str, str, str], degraded: tuple[str, str, str],
-) -> list[api.Condition]:  # fmt: skip
+    previous: api.ModelDeploymentStatus, generation: int, now: datetime, ready: View, progressing: View, degraded: View
+) -> list[api.Condition]:
     prev = previous.conditions
     return [
         set_condition(prev, "Ready", *ready, generation, now),
@@ -150,69 +161,38 @@ def problem_status(
     previous: api.ModelDeploymentStatus, generation: int, reason: str, message: str, now: datetime
 ) -> api.ModelDeploymentStatus:
     """The status of a ModelDeployment the operator cannot act on (InvalidSpec, a name taken by
-    an object it does not own, ...). Children are left as they are; counts keep their last values."""
-    why = ("False", reason, message)
+    an object it does not own, an apply the API server refused, ...). Children are left as they
+    are; counts and rollout state keep their last values."""
+    why: View = ("False", reason, message)
     conditions = _conditions(previous, generation, now, why, why, ("True", reason, message))
     return previous.model_copy(update={"observed_generation": generation, "conditions": conditions})
 
 
-def _history(md: api.ModelDeployment, serving: bool, now: datetime) -> list[api.HistoryEntry]:
-    """One entry per distinct (image, model URI) attempted; bounded, newest last."""
-    history = list(md.status.history)
-    key = (md.spec.image, md.spec.model.uri)
-    last = history[-1] if history else None
-    if last is None or (last.image, last.model) != key:
-        if last is not None and last.outcome == "Progressing":
-            history[-1] = last.model_copy(update={"outcome": "Superseded", "finished_at": now})
-        revision = (last.revision + 1) if last else 1
-        history.append(
-            api.HistoryEntry(revision=revision, image=key[0], model=key[1], started_at=now, outcome="Progressing")
-        )
-    if serving and history[-1].outcome == "Progressing":
-        history[-1] = history[-1].model_copy(update={"outcome": "Succeeded", "finished_at": now})
-    return history[-HISTORY_LIMIT:]
-
-
-def derive_status(
-    md: api.ModelDeployment,
-    deployment: Obj | None,
-    pods: Sequence[Obj] = (),
-    *,
-    now: datetime,
-) -> api.ModelDeploymentStatus:
-    """The whole new status: counts, conditions, serving/stable image, history."""
-    want_image = md.spec.image
-    base = {
-        "observed_generation": md.generation,
-        "selector": builders.selector_string(md),
-    }
-    if deployment is None:
-        creating = ("True", "Creating", "creating the Deployment")
-        conditions = _conditions(
-            md.status, md.generation, now, ("False", "DeploymentMissing", "the Deployment does not exist yet"),
-            creating, ("False", "AsExpected", ""),
-        )
-        return md.status.model_copy(
-            update={**base, "conditions": conditions, "replicas": 0, "ready_replicas": 0,
-                    "updated_replicas": 0, "available_replicas": 0, "history": _history(md, False, now)}
-        )  # fmt: skip
-
-    st = deployment.get("status", {})
-    counts = {
+def _counts(deployment: Obj | None) -> dict[str, int]:
+    st = (deployment or {}).get("status") or {}
+    return {
         "replicas": int(st.get("replicas") or 0),
         "ready_replicas": int(st.get("readyReplicas") or 0),
         "updated_replicas": int(st.get("updatedReplicas") or 0),
         "available_replicas": int(st.get("availableReplicas") or 0),
     }
+
+
+def deployment_view(md: api.ModelDeployment, deployment: Obj | None, pods: Sequence[Obj] = ()) -> tuple[View, View, View]:
+    """Ready, Progressing and Degraded as the Deployment and its pods show them."""
+    if deployment is None:
+        return ("False", "DeploymentMissing", "the Deployment does not exist yet"), \
+            ("True", "Creating", "creating the Deployment"), ("False", "AsExpected", "")
+    counts = _counts(deployment)
     rollout = read_rollout(deployment)
     problems = pod_problems(pods, rollout.template_image)
     replica_failure = _condition(deployment, "ReplicaFailure")
-    want = md.spec.replicas
-    all_ready = counts["ready_replicas"] >= want and rollout.complete
+    want, want_image = md.spec.replicas, md.spec.image
     on_spec_image = rollout.template_image == want_image
-    serving = all_ready and on_spec_image
+    serving = counts["ready_replicas"] >= want and rollout.complete and on_spec_image
 
     # Degraded: the first thing a human must look at.
+    degraded: View
     if rollout.failed:
         degraded = ("True", "ProgressDeadlineExceeded", rollout.message)
     elif problems:
@@ -224,6 +204,7 @@ def derive_status(
     else:
         degraded = ("False", "AsExpected", "")
 
+    progressing: View
     if rollout.complete:
         progressing = ("False", "RolloutComplete", f"{rollout.template_image} rolled out")
     elif rollout.failed:
@@ -231,6 +212,7 @@ def derive_status(
     else:
         progressing = ("True", "RolloutInProgress", f"rolling out {rollout.template_image}: {rollout.message}")
 
+    ready: View
     if serving:
         reason = "ScaledToZero" if want == 0 else "Available"
         ready = ("True", reason, f"{counts['ready_replicas']}/{want} replicas ready, serving {want_image}")
@@ -240,15 +222,38 @@ def derive_status(
         ready = ("False", degraded[1], degraded[2])
     else:
         ready = ("False", "RolloutInProgress", rollout.message)
+    return ready, progressing, degraded
 
-    serving_image = rollout.template_image if rollout.complete else (md.status.image or None)
-    return md.status.model_copy(
+
+def _view(condition: api.Condition) -> View:
+    return condition.status, condition.reason, condition.message
+
+
+def next_status(
+    md: api.ModelDeployment,
+    deployment: Obj | None,
+    pods: Sequence[Obj],
+    plan: RolloutPlan,
+    *,
+    now: datetime,
+) -> api.ModelDeploymentStatus:
+    """The whole new status: counts and the Deployment's view of the conditions, merged with the
+    rollout's view by the rules in this module's docstring; image, stableImage, history and
+    ``status.rollout`` as the rollout plan left them."""
+    ready, progressing, degraded = deployment_view(md, deployment, pods)
+    mine = {c.type: c for c in plan.conditions}
+    if plan.phase != "Complete":
+        progressing = _view(mine["Progressing"])
+    if mine["Degraded"].status == "True":
+        degraded = _view(mine["Degraded"])
+    blocker = plan.ready_blocker
+    if blocker is not None and (ready[0] == "True" or plan.phase in ("RolledBack", "Halted")):
+        ready = _view(blocker)
+    return plan.status.model_copy(
         update={
-            **base,
-            **counts,
-            "image": serving_image,
-            "stable_image": want_image if serving else md.status.stable_image,
+            "observed_generation": md.generation,
+            "selector": builders.selector_string(md),
+            **_counts(deployment),
             "conditions": _conditions(md.status, md.generation, now, ready, progressing, degraded),
-            "history": _history(md, serving, now),
         }
     )

@@ -4,8 +4,22 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from pathlib import Path
 
 import kopf
+
+from modelship_operator.runtime.leader import LeaseConfig
+
+#: Where a pod finds its own namespace (the default namespace of the leader Lease).
+POD_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def own_namespace(default: str = "default") -> str:
+    """The namespace this process runs in (in a pod), else ``default``."""
+    try:
+        return POD_NAMESPACE_FILE.read_text().strip() or default
+    except OSError:
+        return default
 
 
 class NoDiffBase(kopf.DiffBaseStorage):
@@ -76,16 +90,39 @@ class Settings:
     log_level: str = "INFO"
     """Python logging level for the operator."""
 
-    peering: str | None = None
-    """kopf peering object name for HA (several replicas, one active); None = standalone, the
-    right mode for the default single replica (no KopfPeering CRDs needed)."""
+    leader_elect: bool = False
+    """Run leader election (replicas > 1): only the replica holding the Lease reconciles. Off
+    for the default single replica, which needs no Lease and no Lease RBAC."""
 
-    peering_lifetime: int = 60
-    """How long, s, a silent peer is still considered alive: the failover time after a crash."""
+    lease_name: str = "modelship"
+    """Name of the ``coordination.k8s.io/v1`` Lease the replicas compete for."""
 
-    peering_priority: int = 0
-    """kopf peering priority; peers with the same priority would all pause, so ``main()`` gives
-    each process a random one unless set."""
+    lease_namespace: str = "default"
+    """Namespace of that Lease: the operator's own (``main()`` reads the pod's namespace)."""
+
+    lease_duration_seconds: float = 15.0
+    """How long a standby waits after the leader's last renewal before taking over, s (client-go's
+    default). With SIGKILL of the leader, the hand-over takes this plus one retry period."""
+
+    renew_deadline_seconds: float = 10.0
+    """How long the leader tries to renew before it stops writing and steps down, s. Shorter than
+    the lease duration, so it has stopped before anyone else may start (client-go's default)."""
+
+    retry_period_seconds: float = 2.0
+    """Interval between attempts to acquire or renew the Lease, s (client-go's default)."""
+
+    def lease_config(self, identity: str) -> LeaseConfig:
+        """The leader election of a process that calls itself ``identity``."""
+        return LeaseConfig(
+            namespace=self.lease_namespace, name=self.lease_name, identity=identity,
+            lease_duration=self.lease_duration_seconds, renew_deadline=self.renew_deadline_seconds,
+            retry_period=self.retry_period_seconds,
+        )
+
+    def check(self) -> None:
+        """Raise ValueError for settings that cannot work together."""
+        if self.leader_elect:
+            self.lease_config("check")
 
     @property
     def clusterwide(self) -> bool:
@@ -111,12 +148,6 @@ class Settings:
         settings.watching.server_timeout = self.watch_server_timeout
         settings.watching.client_timeout = self.watch_server_timeout + 30
         settings.networking.request_timeout = self.request_timeout
-        if self.peering:
-            settings.peering.name = self.peering
-            settings.peering.mandatory = True
-            settings.peering.lifetime = self.peering_lifetime
-            settings.peering.priority = self.peering_priority
-            settings.peering.clusterwide = self.clusterwide
-        else:
-            settings.peering.standalone = True
+        # Leader election is modelship's own (a Lease, see runtime.leader): kopf runs standalone.
+        settings.peering.standalone = True
         return settings

@@ -16,13 +16,17 @@ and the Deployment's selector is derived from the object's name only.
 
 from __future__ import annotations
 
+import functools
 import re
-from datetime import datetime
 from collections.abc import Mapping
-from typing import Any, Literal
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
+from pydantic.json_schema import JsonDict
+
+from modelship_operator.core import server_env
 
 GROUP = "modelship.io"
 VERSION = "v1alpha1"
@@ -50,36 +54,38 @@ PERCENT_PATTERN = r"^[0-9]{1,3}%$"
 QUANTITY_PATTERN = (
     r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
-_QUANTITY_MAP = {"additionalProperties": {"x-kubernetes-int-or-string": True, "pattern": QUANTITY_PATTERN}}
+_QUANTITY_MAP: JsonDict = {"additionalProperties": {"x-kubernetes-int-or-string": True, "pattern": QUANTITY_PATTERN}}
 
-#: Server env vars the operator derives from the spec; setting them in ``spec.env`` would
-#: silently fight the spec, so it is rejected. Other ``MODELSHIP_*`` vars (log level, queue
-#: size, timeouts) are the user's to set.
-RESERVED_ENV = (
-    "MODELSHIP_MODEL_NAME",
-    "MODELSHIP_MODEL_URI",
-    "MODELSHIP_MODEL_FORMAT",
-    "MODELSHIP_MODEL_HANDLER",
-    "MODELSHIP_MODEL_SHA256",
-    "MODELSHIP_HOST",
-    "MODELSHIP_PORT",
-    "MODELSHIP_DEVICE",
-    "MODELSHIP_REQUIRE_GPU",
-    "MODELSHIP_HALF_PRECISION",
-    "MODELSHIP_MAX_BATCH_SIZE",
-    "MODELSHIP_MAX_LATENCY_MS",
-)
+#: Server env vars the operator derives from the spec (one table: ``server_env.CONTRACT``);
+#: setting them in ``spec.env`` would give the container two entries of one name, so it is
+#: refused. Other ``MODELSHIP_*`` vars (log level, queue size, timeouts) are the user's to set.
+RESERVED_ENV = server_env.RESERVED
 
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 
 ModelFormat = Literal["torchscript", "torch-export", "handler"]
 SurgeMode = Literal["auto", "surge", "no-surge"]
+ModelProcess = Literal["auto", "per-worker", "shared"]
 InputDatatype = Literal["BOOL", "UINT8", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64"]
 ConditionStatus = Literal["True", "False", "Unknown"]
 Outcome = Literal["Progressing", "Succeeded", "RolledBack", "Superseded", "Halted"]
+RolloutPhase = Literal["Progressing", "Complete", "RolledBack", "Halted"]
 #: A Kubernetes quantity ("500m", "2Gi", 4) or, for budgets, a count or a percentage.
 IntOrString = int | str
+
+
+class OutsidePod:
+    """Marks a spec field that does not reach the pod template (``Annotated[T, OUTSIDE_POD]``).
+
+    Every other spec field is pod-relevant: changing it is a new revision, and a rollback
+    restores it (:func:`pod_fields`). A new field is pod-relevant unless marked, so forgetting
+    the mark costs a needless rollout, never a missed one; a unit test builds a Deployment for
+    a change of every field and fails when a mark is wrong.
+    """
+
+
+OUTSIDE_POD = OutsidePod()
 
 
 def cel(*rules: tuple[str, str]) -> dict[str, Any]:
@@ -268,8 +274,39 @@ class Batching(_Wire):
     )
 
 
+class Grpc(_Wire):
+    """The Open Inference Protocol v2 gRPC service, beside HTTP."""
+
+    enabled: bool = Field(default=False, description="Serve gRPC. Default: false.")
+    port: int = Field(
+        default=9000,
+        description="Container and Service port for gRPC (named grpc). Default: 9000. "
+        "1024-65535, and not serving.port.",
+        json_schema_extra=cel(
+            ("self >= 1024 && self <= 65535", "serving.grpc.port must be between 1024 and 65535 (the server runs as non-root)")
+        ),
+    )
+
+    @field_validator("port")
+    @classmethod
+    def _port_range(cls, port: int) -> int:
+        if not 1024 <= port <= 65535:
+            raise ValueError("serving.grpc.port must be between 1024 and 65535 (the server runs as non-root)")
+        return port
+
+
 class Serving(_Wire):
     """How the server listens and runs the model."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            (
+                "!has(self.grpc) || !has(self.grpc.enabled) || !self.grpc.enabled || "
+                "(has(self.grpc.port) ? self.grpc.port : 9000) != (has(self.port) ? self.port : 8000)",
+                "serving.grpc.port must differ from serving.port",
+            )
+        )
+    )
 
     port: int = Field(
         default=8000,
@@ -301,6 +338,22 @@ class Serving(_Wire):
         description="Longest the server waits for in-flight and queued requests after the delay. "
         "The pod's terminationGracePeriodSeconds is delay + drain + 5. Default: 30.",
     )
+    workers: int = Field(
+        default=1,
+        ge=0,
+        le=64,
+        description="Front-end processes sharing the port (one event loop each decodes requests). "
+        "0 = one per CPU the container may use (its CPU limit), at most 8. Default: 1. More than "
+        "one multiplies the model's memory when each owns a copy (modelProcess per-worker).",
+    )
+    model_process: ModelProcess = Field(
+        default="auto",
+        description="With several workers: per-worker (each front end loads the model: CPU), "
+        "shared (one process owns the model, fed through shared memory, so batches span every "
+        "front end and the model loads once: GPU) or auto (shared on GPU, per-worker on CPU). "
+        "Default: auto.",
+    )
+    grpc: Grpc = Field(default_factory=Grpc, description="The OIP v2 gRPC service (off unless enabled).")
 
     @field_validator("port")
     @classmethod
@@ -308,6 +361,22 @@ class Serving(_Wire):
         if not 1024 <= port <= 65535:
             raise ValueError("serving.port must be between 1024 and 65535 (the server runs as non-root)")
         return port
+
+    @model_validator(mode="after")
+    def _grpc_port_differs(self) -> Serving:
+        if self.grpc.enabled and self.grpc.port == self.port:
+            raise ValueError("serving.grpc.port must differ from serving.port")
+        return self
+
+
+#: Probe settings when ``spec.probes.readiness``/``liveness`` leave them unset (the builder
+#: applies them; the field docs below quote them).
+READINESS_DEFAULTS = {"periodSeconds": 5, "timeoutSeconds": 3, "failureThreshold": 3}
+LIVENESS_DEFAULTS = {"periodSeconds": 10, "timeoutSeconds": 3, "failureThreshold": 3}
+
+
+def _quote(defaults: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in defaults.items())
 
 
 class ProbeOverride(_Wire):
@@ -336,11 +405,11 @@ class Probes(_Wire):
     )
     readiness: ProbeOverride = Field(
         default_factory=ProbeOverride,
-        description="GET /health. Defaults: periodSeconds 5, timeoutSeconds 3, failureThreshold 3.",
+        description=f"GET /health. Defaults: {_quote(READINESS_DEFAULTS)}.",
     )
     liveness: ProbeOverride = Field(
         default_factory=ProbeOverride,
-        description="GET /health/live. Defaults: periodSeconds 10, timeoutSeconds 3, failureThreshold 3.",
+        description=f"GET /health/live. Defaults: {_quote(LIVENESS_DEFAULTS)}.",
     )
 
 
@@ -446,7 +515,7 @@ class ModelDeploymentSpec(_Wire):
         ),
     )
     model: ModelSource
-    replicas: int = Field(default=1, ge=0, le=1000, description="Pod count. Default: 1.")
+    replicas: Annotated[int, OUTSIDE_POD] = Field(default=1, ge=0, le=1000, description="Pod count. Default: 1.")
     resources: ResourceRequirements = Field(
         default_factory=ResourceRequirements, description="Container requests/limits (no GPUs)."
     )
@@ -464,24 +533,24 @@ class ModelDeploymentSpec(_Wire):
     env: list[EnvVar] = Field(
         default_factory=list,
         max_length=128,
-        description="Extra env vars for the server. The MODELSHIP_* vars derived from the spec "
-        "(model, port, device, batching, precision) cannot be set here.",
+        description="Extra env vars for the server (names unique). The MODELSHIP_* vars the operator "
+        "derives from the spec (" + ", ".join(RESERVED_ENV) + ") cannot be set here.",
         json_schema_extra={
             "x-kubernetes-list-type": "map",
             "x-kubernetes-list-map-keys": ["name"],
             **cel(
                 (
                     "self.all(e, !(e.name in [" + ", ".join(f"'{n}'" for n in RESERVED_ENV) + "]))",
-                    "env must not set the MODELSHIP_* vars the operator derives from the spec "
-                    "(model, port, device, batching, precision)",
+                    "spec.env must not set the MODELSHIP_* vars the operator derives from the spec ("
+                    + ", ".join(RESERVED_ENV) + "): set the spec field instead",
                 )
             ),
         },
     )
     serving: Serving = Field(default_factory=Serving, description="Server settings.")
     probes: Probes = Field(default_factory=Probes, description="Health probe settings.")
-    rollout: Rollout = Field(default_factory=Rollout, description="Rollout settings.")
-    disruption_budget: DisruptionBudget | None = Field(
+    rollout: Annotated[Rollout, OUTSIDE_POD] = Field(default_factory=Rollout, description="Rollout settings.")
+    disruption_budget: Annotated[DisruptionBudget | None, OUTSIDE_POD] = Field(
         default=None, description="PodDisruptionBudget. Default: none."
     )
 
@@ -495,9 +564,13 @@ class ModelDeploymentSpec(_Wire):
     @field_validator("env")
     @classmethod
     def _env_not_reserved(cls, env: list[EnvVar]) -> list[EnvVar]:
-        taken = sorted({e.name for e in env} & set(RESERVED_ENV))
+        names = [e.name for e in env]
+        taken = sorted(set(names) & set(RESERVED_ENV))
         if taken:
             raise ValueError(f"env must not set {', '.join(taken)}: the operator derives it from the spec")
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"env sets {', '.join(twice)} more than once")
         return env
 
     @model_validator(mode="after")
@@ -506,16 +579,24 @@ class ModelDeploymentSpec(_Wire):
         if device.startswith("cuda") and self.gpu_count == 0:
             raise ValueError("serving.device cuda needs gpu.count >= 1")
         budget = self.disruption_budget
-        if budget and isinstance(budget.min_available, int) and self.replicas > 0:
-            if budget.min_available >= self.replicas:
-                raise ValueError(
-                    "disruptionBudget.minAvailable must be less than replicas, or no pod could ever be evicted"
-                )
+        if budget and isinstance(budget.min_available, int) and 0 < self.replicas <= budget.min_available:
+            raise ValueError("disruptionBudget.minAvailable must be less than replicas, or no pod could ever be evicted")
         return self
 
     @property
     def gpu_count(self) -> int:
         return self.gpu.count if self.gpu else 0
+
+
+@functools.cache
+def pod_fields() -> tuple[str, ...]:
+    """Wire names of the spec fields that reach the pod template: every field not marked
+    :data:`OUTSIDE_POD`. They define a revision (see ``rollout.revisions``)."""
+    return tuple(
+        field.alias or name
+        for name, field in ModelDeploymentSpec.model_fields.items()
+        if not any(isinstance(m, OutsidePod) for m in field.metadata)
+    )
 
 
 class Condition(_Wire):
@@ -531,10 +612,20 @@ class Condition(_Wire):
     observed_generation: int | None = None
 
 
-class HistoryEntry(_Wire):
-    """One revision: a distinct image + model that was rolled out, and how it ended."""
+#: Keys of ``status.rollout`` that modelship <= 0.1.0 wrote as "" (or 0) to mean unset, because
+#: its merge patches could not clear a key.
+_LEGACY_UNSET = ("specHash", "phase", "servingRevision", "stableRevision", "noSurgeSince", "handledRetry",
+                 "handledRollbackTo")
 
-    model_config = ConfigDict(extra="ignore")
+
+class _Record(_Wire):
+    """Base of the status parts the rollout engine updates in place, on its own copy of them."""
+
+    model_config = ConfigDict(extra="ignore", frozen=False)
+
+
+class HistoryEntry(_Record):
+    """One revision: a distinct pod-relevant spec that was rolled out, and how it ended."""
 
     revision: int = Field(ge=1)
     image: str
@@ -551,34 +642,41 @@ class HistoryEntry(_Wire):
     )
 
 
-class RolloutEvidence(_Wire):
-    """Failure evidence seen but not yet confirmed (kept so a restart does not reset its clock)."""
+class RolloutEvidence(_Record):
+    """Failure evidence seen but not yet established (kept so a restart does not reset its clock)."""
 
-    model_config = ConfigDict(extra="ignore")
-
-    key: str = ""
-    kind: str = ""
+    key: str = Field(description="What was seen on what, e.g. ImagePullFailed:pod/NAME.")
+    kind: str = Field(description="ImagePullFailed, CrashLoopBackOff, StartupTimeout, Unschedulable, ...")
     message: str = ""
-    first_seen: str = Field(default="", description="RFC 3339 time of the first sighting.")
+    first_seen: datetime = Field(description="When it was first seen, or when it becomes evidence.")
 
 
-class RolloutState(_Wire):
+class RolloutState(_Record):
     """Where the rollout stands: written by the operator, read back on every pass, so a restarted
-    operator resumes where it was. Empty values mean unset (status is merge-patched)."""
+    operator resumes where it was. Unset fields are absent."""
 
-    model_config = ConfigDict(extra="ignore")
-
-    spec_hash: str = Field(default="", description="Hash of the pod-relevant spec last acted on (no-flap memory).")
-    phase: str = Field(default="", description="Progressing, Complete, RolledBack or Halted.")
-    serving_revision: int = Field(default=0, description="The revision the Deployment carries.")
-    stable_revision: int = Field(default=0, description="The last known good revision.")
+    spec_hash: str | None = Field(default=None, description="Hash of the pod-relevant spec last acted on (no-flap memory).")
+    phase: RolloutPhase | None = Field(default=None, description="Progressing, Complete, RolledBack or Halted.")
+    serving_revision: int | None = Field(default=None, description="The revision the Deployment carries.")
+    stable_revision: int | None = Field(default=None, description="The last known good revision.")
     manual: bool = Field(default=False, description="The serving revision was chosen by a manual rollback.")
     no_surge: bool = Field(default=False, description="surge: auto switched this rollout to no-surge (GPUs short).")
-    no_surge_since: str = ""
-    evidence: RolloutEvidence = Field(default_factory=RolloutEvidence)
-    handled_retry: str = Field(default="", description="Last modelship.io/retry value acted on.")
-    handled_rollback_to: str = Field(default="", description="Last modelship.io/rollback-to value acted on.")
+    no_surge_since: datetime | None = None
+    evidence: RolloutEvidence | None = Field(default=None, description="Failure evidence waiting to be established.")
+    handled_retry: str | None = Field(default=None, description="Last modelship.io/retry value acted on.")
+    handled_rollback_to: str | None = Field(default=None, description="Last modelship.io/rollback-to value acted on.")
     message: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_empty_values(cls, data: Any) -> Any:
+        """Status written by modelship <= 0.1.0: "" / 0 / an evidence without key read as unset."""
+        if not isinstance(data, Mapping):
+            return data
+        data = {k: None if k in _LEGACY_UNSET and v in ("", 0) else v for k, v in data.items()}
+        if isinstance(data.get("evidence"), Mapping) and not data["evidence"].get("key"):
+            data["evidence"] = None
+        return data
 
 
 class ModelDeploymentStatus(_Wire):
@@ -601,6 +699,21 @@ class ModelDeploymentStatus(_Wire):
     )
     history: list[HistoryEntry] = Field(default_factory=list, description="Newest last, bounded.")
     rollout: RolloutState = Field(default_factory=RolloutState, description="Rollout bookkeeping (see kubectl modelship).")
+
+    def merge_patch(self) -> dict[str, Any]:
+        """The whole status as a JSON merge patch: an unset field is sent as null, so what a pass
+        cleared is removed on the server too (an omitted key would keep its old value). Lists
+        replace the stored ones whole; their items carry no nulls."""
+        patch: dict[str, Any] = _without_nulls_in_lists(self.model_dump(by_alias=True, mode="json"))
+        return patch
+
+
+def _without_nulls_in_lists(value: Any, in_list: bool = False) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_nulls_in_lists(v, in_list) for k, v in value.items() if not (in_list and v is None)}
+    if isinstance(value, list):
+        return [_without_nulls_in_lists(v, True) for v in value]
+    return value
 
 
 class ModelDeployment(_Wire):

@@ -25,25 +25,28 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
 
 
 class ShutDown(Exception):
     """The queue was shut down: the worker should exit."""
 
 
-class WorkQueue:
+class WorkQueue(Generic[K]):
     def __init__(self, clock: Callable[[], float] = time.monotonic, urgent_quiet: float = 0.0) -> None:
         self._clock = clock
         self.urgent_quiet = urgent_quiet
         self._last_urgent = float("-inf")
         self._cond = threading.Condition()
-        self._ready: deque[Hashable] = deque()
-        self._urgent: deque[Hashable] = deque()
-        self._queued: set[Hashable] = set()  # in _ready
-        self._active: set[Hashable] = set()  # handed to a worker
-        self._again: set[Hashable] = set()  # added while active
-        self._due: dict[Hashable, float] = {}  # scheduled for later
-        self._heap: list[tuple[float, int, Hashable]] = []
+        self._ready: deque[K] = deque()
+        self._urgent: deque[K] = deque()
+        self._queued: set[K] = set()  # in _ready
+        self._active: set[K] = set()  # handed to a worker
+        self._again: set[K] = set()  # added while active
+        self._due: dict[K, float] = {}  # scheduled for later
+        self._heap: list[tuple[float, int, K]] = []
         self._seq = itertools.count()
         self._closed = False
 
@@ -56,11 +59,11 @@ class WorkQueue:
         with self._cond:
             return len(self._due)
 
-    def add(self, key: Hashable, *, urgent: bool = False) -> None:
+    def add(self, key: K, *, urgent: bool = False) -> None:
         with self._cond:
             self._add(key, urgent)
 
-    def _add(self, key: Hashable, urgent: bool = False) -> None:
+    def _add(self, key: K, urgent: bool = False) -> None:
         if self._closed:
             return
         self._due.pop(key, None)  # due now; the stale heap entry is skipped later
@@ -76,7 +79,7 @@ class WorkQueue:
         if urgent:
             self._last_urgent = self._clock()
 
-    def add_after(self, key: Hashable, delay: float) -> None:
+    def add_after(self, key: K, delay: float) -> None:
         if delay <= 0:
             self.add(key)
             return
@@ -90,12 +93,12 @@ class WorkQueue:
             heapq.heappush(self._heap, (due, next(self._seq), key))
             self._cond.notify()
 
-    def forget(self, key: Hashable) -> None:
+    def forget(self, key: K) -> None:
         """Drop a key's scheduled run (its object is gone)."""
         with self._cond:
             self._due.pop(key, None)
 
-    def get(self, timeout: float | None = None) -> Hashable | None:
+    def get(self, timeout: float | None = None) -> K | None:
         """The next key due, marked active until ``done``; None on timeout. Raises ShutDown."""
         deadline = None if timeout is None else self._clock() + timeout
         with self._cond:
@@ -129,7 +132,7 @@ class WorkQueue:
                 del self._due[key]
                 self._add(key)
 
-    def done(self, key: Hashable) -> None:
+    def done(self, key: K) -> None:
         """The pass for ``key`` finished; a key added meanwhile goes back in the queue."""
         with self._cond:
             self._active.discard(key)

@@ -1,17 +1,19 @@
-"""The kopf shell: watch events feed the cache and the work queue; a worker pass is followed by
-the right next step (nothing, poll, resync, retry with backoff); legacy kopf finalizers are
-taken off; a paused HA replica does nothing."""
+"""The runtime: watch events feed the cache and the work queue; a worker pass is followed by
+the right next step from its one answer (nothing, the plan's requeue, resync, retry with
+backoff); legacy kopf finalizers are taken off; a standby replica does nothing."""
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import kopf
 
-from modelship_operator import api, builders, handlers, kube, metrics
+from modelship_operator import kube
+from modelship_operator.core import api, builders
 from modelship_operator.reconcile import Result
-from modelship_operator.settings import Settings
+from modelship_operator.runtime import controller as handlers
+from modelship_operator.runtime import metrics, watches
+from modelship_operator.runtime.settings import Settings
 
 KEY = ("ml", "x")
 
@@ -20,9 +22,8 @@ class StubReconciler:
     def __init__(self, result=None, error=None):
         self.result, self.error, self.calls = result or Result(), error, []
 
-    def reconcile(self, namespace, name, *, deployment_first=False):
+    def reconcile(self, namespace, name, *, untold=None):
         self.calls.append((namespace, name))
-        self.first = deployment_first
         if self.error:
             raise self.error
         return self.result
@@ -43,11 +44,36 @@ def _md(rv="1", **meta):
 
 def _child(kind, rv, owner="x"):
     return {"kind": kind, "metadata": {"name": owner, "namespace": "ml", "resourceVersion": rv,
-                                       "annotations": {builders.OWNER_ANNOTATION: owner}}}  # fmt: skip
+                                       "annotations": {builders.OWNER_ANNOTATION: owner}}}
 
 
-def _controller(reconciler=None, **settings):
-    return handlers.Controller(StubClient(), Settings(**settings), reconciler=reconciler or StubReconciler())
+class StubHeadStart:
+    """Creates the Deployment of every object it is asked about once."""
+
+    def __init__(self):
+        self.created = []
+
+    def create(self, namespace, name):
+        if (namespace, name) in self.created:
+            return None
+        self.created.append((namespace, name))
+        return Untold()
+
+    def take(self, key):
+        return None
+
+    def forget(self, key):
+        pass
+
+
+class Untold:
+    pass
+
+
+def _controller(reconciler=None, gate=lambda: True, **settings):
+    c = handlers.Controller(StubClient(), Settings(**settings), reconciler=reconciler or StubReconciler(), gate=gate)
+    c.head_start = StubHeadStart()
+    return c
 
 
 def _drain(controller):
@@ -91,16 +117,18 @@ def test_a_deleted_child_queues_its_owner_and_leaves_the_cache():
 
 
 def test_after_a_pass_the_object_is_resynced_and_polled_while_evidence_waits():
-    c = _controller(resync_seconds=60)
+    rec = StubReconciler()
+    c = _controller(rec, resync_seconds=60)
     c.model_deployment_event(None, _md())
+    c.head_start.created.append(KEY)  # (not new: its Deployment exists)
     before = _count("resume", "ok")
     c.process(c.queue.get(timeout=0))
     assert _count("resume", "ok") == before + 1
     assert c.queue._due[KEY] > c.queue._clock() + 50  # resync only
     c.queue.done(KEY)
-    c.store.put({**_md("2"), "status": {"rollout": {"evidence": {"key": "pod/x-1"}}}})
+    rec.result = Result(requeue_after=3.0)  # the plan waits for evidence to be established
     c.process(KEY)
-    assert c.queue._due[KEY] < c.queue._clock() + 10  # the rollout poll
+    assert c.queue._due[KEY] < c.queue._clock() + 10  # the rollout poll, from the pass's one answer
 
 
 def test_api_trouble_is_retried_with_growing_delays_then_forgotten_on_success():
@@ -147,35 +175,36 @@ def test_the_legacy_kopf_finalizer_is_taken_off_before_the_pass():
     assert len(c.client.removed) == 1
 
 
-def test_a_paused_replica_runs_no_pass():
+def test_a_standby_replica_runs_no_pass_and_the_new_leader_passes_everything():
     rec = StubReconciler()
-    gate = handlers.PeeringGate()
-    c = handlers.Controller(StubClient(), Settings(), reconciler=rec, active=lambda: gate.active)
-    record = logging.LogRecord(gate.LOGGER, logging.INFO, __file__, 1, "Pausing operations in favour of [x].", (), None)
-    assert gate.filter(record)
-    c.process(KEY)
-    assert rec.calls == [] and KEY not in c.queue._due
-    gate.filter(logging.LogRecord(gate.LOGGER, logging.INFO, __file__, 1, "Resuming operations after the pause.", (), None))
+    leading = False
+    c = _controller(rec, gate=lambda: leading, burst_hold_seconds=0)
+    c.model_deployment_event(None, _md())
+    c.process(c.queue.get(timeout=0))
+    c.queue.done(KEY)
+    assert rec.calls == [] and KEY not in c.queue._due  # the standby keeps its cache, does nothing
+    leading = True
+    c.lead()  # the Lease acquired
+    assert c.queue.get(timeout=0) == KEY
     c.process(KEY)
     assert rec.calls == [KEY]
 
 
-def test_the_peering_messages_the_gate_reads_are_the_installed_kopfs():
-    source = (Path(kopf.__file__).parent / "_core" / "engines" / "peering.py").read_text()
-    assert handlers.PeeringGate.LOGGER == "kopf._core.engines.peering"
-    for message in (*handlers.PeeringGate.PAUSED, handlers.PeeringGate.RESUMED):
-        assert f'f"{message}' in source or f'"{message}' in source, message
+def test_a_pass_that_finds_the_lease_lost_stops_without_a_retry():
+    c = _controller(StubReconciler(error=kube.NotLeader("apply Deployment ml/x: not written")))
+    c.process(KEY)
+    assert KEY not in c.queue._due and KEY not in c._failures
 
 
 def test_the_registry_has_only_event_handlers_so_kopf_adds_no_finalizer():
-    registry = handlers.build_registry(_controller(), Settings())
-    plurals = {h.selector.any_name for h in registry._watching.get_all_handlers()}  # noqa: SLF001 - what kopf watches
+    registry = watches.build_registry(_controller(), Settings())
+    plurals = {h.selector.any_name for h in registry._watching.get_all_handlers()}
     assert plurals == {"modeldeployments", "deployments", "services", "poddisruptionbudgets", "pods"}
     assert not registry._changing.get_all_handlers() and not registry._spawning.get_all_handlers()
 
 
 def test_a_new_object_jumps_the_queue_for_its_deployment_then_queues_the_rest():
-    rec = StubReconciler(Result(partial=True))
+    rec = StubReconciler()
     c = _controller(rec, burst_hold_seconds=0)
     c.child_event("Deployment", None, _child("Deployment", "1", owner="old"))
     c.model_deployment_event(None, {**_md("1"), "metadata": {**_md("1")["metadata"], "name": "old"}})
@@ -184,14 +213,14 @@ def test_a_new_object_jumps_the_queue_for_its_deployment_then_queues_the_rest():
     assert key == KEY
     c.process(key)
     c.queue.done(key)
-    assert rec.first and rec.calls == [KEY]
+    assert c.head_start.created == [KEY] and rec.calls == []  # its Deployment only
     assert [c.queue.get(timeout=0), c.queue.get(timeout=0)] == [("ml", "old"), KEY]  # the rest: behind
 
 
 def test_the_server_side_watch_filter_matches_what_the_builders_label():
     from .samples import md
 
-    watched = handlers.filter_watches(Settings().kopf_settings()).watching.label_selectors
+    watched = watches.filter_watches(Settings().kopf_settings()).watching.label_selectors
     (key, value), = (term.split("=") for term in set(watched.values()))
     model = md(disruptionBudget={"maxUnavailable": 1})
     deployment = builders.desired_deployment(model)

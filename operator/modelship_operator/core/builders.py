@@ -1,12 +1,13 @@
 """Desired child objects of a ModelDeployment: Deployment, Service, PodDisruptionBudget.
 
 Pure functions: a validated ``api.ModelDeployment`` in, plain dicts out (ready for server-side
-apply). No API calls, no clock, no environment. The handlers apply the *whole* object every
+apply). No API calls, no clock, no environment. The reconcile pass applies the *whole* object every
 time, so whatever a builder leaves out is released by the field manager, and drift is undone.
 
-Rollout seams: ``desired_deployment`` takes ``image`` (serve another image than ``spec.image``,
-e.g. the stable one after a rollback) and ``surge`` (override the resolved surge mode, e.g.
-fall back to no-surge when a GPU surge pod cannot be scheduled).
+Rollout seams: ``desired_deployment`` takes ``image`` (serve another image than ``spec.image``)
+and ``surge`` (the mode the rollout engine resolved, see :func:`resolve_surge`). A rollback
+serves a whole earlier revision: the engine hands in a ModelDeployment whose pod-relevant
+fields are that revision's.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import math
 import re
 from typing import Any, Literal
 
-from modelship_operator import api
+from modelship_operator.core import api, server_env
 
 Obj = dict[str, Any]
 Resolved = Literal["surge", "no-surge"]
@@ -29,6 +30,11 @@ MANAGED_LABELS = {"app.kubernetes.io/managed-by": MANAGER}
 OWNER_ANNOTATION = "modelship.io/modeldeployment"
 CONTAINER = "server"
 PORT_NAME = "http"
+GRPC_PORT_NAME = "grpc"
+#: Shared memory each front end uses to hand tensors to a shared model process (the server's
+#: arena), and the most front ends `workers: 0` starts.
+SHM_PER_WORKER_MIB = 16
+MAX_AUTO_WORKERS = 8
 READY_PATH = "/health"
 LIVE_PATH = "/health/live"
 UID = 10001
@@ -40,8 +46,6 @@ REVISION_HISTORY_LIMIT = 5
 SURGE = {"maxSurge": "25%", "maxUnavailable": 0}
 #: No surge: one pod at a time is replaced; needed when no spare GPU exists for an extra pod.
 NO_SURGE = {"maxSurge": 0, "maxUnavailable": 1}
-READINESS_DEFAULTS = {"periodSeconds": 5, "timeoutSeconds": 3, "failureThreshold": 3}
-LIVENESS_DEFAULTS = {"periodSeconds": 10, "timeoutSeconds": 3, "failureThreshold": 3}
 STARTUP_PROBE_TIMEOUT_S = 3
 #: The server's exit code when the model fails to load for good (MODELSHIP_EXIT_ON_LOAD_FAILURE):
 #: a pod that exits with it is rollout evidence at once, not after the startup budget.
@@ -133,12 +137,19 @@ def _metadata(md: api.ModelDeployment, image: str | None = None) -> Obj:
     }
 
 
-def resolve_surge(spec: api.ModelDeploymentSpec) -> Resolved:
-    """auto: no surge for GPU pods (a surge pod may find no free GPU and block the rollout),
-    surge for CPU pods (capacity is usually there and the service never shrinks)."""
-    if spec.rollout.surge == "auto":
-        return "no-surge" if spec.gpu_count > 0 else "surge"
-    return spec.rollout.surge
+def resolve_surge(mode: api.SurgeMode, *, gpus_short: bool = False) -> Resolved:
+    """``spec.rollout.surge`` as the Deployment strategy to use now. ``auto`` is surge (the
+    service never drops below its replica count) until the rollout engine saw a surge pod that
+    cannot get ``nvidia.com/gpu`` in this rollout (``gpus_short``): then no-surge, which needs
+    no spare GPU."""
+    if mode == "no-surge" or (mode == "auto" and gpus_short):
+        return "no-surge"
+    return "surge"
+
+
+def strategy(mode: Resolved) -> dict[str, Any]:
+    """The Deployment's rollingUpdate parameters for a resolved surge mode."""
+    return dict(SURGE if mode == "surge" else NO_SURGE)
 
 
 def startup_failure_threshold(probes: api.Probes) -> int:
@@ -155,8 +166,8 @@ def probes(spec_probes: api.Probes) -> dict[str, Obj]:
     /health/live (process responsive). Liveness only starts after startup succeeded, so a slow
     load is bounded by startupTimeoutSeconds, not killed by liveness."""
     overrides = {
-        "readinessProbe": (READINESS_DEFAULTS, spec_probes.readiness),
-        "livenessProbe": (LIVENESS_DEFAULTS, spec_probes.liveness),
+        "readinessProbe": (api.READINESS_DEFAULTS, spec_probes.readiness),
+        "livenessProbe": (api.LIVENESS_DEFAULTS, spec_probes.liveness),
     }
     out = {
         "startupProbe": _probe(
@@ -174,35 +185,10 @@ def probes(spec_probes: api.Probes) -> dict[str, Obj]:
     return out
 
 
-def server_env(spec: api.ModelDeploymentSpec) -> list[Obj]:
-    """The MODELSHIP_* contract with the server image, then the user's extra env."""
-    gpu = spec.gpu_count > 0
-    model, serving = spec.model, spec.serving
-    values: list[tuple[str, str | None]] = [
-        ("MODELSHIP_MODEL_NAME", model.name),
-        ("MODELSHIP_MODEL_URI", model.uri),
-        ("MODELSHIP_MODEL_FORMAT", model.format),
-        ("MODELSHIP_MODEL_HANDLER", model.handler),
-        ("MODELSHIP_MODEL_SHA256", model.sha256),
-        ("MODELSHIP_INPUT_SHAPE", ",".join(map(str, model.input_shape)) if model.input_shape else None),
-        ("MODELSHIP_INPUT_DATATYPE", model.input_datatype if model.input_shape else None),
-        ("MODELSHIP_HOST", "0.0.0.0"),
-        ("MODELSHIP_PORT", str(serving.port)),
-        ("MODELSHIP_DEVICE", serving.device or ("cuda" if gpu else "cpu")),
-        ("MODELSHIP_REQUIRE_GPU", "true" if gpu else "false"),
-        ("MODELSHIP_HALF_PRECISION", "true" if serving.half_precision else "false"),
-        ("MODELSHIP_MAX_BATCH_SIZE", str(serving.batching.max_batch_size)),
-        ("MODELSHIP_MAX_LATENCY_MS", str(serving.batching.max_latency_ms)),
-        ("MODELSHIP_SHUTDOWN_DELAY_S", str(serving.shutdown_delay_seconds)),
-        ("MODELSHIP_GRACEFUL_TIMEOUT_S", str(serving.drain_timeout_seconds)),
-        # A model that cannot load ends the process (exit code MODEL_LOAD_FAILED_EXIT_CODE, the
-        # reason in the termination message): the kubelet restarts it (a transient download
-        # failure gets retried) and the pod status says why within seconds, where a live but
-        # never-ready server would only be noticed when the startup budget runs out.
-        ("MODELSHIP_EXIT_ON_LOAD_FAILURE", "true"),
-    ]
-    env = [{"name": k, "value": v} for k, v in values if v is not None]
-    return env + [e.wire() for e in spec.env]
+def container_env(spec: api.ModelDeploymentSpec) -> list[Obj]:
+    """The MODELSHIP_* contract with the server image (:mod:`server_env`), then the user's extra
+    env (which may not repeat those names: the API refuses it)."""
+    return [*server_env.operator_env(spec), *(e.wire() for e in spec.env)]
 
 
 def termination_grace_seconds(serving: api.Serving) -> int:
@@ -266,18 +252,47 @@ def container_security_context() -> Obj:
     }
 
 
+def container_ports(serving: api.Serving) -> list[Obj]:
+    """http always; grpc when the gRPC service is on."""
+    ports = [{"name": PORT_NAME, "containerPort": serving.port, "protocol": "TCP"}]
+    if serving.grpc.enabled:
+        ports.append({"name": GRPC_PORT_NAME, "containerPort": serving.grpc.port, "protocol": "TCP"})
+    return ports
+
+
+def service_ports(serving: api.Serving) -> list[Obj]:
+    """The Service's ports, by the container ports' names (appProtocol tells meshes/ingresses)."""
+    ports = [{"name": PORT_NAME, "port": serving.port, "targetPort": PORT_NAME, "protocol": "TCP"}]
+    if serving.grpc.enabled:
+        ports.append({"name": GRPC_PORT_NAME, "port": serving.grpc.port, "targetPort": GRPC_PORT_NAME,
+                      "protocol": "TCP", "appProtocol": "grpc"})
+    return ports
+
+
+def scratch_volumes(serving: api.Serving) -> list[tuple[str, str, Obj]]:
+    """(name, mount path, emptyDir) of the writable paths on the read-only root: /tmp always;
+    /dev/shm when front ends hand tensors to a shared model process (each needs SHM_PER_WORKER
+    of it, the runtime's default /dev/shm is 64 MiB)."""
+    volumes: list[tuple[str, str, Obj]] = [("tmp", "/tmp", {})]
+    if serving.workers != 1 and serving.model_process != "per-worker":
+        workers = serving.workers or MAX_AUTO_WORKERS
+        size = f"{SHM_PER_WORKER_MIB * (workers + 1)}Mi"
+        volumes.append(("dshm", "/dev/shm", {"medium": "Memory", "sizeLimit": size}))
+    return volumes
+
+
 def pod_template(md: api.ModelDeployment, image: str) -> Obj:
     spec = md.spec
     container = {
         "name": CONTAINER,
         "image": image,
         "imagePullPolicy": "IfNotPresent",
-        "ports": [{"name": PORT_NAME, "containerPort": spec.serving.port, "protocol": "TCP"}],
-        "env": server_env(spec),
+        "ports": container_ports(spec.serving),
+        "env": container_env(spec),
         "resources": resources(spec),
         **probes(spec.probes),
         "securityContext": container_security_context(),
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        "volumeMounts": [{"name": name, "mountPath": path} for name, path, _ in scratch_volumes(spec.serving)],
         # The server writes why it exits to /dev/termination-log; the log tail when it could not.
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
@@ -293,7 +308,7 @@ def pod_template(md: api.ModelDeployment, image: str) -> Obj:
         },
         "spec": {
             "containers": [container],
-            "volumes": [{"name": "tmp", "emptyDir": {}}],
+            "volumes": [{"name": name, "emptyDir": empty_dir} for name, _, empty_dir in scratch_volumes(spec.serving)],
             "securityContext": pod_security_context(),
             # The server needs no API access, and service links would inject *_PORT env vars
             # (a Service named "modelship" would collide with MODELSHIP_PORT).
@@ -311,9 +326,10 @@ def desired_deployment(
     image: str | None = None,
     surge: Resolved | None = None,
 ) -> Obj:
-    """The Deployment serving ``image`` (default: spec.image) with the resolved surge mode."""
+    """The Deployment serving ``image`` (default: spec.image) with the resolved surge mode
+    (default: how a rollout starts, :func:`resolve_surge`)."""
     image = image or md.spec.image
-    mode = surge or resolve_surge(md.spec)
+    mode = surge or resolve_surge(md.spec.rollout.surge)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -321,7 +337,7 @@ def desired_deployment(
         "spec": {
             "replicas": md.spec.replicas,
             "selector": {"matchLabels": selector_labels(md)},
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": dict(SURGE if mode == "surge" else NO_SURGE)},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": strategy(mode)},
             "progressDeadlineSeconds": md.spec.rollout.progress_deadline_seconds,
             "revisionHistoryLimit": REVISION_HISTORY_LIMIT,
             "template": pod_template(md, image),
@@ -338,9 +354,7 @@ def desired_service(md: api.ModelDeployment) -> Obj:
         "spec": {
             "type": "ClusterIP",
             "selector": selector_labels(md),
-            "ports": [
-                {"name": PORT_NAME, "port": md.spec.serving.port, "targetPort": PORT_NAME, "protocol": "TCP"}
-            ],
+            "ports": service_ports(md.spec.serving),
         },
     }
 

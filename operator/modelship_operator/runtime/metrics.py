@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from modelship_operator.core.rollout import RolloutPlan
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -20,7 +20,11 @@ RECONCILE_SECONDS = Histogram(
     registry=REGISTRY,
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
-
+LEADER = Gauge(
+    "modelship_leader",
+    "1 while this replica may reconcile (it holds the leader Lease, or runs without leader election).",
+    registry=REGISTRY,
+)
 
 ROLLOUTS_STARTED = Counter(
     "modelship_rollouts_started_total", "Rollouts started (new revision or retry).", registry=REGISTRY
@@ -47,8 +51,8 @@ TIME_TO_ROLLBACK = Histogram(
 )
 
 
-def observe_rollout(plan: Any) -> None:
-    """Count what one rollout plan (``rollout.RolloutPlan``) decided."""
+def observe_rollout(plan: RolloutPlan) -> None:
+    """Count what one rollout plan decided."""
     if plan.started:
         ROLLOUTS_STARTED.inc()
     if plan.succeeded:

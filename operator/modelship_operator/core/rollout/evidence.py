@@ -1,7 +1,7 @@
 """Evidence that a revision will not become ready, read from its pods and the Deployment.
 
 Pure: takes plain dicts as the API returns them (``camelCase`` keys, RFC 3339 timestamps) and
-``now``; no API calls, no clock. :mod:`modelship_operator.rollout` decides what to do with it.
+``now``; no API calls, no clock. :mod:`modelship_operator.core.rollout` decides what to do with it.
 
 Each :class:`Evidence` is a *candidate*: it carries ``grace_s``, how long the condition is
 allowed at all (a pod may wait for the scheduler, a model may take its startup budget to load),
@@ -18,16 +18,16 @@ import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from modelship_operator import builders
+from modelship_operator.core import builders
 
 __all__ = [
     "Evidence",
     "EvidenceKind",
     "RolloutPolicy",
+    "deployment_evidence",
     "model_load_failure",
     "parse_time",
     "pod_evidence",
-    "deployment_evidence",
 ]
 
 Obj = Mapping[str, Any]
@@ -88,10 +88,9 @@ class RolloutPolicy:
     history_limit: int = 10
     """History entries kept in status (the stable and serving revisions are always kept)."""
 
-    poll_interval_s: float = 3.0
-    """Seconds between reconciles while a rollout is in flight (the timer interval). With the
-    confirm delays above, evidence turns into a rollback well within 30 s."""
-
+    min_requeue_s: float = 1.0
+    """Shortest wait before a pass looks again at evidence about to be established (API
+    timestamps have one-second resolution, so sooner could find it one second short)."""
 
 @dataclasses.dataclass(frozen=True)
 class Evidence:
@@ -121,14 +120,14 @@ class Evidence:
 def parse_time(value: object) -> dt.datetime | None:
     """RFC 3339 string (or datetime) → aware datetime; ``None`` for missing/garbage."""
     if isinstance(value, dt.datetime):
-        return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
     if not isinstance(value, str) or not value:
         return None
     try:
         parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
 def _containers(pod: Obj) -> Iterable[Obj]:
@@ -138,10 +137,8 @@ def _containers(pod: Obj) -> Iterable[Obj]:
 
 
 def _condition(obj: Obj, type_: str) -> Obj | None:
-    for cond in (obj.get("status") or {}).get("conditions") or ():
-        if cond.get("type") == type_:
-            return cond
-    return None
+    conditions: Sequence[Obj] = (obj.get("status") or {}).get("conditions") or ()
+    return next((c for c in conditions if c.get("type") == type_), None)
 
 
 def _waiting(cs: Obj) -> Obj:
