@@ -191,7 +191,7 @@ def _check_range(array: np.ndarray, dtype: DType, where: str) -> None:
 
 def decode_json(data: Any, dtype: DType, shape: Any, where: str) -> np.ndarray:
     """OIP v2 JSON tensor: ``data`` flat (row-major) or nested, reshaped to ``shape``."""
-    dims = _shape(shape, where)
+    dims = _shape(shape, where, dtype.numpy.itemsize)
     array = _as_array(data, dtype, where)
     if array.size != math.prod(dims):
         raise errors.InvalidInput(
@@ -202,7 +202,7 @@ def decode_json(data: Any, dtype: DType, shape: Any, where: str) -> np.ndarray:
 
 def decode_binary(raw: bytes, dtype: DType, shape: Any, where: str) -> np.ndarray:
     """Binary tensor extension: little-endian, row-major, no padding."""
-    dims = _shape(shape, where)
+    dims = _shape(shape, where, dtype.numpy.itemsize)
     need = math.prod(dims) * dtype.numpy.itemsize
     if len(raw) != need:
         raise errors.InvalidInput(f"{where}: binary data has {len(raw)} bytes, shape {dims} needs {need}")
@@ -210,11 +210,22 @@ def decode_binary(raw: bytes, dtype: DType, shape: Any, where: str) -> np.ndarra
     return np.frombuffer(raw, dtype=dtype.numpy.newbyteorder("<")).astype(dtype.numpy).reshape(dims)
 
 
-def _shape(shape: Any, where: str) -> list[int]:
+MAX_RANK = 64
+"""numpy's own limit on an array's dimensions."""
+
+
+def _shape(shape: Any, where: str, itemsize: int) -> list[int]:
+    """A request's shape, checked before numpy sees it: numpy refuses more than 64 dimensions,
+    and a shape whose dimensions (a zero one aside) multiply past what an array can address,
+    even when a zero dimension makes it empty (``[0, 2**62]`` with no data: a 500 otherwise)."""
     if not isinstance(shape, list) or not all(
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
     ):
         raise errors.InvalidInput(f"{where}: shape must be a list of non-negative integers, got {shape!r}")
+    if len(shape) > MAX_RANK:
+        raise errors.InvalidInput(f"{where}: shape has {len(shape)} dimensions, at most {MAX_RANK}")
+    if math.prod(d for d in shape if d) * itemsize >= 2**63:
+        raise errors.InvalidInput(f"{where}: shape {shape} is too large for any array, even an empty one")
     return shape
 
 

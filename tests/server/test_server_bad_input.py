@@ -93,6 +93,9 @@ CASES: list[tuple[str, str, Any, int, str]] = [
      "binary_data_size must be a non-negative integer"),
     ("v2 output binary_data a number", V2, {**v2(), "outputs": [{"name": "output__0", "parameters": {
         "binary_data": 1}}]}, 400, "'binary_data' must be true or false"),
+    # an empty tensor numpy cannot shape: was a 500 "array is too big" / "maximum supported dimension"
+    ("v2 empty but too large", V2, v2(shape=[0, 2**62], data=[]), 400, "too large for any array"),
+    ("v2 more than 64 dimensions", V2, v2(shape=[0] * 65, data=[]), 400, "65 dimensions, at most 64"),
 ]  # fmt: skip
 
 
@@ -129,6 +132,9 @@ def test_binary_extension_errors_are_4xx(server: Running) -> None:
         assert wrong.status_code == 400 and "outside" in wrong.json()["detail"]
         garbage = client.post(V2, content=header, headers={"Inference-Header-Content-Length": "abc"})
         assert garbage.status_code == 400
+        empty = json.dumps(v2(data=..., shape=[0, 2**62], parameters={"binary_data_size": 0})).encode()
+        huge = client.post(V2, content=empty, headers={"Inference-Header-Content-Length": str(len(empty))})
+        assert huge.status_code == 400 and "too large for any array" in huge.json()["detail"], huge.text
 
 
 def test_request_larger_than_max_batch_size_runs_alone(server: Running) -> None:

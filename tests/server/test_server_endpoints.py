@@ -171,6 +171,7 @@ def test_metrics_expose_requests_latency_batches_queue_device(mlp_server: Runnin
     with mlp_server.client() as client:
         client.post("/v1/models/tiny:predict", json={"instances": [[0, 0, 0, 0]]})
         client.post("/v1/models/tiny:predict", json={"instances": [[0, 0, 0]]})
+        client.get("/openapi.json")
         text = client.get("/metrics").text
     for needle in [
         'modelship_requests_total{endpoint="/v1/models/{name}:predict",method="POST",status="200"}',
@@ -183,6 +184,8 @@ def test_metrics_expose_requests_latency_batches_queue_device(mlp_server: Runnin
         'modelship_model_load_seconds{model="tiny"}',
         'modelship_model_ready{model="tiny"} 1.0',
         'modelship_device_info{device="cpu",dtype="float32"',
+        # its own label: under "other" it was a route no OpenAPI operation lists (the campaign's check)
+        'modelship_requests_total{endpoint="/openapi.json",method="GET",status="200"}',
     ]:
         assert needle in text, f"{needle} missing from /metrics"
 
