@@ -82,19 +82,23 @@ def main() -> int:
     print(f"{result.measured_requests} answers in {args.minutes:g} min at c={args.concurrency} "
           f"({sum(s.rps for s in load) / max(1, len(load)):.0f}/s), statuses {dict(result.statuses)}")  # fmt: skip
     print(f"at rest: before {result.idle['before']}, after {result.idle['after']}")
-    print(f"growth: {growth['rss_bytes'] / 2**20:.2f} MiB ({growth['rss_percent']:.2f} %), fds {growth['fds']:+d}, "
+    print(f"growth: {growth['rss_bytes'] / 2**20:.2f} MiB ({growth['rss_percent']:.2f} %), fds {growth['fds']:+d}, threads {growth['threads']:+d}, "
           f"p99 drift {drift if drift is None else round(drift, 2)}")  # fmt: skip
-    print(f"written: {raw} and {raw.with_suffix('.png')}")
+    print(f"written: {raw}" + (f" and {raw.with_suffix('.png')}" if raw.with_suffix(".png").exists() else ""))
     for line in missed:
         print(f"MISSED: {line} (seed {seed})")
     return 1 if missed else 0
 
 
 def plot(raw: Path, png: Path) -> None:
-    """The curves, drawn by soak_plot.py in the benchmark's tools venv (matplotlib)."""
+    """The curves, drawn by soak_plot.py in the benchmark's tools venv (matplotlib) when that venv
+    is already there; the soak never installs anything (the raw JSON holds every sample)."""
     import venvs
 
-    tools = venvs.ensure("tools", with_torch=False)
+    tools = venvs.VENVS["tools"]
+    if not tools.python.exists():
+        print(f"no plot: {tools.path} is absent (python bench/server/venvs.py tools makes it)")
+        return
     subprocess.run([str(tools.python), str(HERE / "soak_plot.py"), str(raw), str(png)], check=True)
 
 
