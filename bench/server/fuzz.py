@@ -31,6 +31,8 @@ from server_support import build_models, free_port, serve_subprocess  # noqa: E4
 
 TIMEOUT_S = 2.0
 MAX_BODY = 16 * 1024 * 1024
+READY_TIMEOUT_S = 300.0
+"""How long a server may take to load (two workers on a loaded 2-core machine: over a minute)."""
 
 
 def runs(models: Any, scale: float) -> list[tuple[str, list[str], campaign.Budget]]:
@@ -57,7 +59,17 @@ def main() -> int:
     args = parser.parse_args()
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
     print(f"protocol campaign, seed {seed} (--seed {seed} replays it)", flush=True)
-    results = []
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d-%H%M")
+    revision = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"fuzz-{stamp}.json"
+    results: list[dict[str, Any]] = []
+    generated = 0
+
+    def write() -> None:  # after every run: a later run that breaks keeps the earlier figures
+        path.write_text(json.dumps({"seed": seed, "revision": revision, "scale": args.scale,
+                                    "generated_requests": generated, "runs": results}, indent=1) + "\n")  # fmt: skip
+
     with tempfile.TemporaryDirectory(prefix="modelship-fuzz-") as folder:
         models = build_models(Path(folder))
         for label, flags, budget in runs(models, args.scale):
@@ -65,23 +77,25 @@ def main() -> int:
             flags = [*flags, "--device", "cpu", "--grpc-port", str(grpc_port), "--request-timeout-s", str(TIMEOUT_S),
                      "--max-body-bytes", str(MAX_BODY)]  # fmt: skip
             print(f"== {label}", flush=True)
-            with serve_subprocess({}, flags) as (proc, url):
-                report = campaign.run(url, f"127.0.0.1:{grpc_port}", seed, budget, TIMEOUT_S, MAX_BODY,
-                                      log=lambda line: print(line, flush=True))  # fmt: skip
-                alive = proc.poll() is None
+            try:
+                with serve_subprocess({}, flags, ready_timeout_s=READY_TIMEOUT_S) as (proc, url):
+                    report = campaign.run(url, f"127.0.0.1:{grpc_port}", seed, budget, TIMEOUT_S, MAX_BODY,
+                                          log=lambda line: print(line, flush=True))  # fmt: skip
+                    alive = proc.poll() is None
+            except AssertionError as exc:  # the server never became ready: a finding, not a crash
+                results.append({"run": label, "server_flags": flags, "schemathesis_cases": 0,
+                                "hostile_http_requests": 0, "grpc_calls": 0, "server_counted_http_requests": 0,
+                                "server_errors_5xx": 0, "failures": [f"no server to fuzz: {exc}"]})  # fmt: skip
+                write()
+                continue
             summary = {"run": label, "server_flags": flags, **report.summary()}
             if not alive:
                 summary["failures"].append("a server process died during the run")
             results.append(summary)
+            generated = sum(r["schemathesis_cases"] + r["hostile_http_requests"] + r["grpc_calls"] for r in results)
+            write()
             print(json.dumps({k: v for k, v in summary.items() if k != "server_flags"}, indent=1), flush=True)
-    generated = sum(r["schemathesis_cases"] + r["hostile_http_requests"] + r["grpc_calls"] for r in results)
     failed = [r for r in results if r["failures"]]
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d-%H%M")
-    revision = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"fuzz-{stamp}.json"
-    path.write_text(json.dumps({"seed": seed, "revision": revision, "scale": args.scale,
-                                "generated_requests": generated, "runs": results}, indent=1) + "\n")  # fmt: skip
     print(f"\n{'run':<34} {'schemathesis':>12} {'hostile HTTP':>12} {'gRPC':>6} {'server saw':>10} {'5xx':>4} failures")
     for r in results:
         print(f"{r['run']:<34} {r['schemathesis_cases']:>12} {r['hostile_http_requests']:>12} {r['grpc_calls']:>6} "

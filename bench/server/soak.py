@@ -8,8 +8,9 @@ stream, sampled every 5 s. Targets (issue 13, item 4): resident memory at rest a
 within 5 % of that at rest after the warm-up, no more open file descriptors, p99 stable (the
 median p99 of the last fifth of the windows over that of the first fifth: reported, judged
 against 2x because this machine's neighbours move latencies more than the server does).
-Writes ``soak-<UTC time>.json`` (every sample) and ``.png`` (the curves, matplotlib from the
-benchmark's tools venv) to ``--out``. Exit 1 when a target is missed.
+Writes ``soak-<UTC time>.json`` (every sample), ``.md`` (the curves as a table, a row a minute)
+and ``.png`` (the curves, matplotlib from the benchmark's tools venv, when that venv exists) to
+``--out``. Exit 1 when a target is missed.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import asyncio
 import datetime
 import json
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -52,7 +54,7 @@ def main() -> int:
         grpc_port = free_port()
         flags = ["--model-name", "tiny", "--model-uri", str(models.mlp_ts), "--device", "cpu",
                  "--grpc-port", str(grpc_port), "--workers", str(args.workers), "--request-timeout-s", "5"]  # fmt: skip
-        with serve_subprocess({}, flags) as (proc, url):
+        with serve_subprocess({}, flags, ready_timeout_s=300) as (proc, url):
             result = asyncio.run(soaking.soak(url, f"127.0.0.1:{grpc_port}", proc.pid, seed=seed,
                                               warmup_s=args.warmup_s, seconds=60 * args.minutes,
                                               sample_s=args.sample_s, concurrency=args.concurrency))  # fmt: skip
@@ -77,6 +79,7 @@ def main() -> int:
     raw.write_text(json.dumps({"revision": revision, "minutes": args.minutes, "warmup_s": args.warmup_s,
                                "workers": args.workers, "p99_drift": drift, "missed": missed,
                                **result.as_json()}, indent=1) + "\n")  # fmt: skip
+    raw.with_suffix(".md").write_text(table(json.loads(raw.read_text())))
     plot(raw, raw.with_suffix(".png"))
     load = [s for s in result.samples if s.phase == "load"]
     print(f"{result.measured_requests} answers in {args.minutes:g} min at c={args.concurrency} "
@@ -88,6 +91,27 @@ def main() -> int:
     for line in missed:
         print(f"MISSED: {line} (seed {seed})")
     return 1 if missed else 0
+
+
+def table(report: dict) -> str:
+    """The curves as a markdown table, one row per minute: memory, descriptors and threads at the
+    minute's last sample, answers/s averaged, p50 the median and p99 the median and the worst of
+    the minute's windows."""
+    rows = ["| minute | phase | resident MiB | fds | threads | answers/s | p50 ms | p99 ms (median, worst window) |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    minutes: dict[int, list[dict]] = {}
+    for sample in report["samples"]:
+        minutes.setdefault(int(sample["at_s"] // 60), []).append(sample)
+    for minute, samples in sorted(minutes.items()):
+        last = samples[-1]
+        p50s = [s["p50_ms"] for s in samples if s["p50_ms"] is not None]
+        p99s = [s["p99_ms"] for s in samples if s["p99_ms"] is not None]
+        phases = "/".join(dict.fromkeys(s["phase"] for s in samples))
+        latency = (f"{statistics.median(p50s):.1f} | {statistics.median(p99s):.1f}, {max(p99s):.1f}" if p99s
+                   else "- | -")  # fmt: skip
+        rows.append(f"| {minute + 1} | {phases} | {last['rss_bytes'] / 2**20:.1f} | {last['fds']} | {last['threads']} "
+                    f"| {statistics.mean(s['rps'] for s in samples):,.0f} | {latency} |")  # fmt: skip
+    return "\n".join(rows) + "\n"
 
 
 def plot(raw: Path, png: Path) -> None:

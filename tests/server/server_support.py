@@ -258,9 +258,11 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def serve_subprocess(
-    env_extra: dict[str, str], args: list[str]
+    env_extra: dict[str, str], args: list[str], ready_timeout_s: float = 60
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """``python -m modelship_server`` as its own process (for real SIGTERM handling)."""
+    """``python -m modelship_server`` as its own process (for real SIGTERM handling).
+    ``ready_timeout_s``: the long runs allow more (two workers each importing torch and loading
+    the model on a shared 2-core machine took over a minute)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELSHIP_")}
     env.update(env_extra)
@@ -283,7 +285,7 @@ def serve_subprocess(
             except httpx.HTTPError:
                 return False
 
-        wait_until(ready, timeout=60, what="subprocess server readiness")
+        wait_until(ready, timeout=ready_timeout_s, what="subprocess server readiness")
         yield proc, url
     finally:
         if proc.poll() is None:
