@@ -258,10 +258,10 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def serve_subprocess(
-    env_extra: dict[str, str], args: list[str], ready_timeout_s: float = 60
+    env_extra: dict[str, str], args: list[str], ready_timeout_s: float = 120
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """``python -m modelship_server`` as its own process (for real SIGTERM handling).
-    ``ready_timeout_s``: the long runs allow more (two workers each importing torch and loading
+    ``ready_timeout_s``: the long runs allow more still (two workers each importing torch and loading
     the model on a shared 2-core machine took over a minute)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELSHIP_")}
