@@ -46,6 +46,7 @@ from node_support import (  # noqa: E402
     image,
     load_images,
     md,
+    node_trouble,
     parse_time,
     serving_stable,
 )
@@ -95,13 +96,24 @@ def fresh_namespace(cluster: Cluster) -> str:
     return ns
 
 
+def state_of(cluster: Cluster, ns: str) -> str:
+    """What a failed wait leaves to read: the namespace's objects and its ModelDeployments."""
+    objs = cluster.kubectl("-n", ns, "get", "md,deploy,rs,pods,events", "-o", "wide", check=False, timeout=30)
+    mds = cluster.kubectl("-n", ns, "get", "md", "-o", "yaml", check=False, timeout=30)
+    trouble = "\n".join(node_trouble(cluster))
+    return f"{objs.stdout}{objs.stderr}\n{mds.stdout[-6000:]}\n{trouble}"
+
+
 def apply_to_prediction(cluster: Cluster, expected: dict[str, Any]) -> dict[str, Any]:
     ns = fresh_namespace(cluster)
     proxy = ServiceProxy(cluster, ns, "mlp")
     try:
         start = time.monotonic()
         cluster.apply({**md("mlp", "v1"), "metadata": {"name": "mlp", "namespace": ns}})
-        wait_until(lambda: ready_on(cluster, ns, "v1"), timeout=180, what="Ready", interval=0.1)
+        try:
+            wait_until(lambda: ready_on(cluster, ns, "v1"), timeout=180, what="Ready", interval=0.1)
+        except AssertionError as error:
+            raise AssertionError(f"{error}\n{state_of(cluster, ns)}") from None
         ready = time.monotonic() - start
         wait_until(lambda: proxy.predict().status_code == 200, timeout=60, what="a prediction", interval=0.05)
         return {"ready_s": round(ready, 2), "first_prediction_s": round(time.monotonic() - start, 2)}
@@ -191,6 +203,9 @@ def main() -> int:
                 results["rollout"].append(rollout_under_load(cluster, images.expected))
                 for name, change in FAILURES.items():
                     results["rollback"].setdefault(name, []).append(time_to_rollback(cluster, images.expected, change))
+        except AssertionError:
+            print(f"operator log (tail):\n{op.log_tail()}", file=sys.stderr)
+            raise
         finally:
             op.stop()
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,5 @@
 # Local control plane (hack/cluster.sh), the demo and the scale benchmark.
-.PHONY: cluster-build cluster-up cluster-down cluster-status node-up node-down demo test-e2e test-node bench-scale bench-node
+.PHONY: cluster-build cluster-up cluster-down cluster-status node-up node-down demo test-e2e test-node bench-scale bench-node soak-operator
 
 cluster-build: ## build/cache the control plane binaries from Go modules (~/.cache/modelship/bin)
 	@bash hack/cluster.sh build
@@ -30,6 +30,9 @@ test-e2e: venv ## e2e tier only (starts the local cluster unless KUBECONFIG poin
 
 bench-scale: venv ## N=1,100,1000 ModelDeployments applied at once vs a bulk-apply floor
 	$(PY) bench/scale.py
+
+soak-operator: venv ## 1,000 ModelDeployments through 10 minutes of resync cycles: memory, threads, queue (bench/results, docs/operator-soak.svg)
+	$(PY) bench/soak_operator.py
 
 bench-node: setup ## real node: apply->prediction, rollout under load, time to rollback per real failure
 	$(PY) bench/node.py

@@ -359,10 +359,16 @@ failSwapOn: false
 # Pods get no DNS server: every name a test uses resolves in /etc/hosts or not at all.
 resolvConf: $RUN/kubelet/resolv.conf
 podLogsDir: $NODE_OUT/pods
-# The images are imported, not pulled: never garbage-collect them, never evict for disk.
+# The images are imported, not pulled: never garbage-collect them, and evict (which also
+# deletes unused images: the test images, which nothing could pull again) only when the disk
+# is really full. Absolute thresholds: on a disk shared with other work (CI clones, builds) a
+# percentage of a large filesystem is many GB, and the default 10 % / 15 % tainted the node
+# with disk-pressure while 20 GB were free, leaving every new pod Pending ("untolerated
+# taint"). Once space is back the taint goes within the transition period (default 5 min).
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
-evictionHard: {memory.available: 200Mi, nodefs.available: "1%", imagefs.available: "1%", nodefs.inodesFree: "1%"}
+evictionHard: {memory.available: 200Mi, nodefs.available: 512Mi, imagefs.available: 512Mi, nodefs.inodesFree: "1%", imagefs.inodesFree: "1%"}
+evictionPressureTransitionPeriod: 15s
 serializeImagePulls: false
 maxPods: 40
 shutdownGracePeriod: 0s
@@ -467,6 +473,9 @@ cmd_status() {
 cmd_load() {
   [ $# -gt 0 ] || die "usage: node.sh load IMAGE..."
   node_running || die "the real node is not running (hack/cluster.sh up --real-node)"
+  # The sandbox image too: containerd 1.6 does not pin it, so a kubelet reclaiming disk under
+  # pressure deletes it, and every later pod fails to start ("failed to get sandbox image").
+  pause_image
   eval "$(bash "$ROOT/hack/docker/dockerd.sh" env)"
   export DOCKER_HOST
   local todo=() image id ref have start=$SECONDS

@@ -27,7 +27,16 @@ from e2e_support import (
     local_cluster,
 )
 from node_models import TAGS
-from node_support import NODE_CLUSTER, OUT, NodeImages, build_test_images, image, load_images, real_nodes
+from node_support import (
+    NODE_CLUSTER,
+    OUT,
+    NodeImages,
+    build_test_images,
+    image,
+    load_images,
+    node_trouble,
+    real_nodes,
+)
 
 NS_LABEL = "modelship.io/node-test"
 
@@ -123,6 +132,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
         objs = cluster.kubectl("-n", ns, "get", "md,deploy,rs,pods,svc,endpointslices,pdb,events", "-o", "wide",
                                check=False, timeout=30)
         report.sections.append((f"objects in {ns}", objs.stdout + objs.stderr))
+        trouble = node_trouble(cluster)
+        if trouble:  # e.g. disk-pressure: every new pod Pending, whatever the test
+            report.sections.append(("the real node could not take pods", "\n".join(trouble)))
         mds = cluster.kubectl("-n", ns, "get", "md", "-o", "yaml", check=False, timeout=30)
         report.sections.append((f"ModelDeployments in {ns}", mds.stdout[-8000:]))
         op = item.funcargs.get("operator") if hasattr(item, "funcargs") else None

@@ -54,6 +54,21 @@ def real_nodes(cluster: Cluster) -> list[dict]:
     return out
 
 
+def node_trouble(cluster: Cluster) -> list[str]:
+    """Why the real nodes could not take a pod now (pressure taints, conditions), if they could not."""
+    out = []
+    for node in cluster.get_json("nodes")["items"]:
+        meta, spec = node["metadata"], node.get("spec") or {}
+        if (meta.get("annotations") or {}).get("kwok.x-k8s.io/node") == "fake":
+            continue
+        for taint in spec.get("taints") or []:
+            out.append(f"node {meta['name']} has the taint {taint['key']}:{taint['effect']}")
+        for cond in (node.get("status") or {}).get("conditions") or []:
+            if cond["type"].endswith("Pressure") and cond["status"] == "True":
+                out.append(f"node {meta['name']}: {cond['type']} ({cond.get('message', '')})")
+    return out
+
+
 def parse_time(value: str) -> datetime.datetime:
     """An RFC 3339 timestamp from the API (second precision, 'Z')."""
     return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))

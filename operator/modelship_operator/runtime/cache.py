@@ -160,6 +160,16 @@ class Store:
     def __len__(self) -> int:
         return len(self._objects)
 
+    def sizes(self) -> dict[str, int]:
+        """How much this store holds, by part: what a soak watches for growth."""
+        with self._lock:
+            return {
+                "objects": len(self._objects),
+                "tombstones": len(self._tombstones),
+                "pod_sets": len(self._pods),
+                "pods_gone": len(self._pods_gone),
+            }
+
     def get(self, kind: str, namespace: str, name: str) -> Obj | None:
         """A copy of the object, or None if this store does not know it (not: "it does not
         exist")."""

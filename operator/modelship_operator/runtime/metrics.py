@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from modelship_operator.core.rollout import RolloutPlan
@@ -23,6 +25,22 @@ RECONCILE_SECONDS = Histogram(
 LEADER = Gauge(
     "modelship_leader",
     "1 while this replica may reconcile (it holds the leader Lease, or runs without leader election).",
+    registry=REGISTRY,
+)
+WORKQUEUE_DEPTH = Gauge(
+    "modelship_workqueue_depth",
+    "Keys due now or being reconciled (not those scheduled for later).",
+    registry=REGISTRY,
+)
+WORKQUEUE_SCHEDULED = Gauge(
+    "modelship_workqueue_scheduled",
+    "Keys scheduled for later: resyncs, rollout polls, retries (about one per ModelDeployment).",
+    registry=REGISTRY,
+)
+CACHE_ENTRIES = Gauge(
+    "modelship_cache_entries",
+    "Entries in the operator's watch cache, by part (objects, tombstones, pod_sets, pods_gone).",
+    ["part"],
     registry=REGISTRY,
 )
 
@@ -63,6 +81,19 @@ def observe_rollout(plan: RolloutPlan) -> None:
         TIME_TO_ROLLBACK.observe(plan.time_to_rollback_s)
     if any(e.reason == "RolloutHalted" for e in plan.events):
         ROLLOUTS_HALTED.inc()
+
+
+def watch_sizes(queue_depth: Callable[[], int], queue_scheduled: Callable[[], int],
+                cache_sizes: Callable[[], dict[str, int]]) -> None:
+    """Read the work queue's and the cache's sizes at each scrape (no bookkeeping on the hot path)."""
+    WORKQUEUE_DEPTH.set_function(queue_depth)
+    WORKQUEUE_SCHEDULED.set_function(queue_scheduled)
+    for part in cache_sizes():
+        CACHE_ENTRIES.labels(part=part).set_function(_reader(cache_sizes, part))
+
+
+def _reader(sizes: Callable[[], dict[str, int]], part: str) -> Callable[[], float]:
+    return lambda: sizes()[part]
 
 
 def serve(port: int) -> None:

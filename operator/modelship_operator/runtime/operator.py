@@ -33,6 +33,7 @@ def run(settings: Settings) -> None:
     if campaign is not None:
         client.may_write = campaign.holding
     controller = Controller(client, settings, gate=campaign.holding if campaign else lambda: True)
+    metrics.watch_sizes(lambda: len(controller.queue), controller.queue.scheduled, controller.store.sizes)
 
     def leading() -> None:
         metrics.LEADER.set(1)
