@@ -9,14 +9,32 @@ from typing import Any
 
 from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 
-from . import __version__, board, protocol_v1, protocol_v2
+from . import __version__, board, openapi, protocol_v1, protocol_v2
 from .dataplane import DataPlane
 from .hotpath import HotPath
 from .metrics import Metrics, MetricsMiddleware
 from .settings import Settings
 from .web import BodyLimitMiddleware, install_error_handlers, json_response
+
+
+HEALTH_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["status", "ready", "reason", "model", "device", "batching", "uptime_seconds"],
+    "properties": {
+        "status": {"enum": ["loading", "ready", "failed", "unavailable", "draining", "stopped"]},
+        "ready": {"type": "boolean"},
+        "reason": {"type": ["string", "null"], "description": "Why not ready; null when ready"},
+        "model": {"type": "object"},
+        "device": {"type": "object"},
+        "batching": {"type": "object"},
+        "uptime_seconds": {"type": "number"},
+        "notes": {"type": "array", "items": {"type": "string"}},
+        "processes": {"type": "array", "items": {"type": "object"}},
+    },
+}
+"""The body of /health, ready or not (dataplane.health())."""
 
 
 class ModelshipApp(FastAPI):
@@ -70,12 +88,19 @@ def create_app(
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        openapi_url=None,  # openapi.py serves it, completed and narrowed to the served model
+        redirect_slashes=False,  # /health/ is a 404 like any unlisted path, not a 307 to /health
     )
     app.state.dataplane = dataplane
     app.state.metrics = metrics
     app.hot = HotPath(settings, dataplane, metrics)
 
-    @app.get("/health", tags=["probes"], responses={503: {"description": "Not ready; the body says why"}})
+    health_body = {"application/json": {"schema": HEALTH_SCHEMA}}
+
+    @app.get("/health", tags=["probes"], responses={
+        200: {"description": "Ready", "content": health_body},
+        503: {"description": "Not ready; the body says why", "content": health_body},
+    })  # fmt: skip
     async def health() -> Response:
         """Readiness/startup probe: 200 only when the model is loaded and warmed up (in every
         worker process), 503 with the reason otherwise."""
@@ -86,14 +111,17 @@ def create_app(
         """Liveness: the event loop answers. Never touches the model."""
         return json_response({"live": True})
 
-    @app.get("/metrics", tags=["metrics"])
+    @app.get("/metrics", tags=["metrics"], response_class=PlainTextResponse, responses={
+        200: {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}},
+    })  # fmt: skip
     async def prometheus() -> Response:
         """Prometheus text exposition, added up over every worker process."""
         return Response(await dataplane.render_metrics(), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(protocol_v1.router(dataplane))
     app.include_router(protocol_v2.router(dataplane))
+    openapi.install(app, dataplane)
     install_error_handlers(app, settings.retry_after_s)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout_s=settings.request_timeout_s)
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # added last = outermost: sees 413s too
     return app

@@ -133,7 +133,7 @@ class DataPlane:
         self.model = model
         self.batcher = Batcher(
             model.run,
-            max_batch_size=s.max_batch_size,
+            max_batch_size=model.batch_rows(s.max_batch_size),
             max_latency_s=s.max_latency_ms / 1000,
             max_queue=s.max_queue,
             dynamic=model.dynamic_batch,
@@ -198,7 +198,7 @@ class DataPlane:
             input_datatype=s.input_datatype,
         )
         if s.warmup:
-            model.warm_up(s.max_batch_size)
+            model.warm_up(model.batch_rows(s.max_batch_size))
         return model
 
     def begin_drain(self) -> None:
@@ -278,7 +278,9 @@ class DataPlane:
                 **device_mod.gpu_facts(self.plan.device),
             },
             "batching": {
-                "max_batch_size": self.settings.max_batch_size if (model and model.dynamic_batch) else 1,
+                "max_batch_size": model.batch_rows(self.settings.max_batch_size)
+                if (model and model.dynamic_batch)
+                else 1,
                 "max_latency_ms": self.settings.max_latency_ms,
                 "queue_depth": self.batcher.depth if self.batcher else 0,
             },

@@ -14,11 +14,12 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from types import FrameType
+from typing import Any
 
 import pydantic
 import uvicorn
 
-from . import cli, workers
+from . import cli, connections, workers
 from .app import ModelshipApp, create_app
 from .settings import Settings, load_settings
 
@@ -75,20 +76,25 @@ def serve(settings: Settings) -> int:
     return 0
 
 
+def uvicorn_config(app: ModelshipApp, settings: Settings, **overrides: Any) -> uvicorn.Config:
+    """uvicorn's settings for ``app`` (the tests serve it with the same ones, on port 0)."""
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "access_log": settings.access_log,
+        "timeout_graceful_shutdown": int(max(1, settings.graceful_timeout_s)),
+        "lifespan": "on",
+        "loop": "auto",
+        "http": connections.protocol(settings.request_timeout_s),  # a late request head: 408
+        "log_config": None,
+    }
+    return uvicorn.Config(app, **{**options, **overrides})
+
+
 def serve_app(app: ModelshipApp, settings: Settings, sockets: list[socket.socket] | None = None) -> None:
     """uvicorn over ``app`` with the SIGTERM drain; ``sockets``: already-bound listeners."""
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        access_log=settings.access_log,
-        timeout_graceful_shutdown=int(max(1, settings.graceful_timeout_s)),
-        lifespan="on",
-        loop="auto",
-        http="auto",
-        log_config=None,
-    )
+    config = uvicorn_config(app, settings)
     dataplane = app.state.dataplane
     server = DrainingServer(config, dataplane.begin_drain, settings.shutdown_delay_s,
                             serving=lambda: dataplane.state == "ready")

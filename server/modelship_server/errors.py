@@ -32,6 +32,11 @@ class PayloadTooLarge(ModelshipError):
     """413: the body exceeds ``max_body_bytes``."""
 
 
+class BodyTimeout(ModelshipError):
+    """408: the body did not arrive within ``request_timeout_s`` (a stalled or dripping
+    client). The connection is closed with the answer: its unread bytes are not a request."""
+
+
 class ModelNotReady(ModelshipError):
     """503: still loading, failed to load, missing GPU, or draining. Retry-After is set."""
 
@@ -53,6 +58,7 @@ STATUS: dict[type[ModelshipError], int] = {
     MalformedRequest: 400,
     ModelNotFound: 404,
     PayloadTooLarge: 413,
+    BodyTimeout: 408,
     ModelNotReady: 503,
     Overloaded: 503,
     InferenceTimeout: 504,
@@ -62,9 +68,14 @@ STATUS: dict[type[ModelshipError], int] = {
 
 RETRYABLE = (ModelNotReady, Overloaded)
 
+CLIENT_GONE = 499
+"""Status the metrics record when the client went away before its body arrived (nginx's code).
+Never sent: there is nobody to send it to."""
+
 GRPC_CODE: dict[int, str] = {
     400: "INVALID_ARGUMENT",
     404: "NOT_FOUND",
+    408: "DEADLINE_EXCEEDED",
     413: "RESOURCE_EXHAUSTED",
     500: "INTERNAL",
     503: "UNAVAILABLE",

@@ -20,6 +20,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.message import DecodeError
 
 from . import __version__, errors, protocol_v2, tensors
 from .dataplane import DataPlane
@@ -135,10 +136,12 @@ def _as_rest_payload(request: Any) -> tuple[dict[str, Any], bytes]:
         item: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape)}
         if raw:
             item["parameters"] = {"binary_data_size": len(raw[index])}
+        elif tensor.HasField("contents"):
+            item["data"] = _typed_contents(tensor)
         else:
-            field = _CONTENTS_FIELD.get(tensor.datatype)
-            if field is not None and tensor.HasField("contents"):
-                item["data"] = list(getattr(tensor.contents, field))
+            raise errors.InvalidInput(
+                f"input {tensor.name!r} has no values: set its contents or raw_input_contents"
+            )
         inputs.append(item)
     payload: dict[str, Any] = {"inputs": inputs, "outputs": [{"name": out.name} for out in request.outputs]}
     if not request.outputs:
@@ -148,20 +151,47 @@ def _as_rest_payload(request: Any) -> tuple[dict[str, Any], bytes]:
     return payload, b"".join(raw)
 
 
+def _typed_contents(tensor: Any) -> list[Any]:
+    """The values of a tensor's typed contents: the field its datatype uses. Values in another
+    field are named in the error (the REST check alone would say "data has 0 values")."""
+    field = _CONTENTS_FIELD.get(tensor.datatype)
+    given = [descriptor.name for descriptor, _ in tensor.contents.ListFields()]
+    if field is None and given:
+        raise errors.InvalidInput(
+            f"input {tensor.name!r}: datatype {tensor.datatype} has no typed contents field; "
+            "send its bytes in raw_input_contents"
+        )
+    if field is not None and field not in given and given:
+        raise errors.InvalidInput(
+            f"input {tensor.name!r}: {tensor.datatype} values go in contents.{field}, "
+            f"not contents.{given[0]}"
+        )
+    return list(getattr(tensor.contents, field)) if field is not None else []
+
+
 Rpc = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
 
-def _guarded(method: str, rpc: Rpc, metrics: Metrics, retry_after_s: int) -> Rpc:
+def _guarded(method: str, rpc: Rpc, request_class: Any, metrics: Metrics, retry_after_s: int) -> Rpc:
     """The error table for gRPC: a domain error aborts with the REST status's code and detail;
-    anything else is INTERNAL. Counted in the request metrics like a REST call."""
+    anything else is INTERNAL. Counted in the request metrics like a REST call.
+
+    The request arrives as bytes and is parsed here: grpc's own deserializer hook answers a
+    malformed message with UNKNOWN, and this is the caller's fault (INVALID_ARGUMENT)."""
     endpoint = f"/{SERVICE}/{method}"
 
-    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def call(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
         started = time.perf_counter()
         metrics.in_flight += 1
         status = 500
         try:
             try:
+                try:
+                    request = request_class.FromString(raw)
+                except DecodeError as exc:
+                    raise errors.MalformedRequest(
+                        f"the request is not a valid {request_class.DESCRIPTOR.full_name} message: {exc}"
+                    ) from None
                 response = await rpc(request, context)
             except errors.ModelshipError as exc:
                 status = errors.status_of(exc)
@@ -188,10 +218,9 @@ async def start(settings: Settings, dataplane: DataPlane) -> grpc.aio.Server:
     service = InferenceService(dataplane, dataplane.metrics, classes)
     handlers = {}
     for method in ("ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer"):
-        request_class = classes[f"{method}Request"]
+        rpc = getattr(service, method)
         handlers[method] = grpc.unary_unary_rpc_method_handler(
-            _guarded(method, getattr(service, method), dataplane.metrics, settings.retry_after_s),
-            request_deserializer=request_class.FromString,
+            _guarded(method, rpc, classes[f"{method}Request"], dataplane.metrics, settings.retry_after_s),
             response_serializer=lambda message: message.SerializeToString(),
         )
     server = grpc.aio.server(

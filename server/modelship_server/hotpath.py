@@ -12,6 +12,7 @@ OpenAPI schema.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -20,13 +21,10 @@ from . import errors, protocol_v1, protocol_v2
 from .dataplane import DataPlane
 from .metrics import Metrics
 from .settings import Settings
-from .web import Reply, error_reply, reject_declared, send_reply
+from .web import Reply, error_reply, receive_by, reject_declared, send_reply
 
 Handler = Callable[[bytes, dict[bytes, bytes]], Awaitable[Reply]]
 """(body, the headers it needs) → reply."""
-
-CLIENT_GONE = 499
-"""Status recorded in metrics when the client disconnected before sending its whole body."""
 
 _WANTED = (b"content-length", protocol_v2.HEADER_LENGTH.encode())
 
@@ -37,6 +35,7 @@ class HotPath:
     def __init__(self, settings: Settings, dataplane: DataPlane, metrics: Metrics) -> None:
         self.metrics = metrics
         self.max_bytes = settings.max_body_bytes
+        self.body_timeout_s = settings.request_timeout_s
         self.retry_after_s = settings.retry_after_s
         name = settings.model_name
 
@@ -76,7 +75,7 @@ class HotPath:
             try:
                 body = await self._read(receive)
                 if body is None:
-                    status = CLIENT_GONE
+                    status = errors.CLIENT_GONE
                     return
                 reply = await handler(body, headers)
             except Exception as exc:  # the error table, as FastAPI's handlers apply it
@@ -88,8 +87,10 @@ class HotPath:
             metrics.observe_request(endpoint, "POST", status, time.perf_counter() - started)
 
     async def _read(self, receive: Any) -> bytes | None:
-        """The whole body, counted against the limit (chunked uploads carry no length)."""
-        message = await receive()
+        """The whole body, counted against the limit (chunked uploads carry no length), within
+        ``request_timeout_s`` of the request's start (a stalled body gets a 408)."""
+        deadline = asyncio.get_running_loop().time() + self.body_timeout_s
+        message = await receive_by(receive, deadline)
         if message["type"] != "http.request":
             return None
         body = message.get("body", b"")
@@ -100,7 +101,7 @@ class HotPath:
         chunks = [body]
         seen = len(body)
         while message.get("more_body", False):
-            message = await receive()
+            message = await receive_by(receive, deadline)
             if message["type"] != "http.request":
                 return None
             chunk = message.get("body", b"")

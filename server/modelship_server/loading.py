@@ -55,6 +55,11 @@ class ServedModel:
     def output_names(self) -> list[str]:
         return [spec.name for spec in self.outputs]
 
+    def batch_rows(self, wanted: int) -> int:
+        """Most rows one call may get: ``wanted`` (max_batch_size), or fewer when the model was
+        exported for fewer (a bigger batch would make every caller in it fail)."""
+        return min((spec.fit(0, wanted) for spec in self.inputs if spec.shape), default=wanted)
+
     def run(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
         """One model call on a (batched) set of inputs; blocking, thread-safe by the batcher."""
         if self.predict_fn is None:
@@ -78,7 +83,7 @@ class ServedModel:
         if not self.inputs:
             return
         for rows in (1, batch_rows if self.dynamic_batch else 1, 1):  # full batch: allocator, kernels
-            outs = self.run([_zeros(spec, rows) for spec in self.inputs])
+            outs = self.run([_zeros(spec, spec.fit(0, rows)) for spec in self.inputs])
         if not self.outputs:
             self.outputs = [
                 tensors.TensorSpec(
@@ -91,7 +96,7 @@ class ServedModel:
 
 
 def _zeros(spec: tensors.TensorSpec, rows: int) -> np.ndarray:
-    dims = [rows if i == 0 and d == -1 else max(d, 1) for i, d in enumerate(spec.shape)]
+    dims = [rows if i == 0 and d == -1 else spec.fit(i, max(d, 1)) for i, d in enumerate(spec.shape)]
     return np.zeros(dims, dtype=tensors.BY_NAME[spec.datatype].numpy)
 
 
@@ -216,8 +221,27 @@ def _export_input_specs(program: Any) -> list[tensors.TensorSpec]:
         if not isinstance(val, torch.Tensor):
             raise LoadError(f"exported input {node.name} is not a tensor; use a handler for this model")
         shape = tuple(d if isinstance(d, int) else -1 for d in val.shape)
-        specs.append(tensors.TensorSpec(node.name, tensors.dtype_of(val.dtype).name, shape))
+        ranges = tuple(
+            (axis, *_bounds(program.range_constraints.get(d.node.expr)))
+            for axis, d in enumerate(val.shape)
+            if not isinstance(d, int)
+        )
+        specs.append(tensors.TensorSpec(node.name, tensors.dtype_of(val.dtype).name, shape, ranges))
     return specs
+
+
+def _bounds(value_range: Any) -> tuple[int, int | None]:
+    """(min, max) of a symbolic dimension's value range; max None when unbounded (int_oo)."""
+
+    def number(value: Any) -> int | None:
+        try:
+            return int(value)
+        except (AttributeError, TypeError, ValueError, OverflowError):  # sympy's infinities
+            return None
+
+    if value_range is None:
+        return 0, None
+    return number(value_range.lower) or 0, number(value_range.upper)
 
 
 def _load_handler(path: Path | None, name: str, plan: DevicePlan, ref: str, override: Any) -> ServedModel:

@@ -40,7 +40,8 @@ _ROUTES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^/v2/models/[^/]+(/versions/[^/]+)?$"), "/v2/models/{name}"),
     (re.compile(r"^/v1/models/[^/:]+$"), "/v1/models/{name}"),
 ]
-_FIXED = {"/health", "/health/live", "/metrics", "/v2", "/v2/health/live", "/v2/health/ready", "/v1/models"}
+_FIXED = {"/health", "/health/live", "/metrics", "/v2", "/v2/health/live", "/v2/health/ready", "/v1/models",
+          "/openapi.json"}  # fmt: skip
 
 Snapshot = dict[str, Any]
 """One process's metrics as plain JSON (see :meth:`Metrics.snapshot`)."""

@@ -97,7 +97,7 @@ class ModelServer:
             "name": model.name,
             "platform": model.platform,
             "dynamic_batch": model.dynamic_batch,
-            "inputs": [spec.as_metadata() for spec in model.inputs],
+            "inputs": [{**spec.as_metadata(), "ranges": spec.ranges} for spec in model.inputs],
             "outputs": [spec.as_metadata() for spec in model.outputs],
             "load_seconds": model.load_seconds,
             "device": health["device"],
@@ -274,7 +274,10 @@ class SharedModelDataPlane(DataPlane):
 
     async def _connect(self) -> None:
         meta = await self.client.connect()
-        specs = [tensors.TensorSpec(i["name"], i["datatype"], tuple(i["shape"])) for i in meta["inputs"]]
+        specs = [
+            tensors.TensorSpec(i["name"], i["datatype"], tuple(i["shape"]), tuple(map(tuple, i["ranges"])))
+            for i in meta["inputs"]
+        ]
         model = loading.ServedModel(meta["name"], meta["platform"], self.plan, specs, dynamic_batch=meta["dynamic_batch"])
         model.outputs = [tensors.TensorSpec(o["name"], o["datatype"], tuple(o["shape"])) for o in meta["outputs"]]
         model.load_seconds = meta["load_seconds"]

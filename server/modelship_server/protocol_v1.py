@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Request
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.responses import Response
 
 from . import errors, tensors
@@ -27,6 +28,8 @@ async def predict(dataplane: DataPlane, name: str, body: bytes) -> Reply:
     """POST /v1/models/{name}:predict, whichever transport carried it."""
     model = dataplane.model_named(name)  # unknown model: 404 before parsing the body
     payload = parse_object(body)
+    if "instances" in payload and "inputs" in payload:
+        raise errors.InvalidInput("give the rows as 'instances' or as 'inputs', not both")
     instances = payload.get("instances", payload.get("inputs"))
     if instances is None:
         raise errors.InvalidInput("missing field 'instances' (a list with one entry per input row)")
@@ -40,7 +43,6 @@ async def predict(dataplane: DataPlane, name: str, body: bytes) -> Reply:
 PREDICT_OPENAPI = hand_read_operation(
     {
         "type": "object",
-        "required": ["instances"],
         "properties": {
             "instances": {
                 "type": "array",
@@ -48,8 +50,10 @@ PREDICT_OPENAPI = hand_read_operation(
                 "description": "One entry per input row, shaped like the model's input "
                 "without the batch dimension (numbers, nested lists).",
                 "items": {},
-            }
+            },
+            "inputs": {"type": "array", "minItems": 1, "items": {}, "description": "instances, by another name"},
         },
+        "oneOf": [{"required": ["instances"]}, {"required": ["inputs"]}],
     },
     "One prediction per instance",
     {
@@ -62,7 +66,23 @@ PREDICT_OPENAPI = hand_read_operation(
 OpenAPI document all the same."""
 
 
+class ModelNameConvertor(Convertor[str]):
+    """A path segment without ``:``, so ``/v1/models/{name}`` (GET) does not also match
+    ``/v1/models/m:predict``: a GET there answered 404 "model 'm:predict' is not served" and an
+    OPTIONS a 405 allowing GET, where the path's one method is POST. Model names have no ``:``
+    (``Settings.model_name``'s pattern)."""
+
+    regex = "[^/:]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
 def router(dataplane: DataPlane) -> APIRouter:
+    register_url_convertor("model", ModelNameConvertor())
     api = APIRouter(tags=["KServe v1"])
 
     @api.get("/v1/models")
@@ -70,7 +90,7 @@ def router(dataplane: DataPlane) -> APIRouter:
         """The names of the served models (one)."""
         return json_response({"models": [dataplane.settings.model_name]})
 
-    @api.get("/v1/models/{name}", responses=ERROR_RESPONSES)
+    @api.get("/v1/models/{name:model}", responses=ERROR_RESPONSES)
     async def model_ready(name: str) -> Response:
         """Whether the model serves: 200 ready, 404 unknown name, 503 not ready (with the reason)."""
         ready = dataplane.model_named(name) is not None  # raises 404 / 503 with the reason

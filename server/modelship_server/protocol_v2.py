@@ -29,6 +29,31 @@ def check_version(version: str | None, name: str) -> None:
         raise errors.ModelNotFound(f"model {name!r} has no version {version!r} (versions: {VERSIONS})")
 
 
+def parameters(holder: dict[str, Any], where: str) -> dict[str, Any]:
+    """An object's ``parameters``: absent or null is none; anything but an object is a 400
+    (ignoring it would drop what the caller asked for, e.g. binary outputs)."""
+    params = holder.get("parameters")
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise errors.InvalidInput(f"{where}: 'parameters' must be an object, got {type(params).__name__}")
+    return params
+
+
+def flag(params: dict[str, Any], key: str, default: bool, where: str) -> bool:
+    value = params.get(key, default)
+    if not isinstance(value, bool):
+        raise errors.InvalidInput(f"{where}: parameter {key!r} must be true or false, got {value!r}")
+    return value
+
+
+def check_id(payload: dict[str, Any]) -> None:
+    """OIP v2's ``id`` is a string, echoed back in the reply. Anything else is refused before
+    the model runs: a list nested 500 deep made the reply's JSON encoder fail (a 500)."""
+    if "id" in payload and not isinstance(payload["id"], str):
+        raise errors.InvalidInput(f"'id' must be a string, got {type(payload['id']).__name__}")
+
+
 def decode_inputs(model: ServedModel, payload: dict[str, Any], binary: bytes) -> list[np.ndarray]:
     raw_inputs = payload.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
@@ -56,10 +81,13 @@ def decode_inputs(model: ServedModel, payload: dict[str, Any], binary: bytes) ->
             raise errors.InvalidInput(
                 f"{where}: datatype {dtype.name} does not match the model's {spec.datatype}"
             )
-        params = item.get("parameters") or {}
-        size = params.get("binary_data_size") if isinstance(params, dict) else None
+        size = parameters(item, where).get("binary_data_size")
         if size is not None:
-            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                raise errors.InvalidInput(
+                    f"{where}: binary_data_size must be a non-negative integer, got {size!r}"
+                )
+            if offset + size > len(binary):
                 raise errors.InvalidInput(
                     f"{where}: binary_data_size {size!r} does not fit the {len(binary)}-byte body"
                 )
@@ -82,8 +110,7 @@ def decode_inputs(model: ServedModel, payload: dict[str, Any], binary: bytes) ->
 
 def requested_outputs(model: ServedModel, payload: dict[str, Any]) -> list[tuple[int, bool]]:
     """(output index, as binary) for each output to return, in request order."""
-    params = payload.get("parameters") or {}
-    binary_default = bool(params.get("binary_data_output", False)) if isinstance(params, dict) else False
+    binary_default = flag(parameters(payload, "request"), "binary_data_output", False, "request")
     index_of = {spec.name: i for i, spec in enumerate(model.outputs)}
     wanted = payload.get("outputs")
     if wanted is None:
@@ -93,23 +120,22 @@ def requested_outputs(model: ServedModel, payload: dict[str, Any]) -> list[tuple
     result = []
     for item in wanted:
         name = item.get("name") if isinstance(item, dict) else None
-        if name not in index_of:
+        if not isinstance(name, str) or name not in index_of:
             raise errors.InvalidInput(
                 f"requested output {name!r} is not an output of model {model.name!r} "
                 f"(outputs: {sorted(index_of)})"
             )
-        out_params = item.get("parameters") or {}
-        binary = (
-            out_params.get("binary_data", binary_default) if isinstance(out_params, dict) else binary_default
-        )
-        result.append((index_of[name], bool(binary)))
+        where = f"output {name!r}"
+        result.append((index_of[name], flag(parameters(item, where), "binary_data", binary_default, where)))
     return result
 
 
-def _encode(model: ServedModel, payload: dict[str, Any], outputs: list[np.ndarray]) -> Reply:
+def _encode(
+    model: ServedModel, payload: dict[str, Any], outputs: list[np.ndarray], wanted: list[tuple[int, bool]]
+) -> Reply:
     entries = []
     blobs: list[bytes] = []
-    for index, as_binary in requested_outputs(model, payload):
+    for index, as_binary in wanted:
         array = outputs[index]
         entry: dict[str, Any] = {
             "name": model.outputs[index].name if index < len(model.outputs) else f"output__{index}",
@@ -157,11 +183,27 @@ async def infer(
     model = dataplane.model_named(name)
     header, binary = _split_binary(body, header_length)
     payload = parse_object(header)
+    check_id(payload)
     arrays = decode_inputs(model, payload, binary)
+    wanted = requested_outputs(model, payload)  # a bad output request is a 400 before the model runs
     outputs = await dataplane.infer(name, arrays)
-    return _encode(model, payload, outputs)
+    return _encode(model, payload, outputs, wanted)
 
 
+TENSOR_PARAMETERS: dict[str, Any] = {
+    "type": ["object", "null"],
+    "properties": {
+        "binary_data_size": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "Binary tensor extension: this tensor's bytes follow the JSON header",
+        }
+    },
+}
+OUTPUT_PARAMETERS: dict[str, Any] = {
+    "type": ["object", "null"],
+    "properties": {"binary_data": {"type": "boolean", "description": "Return this output as raw bytes"}},
+}
 _TENSOR_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["name", "shape", "datatype"],
@@ -170,10 +212,7 @@ _TENSOR_SCHEMA: dict[str, Any] = {
         "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
         "datatype": {"type": "string", "enum": sorted(tensors.BY_NAME)},
         "data": {"description": "Numbers, flat (row-major) or nested; absent with binary_data_size"},
-        "parameters": {
-            "type": "object",
-            "properties": {"binary_data_size": {"type": "integer", "minimum": 0}},
-        },
+        "parameters": TENSOR_PARAMETERS,
     },
 }
 INFER_OPENAPI = hand_read_operation(
@@ -188,10 +227,13 @@ INFER_OPENAPI = hand_read_operation(
                 "items": {
                     "type": "object",
                     "required": ["name"],
-                    "properties": {"name": {"type": "string"}, "parameters": {"type": "object"}},
+                    "properties": {"name": {"type": "string"}, "parameters": OUTPUT_PARAMETERS},
                 },
             },
-            "parameters": {"type": "object", "properties": {"binary_data_output": {"type": "boolean"}}},
+            "parameters": {
+                "type": ["object", "null"],
+                "properties": {"binary_data_output": {"type": "boolean"}},
+            },
         },
     },
     "The outputs (JSON, or a JSON header followed by raw tensors)",
@@ -232,7 +274,9 @@ def router(dataplane: DataPlane) -> APIRouter:
         """Liveness: the event loop answers. Never touches the model."""
         return json_response({"live": True})
 
-    @api.get("/v2/health/ready", responses={"503": ERROR_RESPONSES["503"]})
+    @api.get("/v2/health/ready", responses={"503": {"description": "Not ready; the body says why", "content": {
+        "application/json": {"schema": {"type": "object", "required": ["ready", "detail"], "properties": {
+            "ready": {"const": False}, "detail": {"type": "string"}, "error": {"type": "string"}}}}}}})  # fmt: skip
     async def ready() -> Response:
         """Readiness: 200 when the model serves (in every worker), else 503 with the reason."""
         if dataplane.ready:
@@ -296,7 +340,7 @@ def model_configuration(dataplane: DataPlane, model: ServedModel) -> dict[str, A
         "name": model.name,
         "platform": model.platform,
         "backend": "pytorch",
-        "max_batch_size": dataplane.settings.max_batch_size if batching else 0,
+        "max_batch_size": model.batch_rows(dataplane.settings.max_batch_size) if batching else 0,
         "input": [{"name": i.name, "data_type": f"TYPE_{i.datatype}", "dims": dims(i)} for i in model.inputs],
         "output": [{"name": o.name, "data_type": f"TYPE_{o.datatype}", "dims": dims(o)} for o in model.outputs],
         "dynamic_batching": {"max_queue_delay_microseconds": int(dataplane.settings.max_latency_ms * 1000)}

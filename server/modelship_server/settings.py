@@ -9,6 +9,7 @@ Every field is also a flag: ``model_uri`` → ``--model-uri``; booleans take
 from __future__ import annotations
 
 import argparse
+import sys
 import typing
 from collections.abc import Sequence
 from typing import Literal
@@ -136,7 +137,10 @@ class Settings(BaseSettings):
     """Requests waiting for the model beyond which new ones get 503 + Retry-After."""
 
     request_timeout_s: float = Field(30.0, gt=0)
-    """A request not answered in this time gets 504 (it is dropped if not yet started)."""
+    """A request not answered in this time gets 504 (it is dropped if not yet started). The
+    same time bounds how long a client may take to send a request's head (from the connection's
+    start or the previous answer) and then its body: a late one gets 408 and the connection is
+    closed, so stalled or dripping clients cannot hold connections forever."""
 
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     """Request bodies above this get 413 before they are read into memory."""
@@ -208,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     hints = typing.get_type_hints(Settings)
     for name, field in Settings.model_fields.items():
-        flag = "--" + name.replace("_", "-")
+        flag = _flag(name)
         doc = (field.description or "").strip()
         if _is_bool(hints[name]):
             parser.add_argument(
@@ -219,8 +223,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _attach_dash_values(argv: Sequence[str]) -> list[str]:
+    """``--input-shape -1,3,32,32`` as ``--input-shape=-1,3,32,32``.
+
+    argparse takes any word that starts with ``-`` (other than a plain negative number) for an
+    option, so a value such as ``-1,3,32,32``, the help's own example, was refused with
+    "expected one argument". A value-taking flag followed by a word that is none of the flags
+    gets that word attached; a real flag after it still fails as before."""
+    hints = typing.get_type_hints(Settings)
+    takes_value = {_flag(name) for name in Settings.model_fields if not _is_bool(hints[name])}
+    flags = {"-h", "--help"} | {_flag(name) for name in Settings.model_fields}
+    flags |= {"--no-" + _flag(name)[2:] for name in Settings.model_fields if _is_bool(hints[name])}
+    words = list(argv)
+    out: list[str] = []
+    while words:
+        word = words.pop(0)
+        if word in takes_value and words and words[0].startswith("-") and words[0].split("=")[0] not in flags:
+            word = f"{word}={words.pop(0)}"
+        out.append(word)
+    return out
+
+
 def load_settings(argv: Sequence[str] | None = None) -> Settings:
     """Read env vars and CLI flags once. Raises ``pydantic.ValidationError`` when invalid."""
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_attach_dash_values(sys.argv[1:] if argv is None else argv))
     overrides = {key: value for key, value in vars(args).items() if value is not None}
     return Settings(**overrides)

@@ -6,6 +6,7 @@ times faster than the stdlib on float lists); the stdlib is the fallback.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -88,6 +89,10 @@ def dtype_of_array(array: np.ndarray) -> DType:
     return BY_NUMPY.get(array.dtype.newbyteorder("="), BY_NAME["FP32"])
 
 
+Range = tuple[int, int, int | None]
+"""(axis, smallest, largest or None) of a dimension that is not fixed."""
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     """One model input or output as OIP v2 metadata describes it (-1 = any size)."""
@@ -95,12 +100,15 @@ class TensorSpec:
     name: str
     datatype: str
     shape: tuple[int, ...]
+    ranges: tuple[Range, ...] = ()
+    """Sizes a -1 dimension may take, when the model says (torch.export's ``Dim(min=, max=)``):
+    outside them the model refuses to run, so the request is refused first."""
 
     def as_metadata(self) -> dict[str, Any]:
         return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
 
     def check(self, array: np.ndarray, where: str) -> None:
-        """Shape must have the same rank and agree on every fixed dimension."""
+        """Shape must have the same rank, agree on every fixed dimension and stay in the ranges."""
         shape = array.shape
         if len(shape) != len(self.shape) or any(
             want != got and want != -1 for want, got in zip(self.shape, shape, strict=True)
@@ -108,6 +116,21 @@ class TensorSpec:
             raise errors.InvalidInput(
                 f"{where}: shape {list(array.shape)} does not match the model's {list(self.shape)}"
             )
+        for axis, low, high in self.ranges:
+            if shape[axis] < low or (high is not None and shape[axis] > high):
+                allowed = f"{low} to {high}" if high is not None else f"at least {low}"
+                raise errors.InvalidInput(
+                    f"{where}: dimension {axis} of shape {list(shape)} is {shape[axis]}; "
+                    f"the model takes {allowed}"
+                )
+
+    def fit(self, axis: int, size: int) -> int:
+        """``size`` moved into the range of ``axis`` (for warm-up inputs and batch limits)."""
+        for at, low, high in self.ranges:
+            if at == axis:
+                size = max(size, low)
+                return min(size, high) if high is not None else size
+        return size
 
 
 def _as_array(data: Any, dtype: DType, where: str) -> np.ndarray:
@@ -119,6 +142,8 @@ def _as_array(data: Any, dtype: DType, where: str) -> np.ndarray:
     except (ValueError, TypeError) as exc:  # ragged nesting
         raise errors.InvalidInput(f"{where}: data is not a rectangular array of numbers ({exc})") from None
     kind = array.dtype.kind
+    if kind in "iuf" and _holds_booleans(data, array.ndim):  # numpy read them as 1 and 0
+        raise errors.InvalidInput(f"{where}: true/false among numbers do not fit datatype {dtype.name}")
     if kind not in dtype.kinds:
         if kind in "USO":
             what = "non-numeric values"
@@ -129,15 +154,44 @@ def _as_array(data: Any, dtype: DType, where: str) -> np.ndarray:
         raise errors.InvalidInput(f"{where}: {what} do not fit datatype {dtype.name}")
     if JSON_HAS_NON_FINITE and kind == "f" and not np.isfinite(array).all():
         raise errors.InvalidInput(f"{where}: data holds NaN or infinity")
-    try:
-        return array.astype(dtype.numpy, copy=False)
-    except (ValueError, OverflowError) as exc:
-        raise errors.InvalidInput(f"{where}: values do not fit {dtype.name} ({exc})") from None
+    _check_range(array, dtype, where)
+    return array.astype(dtype.numpy, copy=False)
+
+
+def _holds_booleans(data: Any, depth: int) -> bool:
+    """Whether nested lists ``depth`` deep hold a bool anywhere: a scan in C, no Python loop
+    per value (a few percent of what parsing the JSON cost)."""
+    if depth == 0:
+        return isinstance(data, bool)
+    flat: Any = data
+    for _ in range(depth - 1):
+        flat = itertools.chain.from_iterable(flat)
+    return bool in set(map(type, flat))
+
+
+def _check_range(array: np.ndarray, dtype: DType, where: str) -> None:
+    """Values the datatype cannot hold are refused: numpy's cast would quietly wrap integers
+    (300 as INT8 is 44) and turn large floats into infinity (1e39 as FP32), so the model would
+    compute on numbers nobody sent."""
+    if not array.size or dtype.numpy.kind == "b" or array.dtype == dtype.numpy:
+        return
+    if dtype.numpy.kind in "iu":
+        info = np.iinfo(dtype.numpy)
+        low, high = array.min(), array.max()
+        if low < info.min or high > info.max:
+            raise errors.InvalidInput(
+                f"{where}: values from {low} to {high} do not fit {dtype.name} ({info.min} to {info.max})"
+            )
+        return
+    limit = float(np.finfo(dtype.numpy).max)
+    biggest = float(np.abs(array).max())
+    if biggest > limit and math.isfinite(biggest):
+        raise errors.InvalidInput(f"{where}: value {biggest:g} does not fit {dtype.name} (at most {limit:g})")
 
 
 def decode_json(data: Any, dtype: DType, shape: Any, where: str) -> np.ndarray:
     """OIP v2 JSON tensor: ``data`` flat (row-major) or nested, reshaped to ``shape``."""
-    dims = _shape(shape, where)
+    dims = _shape(shape, where, dtype.numpy.itemsize)
     array = _as_array(data, dtype, where)
     if array.size != math.prod(dims):
         raise errors.InvalidInput(
@@ -148,7 +202,7 @@ def decode_json(data: Any, dtype: DType, shape: Any, where: str) -> np.ndarray:
 
 def decode_binary(raw: bytes, dtype: DType, shape: Any, where: str) -> np.ndarray:
     """Binary tensor extension: little-endian, row-major, no padding."""
-    dims = _shape(shape, where)
+    dims = _shape(shape, where, dtype.numpy.itemsize)
     need = math.prod(dims) * dtype.numpy.itemsize
     if len(raw) != need:
         raise errors.InvalidInput(f"{where}: binary data has {len(raw)} bytes, shape {dims} needs {need}")
@@ -156,11 +210,22 @@ def decode_binary(raw: bytes, dtype: DType, shape: Any, where: str) -> np.ndarra
     return np.frombuffer(raw, dtype=dtype.numpy.newbyteorder("<")).astype(dtype.numpy).reshape(dims)
 
 
-def _shape(shape: Any, where: str) -> list[int]:
+MAX_RANK = 64
+"""numpy's own limit on an array's dimensions."""
+
+
+def _shape(shape: Any, where: str, itemsize: int) -> list[int]:
+    """A request's shape, checked before numpy sees it: numpy refuses more than 64 dimensions,
+    and a shape whose dimensions (a zero one aside) multiply past what an array can address,
+    even when a zero dimension makes it empty (``[0, 2**62]`` with no data: a 500 otherwise)."""
     if not isinstance(shape, list) or not all(
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
     ):
         raise errors.InvalidInput(f"{where}: shape must be a list of non-negative integers, got {shape!r}")
+    if len(shape) > MAX_RANK:
+        raise errors.InvalidInput(f"{where}: shape has {len(shape)} dimensions, at most {MAX_RANK}")
+    if math.prod(d for d in shape if d) * itemsize >= 2**63:
+        raise errors.InvalidInput(f"{where}: shape {shape} is too large for any array, even an empty one")
     return shape
 
 

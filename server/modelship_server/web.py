@@ -3,12 +3,14 @@ exception handlers, and the request-body size limit."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from . import errors
@@ -25,11 +27,23 @@ _ERROR_SCHEMA = {
         "error": {"type": "string", "description": "The same text (OIP v2 routes only; v2 clients read it)"},
     },
 }
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before trying again (retry_after_s)",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 0},
+    }
+}
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    str(code): {"description": why, "content": {JSON: {"schema": _ERROR_SCHEMA}}}
+    str(code): {
+        "description": why,
+        "content": {JSON: {"schema": _ERROR_SCHEMA}},
+        **({"headers": _RETRY_AFTER} if code == 503 else {}),
+    }
     for code, why in [
         (400, "The body is not valid JSON, not the protocol's shape, or does not fit the model"),
         (404, "No model (or version) of that name is served here"),
+        (408, "The body did not arrive within request_timeout_s; the connection is closed"),
         (413, "The body exceeds max_body_bytes"),
         (500, "The model raised on valid input"),
         (503, "Not ready (loading, failed, no GPU, draining) or overloaded; Retry-After is set"),
@@ -83,6 +97,8 @@ def error_reply(path: str, exc: Exception, retry_after_s: int) -> Reply:
     """The error table applied: a domain error's status (Retry-After on 503s), anything else 500."""
     if isinstance(exc, errors.ModelshipError):
         headers = {"Retry-After": str(retry_after_s)} if isinstance(exc, errors.RETRYABLE) else None
+        if isinstance(exc, errors.BodyTimeout):
+            headers = {"Connection": "close"}
         return json_reply(error_body(path, exc.detail), errors.status_of(exc), headers)
     return json_reply(error_body(path, f"internal error: {type(exc).__name__}: {exc}"), 500)
 
@@ -127,22 +143,30 @@ def install_error_handlers(app: FastAPI, retry_after_s: int) -> None:
     async def on_validation_error(request: Request, exc: RequestValidationError) -> Response:
         return json_response(error_body(request.url.path, exc.errors()), 422)
 
+    async def on_client_gone(request: Request, exc: ClientDisconnect) -> Response:
+        # The client left before its body arrived (or its framing was broken and uvicorn hung
+        # up): nobody reads this answer, and the metrics count a 499, not a 500 with a traceback.
+        return Response(status_code=errors.CLIENT_GONE)
+
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         return error_reply(request.url.path, exc, retry_after_s).response()
 
     app.add_exception_handler(errors.ModelshipError, on_domain_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, on_http_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, on_validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(ClientDisconnect, on_client_gone)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, on_unexpected)
 
 
 class BodyLimitMiddleware:
     """413 for bodies over the limit: by Content-Length before reading anything, and by
-    counting for chunked uploads (which have no Content-Length)."""
+    counting for chunked uploads (which have no Content-Length). 408 for a body that has not
+    arrived ``timeout_s`` after the request began (uvicorn waits for a stalled body forever)."""
 
-    def __init__(self, app: Any, max_bytes: int) -> None:
+    def __init__(self, app: Any, max_bytes: int, timeout_s: float) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -160,10 +184,11 @@ class BodyLimitMiddleware:
                 break
         seen = 0
         limit = self.max_bytes
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
 
         async def counting_receive() -> dict[str, Any]:
             nonlocal seen
-            message = await receive()
+            message = await receive_by(receive, deadline)
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
@@ -171,6 +196,15 @@ class BodyLimitMiddleware:
             return message
 
         await self.app(scope, counting_receive, send)
+
+
+async def receive_by(receive: Any, deadline: float) -> dict[str, Any]:
+    """The next ASGI message, or :class:`errors.BodyTimeout` once ``deadline`` (loop time) passed."""
+    try:
+        async with asyncio.timeout_at(deadline):
+            return await receive()
+    except TimeoutError:
+        raise errors.BodyTimeout("the request body did not arrive in time (request_timeout_s)") from None
 
 
 async def reject_declared(send: Any, path: str, declared: int, limit: int) -> int:

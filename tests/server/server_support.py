@@ -24,6 +24,7 @@ import torch
 import uvicorn
 
 from modelship_server import create_app
+from modelship_server.entry import uvicorn_config
 from modelship_server.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -156,6 +157,21 @@ class SlowLoad:
         return x * 2
 
 
+class Leaky:
+    """2*x, keeping 8 KiB per call and an open file every 50th: a leak for the soak to find."""
+
+    inputs = [{"name": "input__0", "datatype": "FP32", "shape": [-1, 4]}]
+
+    def load(self, path, device):
+        self.kept = []
+
+    def predict(self, x):
+        self.kept.append(bytearray(8192))
+        if len(self.kept) % 50 == 0:
+            self.kept.append(open(os.devnull))
+        return x * 2
+
+
 class SlowCNN:
     """A TorchScript CNN behind a delay, so concurrent requests pile up into batches."""
 
@@ -211,16 +227,9 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 20.0, what: str =
 def serve(wait_ready: bool = True, **settings: Any) -> Iterator[Running]:
     """The real app under uvicorn on 127.0.0.1:<free port>, in a thread of this process."""
     settings.setdefault("host", "127.0.0.1")
-    app = create_app(Settings(**settings))
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=0,
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
-        timeout_graceful_shutdown=5,
-    )
+    resolved = Settings(**settings)
+    app = create_app(resolved)
+    config = uvicorn_config(app, resolved, port=0, log_level="warning", timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
     thread.start()
@@ -249,9 +258,11 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def serve_subprocess(
-    env_extra: dict[str, str], args: list[str]
+    env_extra: dict[str, str], args: list[str], ready_timeout_s: float = 120
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """``python -m modelship_server`` as its own process (for real SIGTERM handling)."""
+    """``python -m modelship_server`` as its own process (for real SIGTERM handling).
+    ``ready_timeout_s``: the long runs allow more still (two workers each importing torch and loading
+    the model on a shared 2-core machine took over a minute)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELSHIP_")}
     env.update(env_extra)
@@ -274,7 +285,7 @@ def serve_subprocess(
             except httpx.HTTPError:
                 return False
 
-        wait_until(ready, timeout=60, what="subprocess server readiness")
+        wait_until(ready, timeout=ready_timeout_s, what="subprocess server readiness")
         yield proc, url
     finally:
         if proc.poll() is None:

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
+import select
+import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pytest
-from server_support import ModelFiles, Running, serve
+from server_support import ModelFiles, Running, serve, wait_until
+
+from modelship_server import errors, tensors
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +77,26 @@ CASES: list[tuple[str, str, Any, int, str]] = [
     ("v2 metadata unknown model", "/v2/models/nope", None, 404, "'nope'"),
     ("v2 ready unknown model", "/v2/models/nope/ready", None, 404, "'nope'"),
     ("body over the limit", V1, {"instances": [[1.0, 2.0, 3.0, 4.0]] * 400}, 413, "exceeds the limit"),
-]
+    # found by the fuzzing campaign (test_server_fuzz.py): numpy's cast made these infinity
+    ("v1 value beyond FP32", V1, {"instances": [[1e39, 1, 2, 3]]}, 400, "1e+39 does not fit FP32"),
+    ("v2 value beyond FP32", V2, v2(data=[1, 2, 3, -1e39]), 400, "1e+39 does not fit FP32"),
+    ("v1 a boolean among numbers", V1, {"instances": [[False, 0.0, 0.0, 0.0]]}, 400, "true/false among numbers"),
+    ("v2 a boolean among numbers", V2, v2(data=[1, 2, True, 4]), 400, "true/false among numbers"),
+    ("v2 id nested 500 deep", V2, {**v2(), "id": functools.reduce(lambda x, _: [x], range(500), 1)}, 400,
+     "'id' must be a string"),  # was a 500: the reply's encoder gave up on it
+    ("v2 id a number", V2, {**v2(), "id": 7}, 400, "'id' must be a string"),
+    ("v2 parameters a list", V2, {**v2(), "parameters": [1]}, 400, "'parameters' must be an object"),
+    ("v2 binary_data_output a string", V2, {**v2(), "parameters": {"binary_data_output": "yes"}}, 400,
+     "'binary_data_output' must be true or false"),
+    ("v2 input parameters a list", V2, v2(parameters=[1]), 400, "'parameters' must be an object"),
+    ("v2 binary_data_size true", V2, v2(data=..., parameters={"binary_data_size": True}), 400,
+     "binary_data_size must be a non-negative integer"),
+    ("v2 output binary_data a number", V2, {**v2(), "outputs": [{"name": "output__0", "parameters": {
+        "binary_data": 1}}]}, 400, "'binary_data' must be true or false"),
+    # an empty tensor numpy cannot shape: was a 500 "array is too big" / "maximum supported dimension"
+    ("v2 empty but too large", V2, v2(shape=[0, 2**62], data=[]), 400, "too large for any array"),
+    ("v2 more than 64 dimensions", V2, v2(shape=[0] * 65, data=[]), 400, "65 dimensions, at most 64"),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(("case", "path", "body", "status", "words"), CASES, ids=[c[0] for c in CASES])
@@ -105,6 +132,9 @@ def test_binary_extension_errors_are_4xx(server: Running) -> None:
         assert wrong.status_code == 400 and "outside" in wrong.json()["detail"]
         garbage = client.post(V2, content=header, headers={"Inference-Header-Content-Length": "abc"})
         assert garbage.status_code == 400
+        empty = json.dumps(v2(data=..., shape=[0, 2**62], parameters={"binary_data_size": 0})).encode()
+        huge = client.post(V2, content=empty, headers={"Inference-Header-Content-Length": str(len(empty))})
+        assert huge.status_code == 400 and "too large for any array" in huge.json()["detail"], huge.text
 
 
 def test_request_larger_than_max_batch_size_runs_alone(server: Running) -> None:
@@ -123,3 +153,104 @@ def test_chunked_body_over_the_limit_is_413(server: Running) -> None:
         response = client.post(V1, content=chunks())
         assert response.status_code == 413, response.text
         assert "exceeds" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("data", "datatype", "words"),
+    [
+        ([300, 1], "INT8", "from 1 to 300 do not fit INT8 (-128 to 127)"),
+        ([-1], "UINT8", "do not fit UINT8 (0 to 255)"),
+        ([2**40], "INT32", "do not fit INT32"),
+        ([70000.0], "FP16", "70000 does not fit FP16 (at most 65504)"),
+        ([1e39], "FP32", "does not fit FP32"),
+    ],
+)
+def test_values_the_datatype_cannot_hold_are_refused(data: list[Any], datatype: str, words: str) -> None:
+    """numpy's cast wraps integers (300 as INT8 is 44) and makes large floats infinite: the
+    model would have computed on numbers nobody sent."""
+    with pytest.raises(errors.InvalidInput, match=words.replace("(", r"\(").replace(")", r"\)")):
+        tensors.decode_json(data, tensors.BY_NAME[datatype], [len(data)], "x")
+    edge = tensors.decode_json([127, -128], tensors.BY_NAME["INT8"], [2], "x")
+    assert edge.tolist() == [127, -128] and edge.dtype == np.int8
+    assert tensors.decode_json([65504.0], tensors.BY_NAME["FP16"], [1], "x").tolist() == [65504.0]
+
+
+# -- slow clients: found by the campaign's hand-made cases (uvicorn waits for a stalled client forever)
+
+
+@pytest.fixture(scope="module")
+def impatient(models: ModelFiles) -> Iterator[Running]:
+    with serve(model_name="tiny", model_uri=str(models.mlp_ts), request_timeout_s=1.0) as running:
+        yield running
+
+
+def _exchange(running: Running, chunks: list[bytes], pause_s: float = 0.0) -> tuple[float, bytes]:
+    """Send ``chunks`` (``pause_s`` apart), then read until the server closes: (seconds, answer)."""
+    host, port = running.url.removeprefix("http://").split(":")
+    started = time.monotonic()
+    answer = b""
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        try:
+            for chunk in chunks:
+                if select.select([sock], [], [], 0)[0]:  # answered: more bytes would only reset it
+                    break
+                sock.sendall(chunk)
+                time.sleep(pause_s)
+        except (BrokenPipeError, ConnectionResetError):  # answered and closed while we dripped
+            pass
+        with contextlib.suppress(ConnectionResetError):
+            while data := sock.recv(65536):  # b"" once the server closed the connection
+                answer += data
+    return time.monotonic() - started, answer
+
+
+@pytest.mark.parametrize("path", [V2, "/v2/models/other/infer"])  # the hot path, and FastAPI's
+def test_a_stalled_body_is_408_and_the_connection_closed(impatient: Running, path: str) -> None:
+    head = f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n".encode()
+    took, answer = _exchange(impatient, [head + b'{"inputs": '])
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert b"connection: close" in answer.lower() and b"did not arrive in time" in answer
+    assert took < 8, took
+
+
+def test_a_dripping_body_is_408_even_while_bytes_keep_coming(impatient: Running) -> None:
+    head = f"POST {V2} HTTP/1.1\r\nhost: x\r\ncontent-length: 400\r\n\r\n".encode()
+    took, answer = _exchange(impatient, [head, *[b" "] * 12], pause_s=0.2)
+    assert answer.startswith(b"HTTP/1.1 408") and b"did not arrive in time" in answer, answer
+
+
+@pytest.mark.parametrize("sent", [b"", b"GET /health HTTP/1.1\r\nhost: x\r\n"], ids=["nothing", "half a head"])
+def test_a_late_request_head_is_408_and_the_connection_closed(impatient: Running, sent: bytes) -> None:
+    took, answer = _exchange(impatient, [sent])
+    assert answer.startswith(b"HTTP/1.1 408") and b"request head" in answer, answer
+    assert took < 8, took
+    assert impatient.http.get("/health").status_code == 200  # the server is none the worse
+
+
+def test_a_kept_alive_connection_still_serves_request_after_request(impatient: Running) -> None:
+    body = json.dumps(v2()).encode()
+    request = f"POST {V2} HTTP/1.1\r\nhost: x\r\ncontent-length: {len(body)}\r\n\r\n".encode() + body
+    host, port = impatient.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        for _ in range(3):
+            sock.sendall(request)
+            time.sleep(0.6)  # well within the deadline each time, 1.8 s in all
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+
+
+@pytest.mark.parametrize(("path", "endpoint"), [(V1, "/v1/models/{name}:predict"), ("/v1/models/other:predict",
+                                                "/v1/models/{name}:predict")])  # fmt: skip
+def test_a_client_gone_before_its_body_is_499_not_500(impatient: Running, path: str, endpoint: str) -> None:
+    """Broken chunked framing: uvicorn answers 400 and hangs up while the route waits for the
+    body. FastAPI's routes raised ClientDisconnect: a traceback and a 500 in the metrics."""
+    head = f"POST {path} HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n".encode()
+    _, answer = _exchange(impatient, [head + b"5\r\n{\"ins\r\nzz\r\n"])
+    assert answer.startswith(b"HTTP/1.1 400"), answer
+
+    def counted(status: int) -> float:
+        line = f'modelship_requests_total{{endpoint="{endpoint}",method="POST",status="{status}"}}'
+        text = impatient.http.get("/metrics").text
+        return sum(float(row.split()[-1]) for row in text.splitlines() if row.startswith(line))
+
+    wait_until(lambda: counted(499) >= 1, timeout=10, what="the 499 to be counted")
+    assert counted(500) == 0

@@ -1,19 +1,22 @@
-"""Every endpoint against real TorchScript and torch.export models (MLP and CNN)."""
+"""Every endpoint against real TorchScript and torch.export models (MLP and CNN), on the CPU
+(test_server_devices.py covers each device present), answers checked against reference.py's numpy models."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
+import reference
 import torch
 from server_support import ModelFiles, Running, serve
 
 
 def expected(module: torch.nn.Module, rows: np.ndarray) -> np.ndarray:
-    with torch.no_grad():
-        return module(torch.from_numpy(rows)).numpy()
+    """The answer computed without torch (reference.py), not by the module the server serves."""
+    return reference.predict(module, rows)
 
 
 VARIANTS = {
@@ -29,13 +32,13 @@ def variant(
     request: pytest.FixtureRequest, models: ModelFiles
 ) -> Iterator[tuple[Running, torch.nn.Module, str, tuple]]:
     module_attr, file_attr, fmt, input_name, row_shape = VARIANTS[request.param]
-    with serve(model_name="tiny", model_uri=str(getattr(models, file_attr)), model_format=fmt) as running:
+    with serve(model_name="tiny", model_uri=str(getattr(models, file_attr)), model_format=fmt, device="cpu") as running:
         yield running, getattr(models, module_attr), input_name, row_shape
 
 
 @pytest.fixture(scope="module")
 def mlp_server(models: ModelFiles) -> Iterator[Running]:
-    with serve(model_name="tiny", model_uri=str(models.mlp_ts)) as running:
+    with serve(model_name="tiny", model_uri=str(models.mlp_ts), device="cpu") as running:
         yield running
 
 
@@ -69,10 +72,9 @@ def test_v2_infer_with_flat_or_nested_data(variant: tuple, nested: bool) -> None
         want = expected(module, rows)
         assert out["shape"] == list(want.shape)
         np.testing.assert_allclose(np.array(out["data"]).reshape(out["shape"]), want, rtol=1e-5, atol=1e-5)
-        # the versioned path answers the same
-        assert (
-            client.post("/v2/models/tiny/versions/1/infer", json=request).json()["outputs"] == body["outputs"]
-        )
+        # the versioned path is routed to the same model
+        versioned = client.post("/v2/models/tiny/versions/1/infer", json=request).json()["outputs"][0]
+        np.testing.assert_allclose(np.array(versioned["data"]).reshape(want.shape), want, rtol=1e-5, atol=1e-5)
 
 
 def test_v2_metadata_describes_inputs_and_outputs(variant: tuple) -> None:
@@ -169,6 +171,7 @@ def test_metrics_expose_requests_latency_batches_queue_device(mlp_server: Runnin
     with mlp_server.client() as client:
         client.post("/v1/models/tiny:predict", json={"instances": [[0, 0, 0, 0]]})
         client.post("/v1/models/tiny:predict", json={"instances": [[0, 0, 0]]})
+        client.get("/openapi.json")
         text = client.get("/metrics").text
     for needle in [
         'modelship_requests_total{endpoint="/v1/models/{name}:predict",method="POST",status="200"}',
@@ -181,6 +184,8 @@ def test_metrics_expose_requests_latency_batches_queue_device(mlp_server: Runnin
         'modelship_model_load_seconds{model="tiny"}',
         'modelship_model_ready{model="tiny"} 1.0',
         'modelship_device_info{device="cpu",dtype="float32"',
+        # its own label: under "other" it was a route no OpenAPI operation lists (the campaign's check)
+        'modelship_requests_total{endpoint="/openapi.json",method="GET",status="200"}',
     ]:
         assert needle in text, f"{needle} missing from /metrics"
 
@@ -188,17 +193,82 @@ def test_metrics_expose_requests_latency_batches_queue_device(mlp_server: Runnin
 def test_unknown_routes_and_methods_answer_with_detail(mlp_server: Running) -> None:
     with mlp_server.client() as client:
         assert client.get("/nope").json() == {"detail": "Not Found"}
+        trailing = client.get("/health/")  # was a 307 to /health: a status no document listed
+        assert trailing.status_code == 404 and trailing.json() == {"detail": "Not Found"}
         response = client.get("/v2/models/tiny/infer")
         assert response.status_code == 405 and "detail" in response.json()
 
 
 def test_openapi_describes_every_route_and_the_inference_bodies(mlp_server: Running) -> None:
+    from fastapi.routing import APIRoute
+
     spec = mlp_server.http.get("/openapi.json").json()
     for path, operations in spec["paths"].items():
         for method, operation in operations.items():
             assert operation.get("description") or operation.get("summary"), f"{method} {path}"
+            assert "422" not in operation["responses"], f"{method} {path}: no route answers 422"
+            assert "413" in operation["responses"], f"{method} {path}: any declared body over the limit is a 413"
+    routes = [*mlp_server.app.routes]
+    for route in routes:  # FastAPI keeps an included router's routes behind one entry (no prefix here)
+        routes += getattr(route, "original_router", None) and route.original_router.routes or []
+    served = {(r.path_format, m.lower()) for r in routes if isinstance(r, APIRoute) for m in r.methods}
+    described = {(path, method) for path, operations in spec["paths"].items() for method in operations}
+    assert served == described  # the document itself included: GET /openapi.json
+    assert {template for _, template in mlp_server.app.hot.routes.values()} <= {p for p, _ in described}
     for path in ("/v1/models/{name}:predict", "/v2/models/{name}/infer"):
         operation = spec["paths"][path]["post"]
-        schema = operation["requestBody"]["content"]["application/json"]["schema"]
-        assert schema["required"] == (["instances"] if path.startswith("/v1") else ["inputs"])
-        assert {"400", "404", "413", "503"} <= set(operation["responses"])
+        body = operation["requestBody"]["content"]["application/json"]
+        assert {"400", "404", "408", "413", "503"} <= set(operation["responses"])
+        assert "Retry-After" in operation["responses"]["503"]["headers"]
+        # narrowed to the loaded model: its name, its tensors, an example that works
+        name = next(p for p in operation["parameters"] if p["name"] == "name")
+        assert name["schema"]["enum"] == ["tiny"]
+        assert mlp_server.http.post(path.replace("{name}", "tiny"), json=body["example"]).status_code == 200
+    v1 = spec["paths"]["/v1/models/{name}:predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    row = v1["properties"]["instances"]["items"]
+    assert (row["minItems"], row["maxItems"], row["items"]["type"]) == (4, 4, "number")
+    v2 = spec["paths"]["/v2/models/{name}/infer"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    tensor = v2["properties"]["inputs"]["items"]["properties"]
+    assert tensor["name"]["enum"] == ["input__0"] and tensor["datatype"]["enum"] == ["FP32"]
+    metrics = spec["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+    assert list(metrics) == ["text/plain"]  # what /metrics answers, not JSON
+    assert "404" in spec["info"]["description"] and "405" in spec["info"]["description"]
+
+
+def test_predict_path_answers_405_to_other_methods(mlp_server: Running) -> None:
+    """GET /v1/models/tiny:predict matched GET /v1/models/{name} (404 "model 'tiny:predict' is
+    not served") and OPTIONS a 405 allowing GET: the path's one method is POST."""
+    for method in ("GET", "OPTIONS", "PUT"):
+        response = mlp_server.http.request(method, "/v1/models/tiny:predict")
+        assert response.status_code == 405 and response.headers["allow"] == "POST", (method, response.text)
+    assert mlp_server.http.get("/v1/models/tiny").json() == {"name": "tiny", "ready": True}
+
+
+def test_v1_rows_under_two_names_at_once_are_refused(mlp_server: Running) -> None:
+    body = {"instances": [[1, 2, 3, 4]], "inputs": []}
+    response = mlp_server.http.post("/v1/models/tiny:predict", json=body)
+    assert response.status_code == 400 and "not both" in response.json()["detail"]
+    assert mlp_server.http.post("/v1/models/tiny:predict", json={"inputs": [[1, 2, 3, 4]]}).status_code == 200
+
+
+def test_an_exported_batch_range_is_honoured(models: ModelFiles, tmp_path: Path) -> None:
+    """A program exported for 2 to 8 rows: requests outside that range were a 500 ("Guard
+    failed") and, with the default max_batch_size of 32, so was the warm-up (the model never
+    loaded) and every batch of more than 8 rows. Now: a 400 naming the range, batches of at
+    most 8, warm-up inside the range, and the model configuration says 8."""
+    path = tmp_path / "mlp-2-8.pt2"
+    batch = torch.export.Dim("batch", min=2, max=8)
+    torch.export.save(
+        torch.export.export(models.mlp, (torch.zeros(4, 4),), dynamic_shapes={"x": {0: batch}}), str(path)
+    )
+    rows = np.random.default_rng(5).normal(size=(8, 4)).astype(np.float32)
+    with serve(model_name="tiny", model_uri=str(path), model_format="torch-export", device="cpu") as running:
+        assert running.http.get("/health").status_code == 200, running.http.get("/health").text
+        assert running.http.get("/v2/models/tiny/config").json()["max_batch_size"] == 8
+        for count, status in [(1, 400), (2, 200), (8, 200), (9, 400)]:
+            body = {"instances": np.resize(rows, (count, 4)).tolist()}
+            response = running.http.post("/v1/models/tiny:predict", json=body)
+            assert response.status_code == status, response.text
+            if status == 400:
+                assert "dimension 0" in response.json()["detail"] and "2 to 8" in response.json()["detail"]
+        assert running.dataplane.batcher._max_rows == 8

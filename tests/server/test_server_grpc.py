@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
+import reference
 from server_support import ModelFiles, Running, free_port, serve
 
 SERVER_DIR = Path(__file__).resolve().parents[2] / "server" / "modelship_server"
@@ -21,7 +21,7 @@ SERVER_DIR = Path(__file__).resolve().parents[2] / "server" / "modelship_server"
 @pytest.fixture(scope="module")
 def grpc_server(models: ModelFiles) -> Iterator[tuple[Running, str]]:
     port = free_port()
-    with serve(model_name="tiny", model_uri=str(models.mlp_ts), grpc_port=port) as running:
+    with serve(model_name="tiny", model_uri=str(models.mlp_ts), grpc_port=port, device="cpu") as running:
         yield running, f"127.0.0.1:{port}"
 
 
@@ -50,8 +50,7 @@ def test_infer_matches_the_eager_model(client: Any, models: ModelFiles) -> None:
     tensor = triton.InferInput("input__0", list(rows.shape), "FP32")
     tensor.set_data_from_numpy(rows)
     result = client.infer("tiny", [tensor], request_id="r1")
-    with torch.no_grad():
-        expected = models.mlp(torch.from_numpy(rows)).numpy()
+    expected = reference.mlp(models.mlp, rows)  # numpy, not the torch module the server serves
     np.testing.assert_allclose(result.as_numpy("output__0"), expected, rtol=1e-5, atol=1e-5)
     assert result.get_response().id == "r1"
 
@@ -91,6 +90,53 @@ def test_bad_input_gets_the_rest_detail_as_a_grpc_status(
         body["outputs"] = [{"name": output}]
     status, detail = _rest_detail(grpc_server[0], path, body)
     assert status == http and raised.value.message() == detail, (case, detail)
+
+
+METHODS = ("ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer")
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_malformed_message_is_invalid_argument(grpc_server: tuple[Running, str], method: str) -> None:
+    """Bytes that are no protobuf message: grpc's deserializer hook answered UNKNOWN; the
+    caller's mistake is INVALID_ARGUMENT, with the parser's reason."""
+    import grpc
+
+    with grpc.insecure_channel(grpc_server[1]) as channel:
+        call = channel.unary_unary(f"/inference.GRPCInferenceService/{method}")
+        with pytest.raises(grpc.RpcError) as raised:
+            call(b"\xff\xff\xff\xff", timeout=10)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, raised.value
+    assert f"not a valid inference.{method}Request message" in raised.value.details()
+    assert grpc_server[0].http.get("/health").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("datatype", "contents", "words"),
+    [
+        ("FP32", {"int_contents": [1, 2, 3, 4]}, "FP32 values go in contents.fp32_contents, not contents.int_contents"),
+        ("FP16", {"fp32_contents": [1, 2, 3, 4]}, "FP16 has no typed contents field"),
+        ("FP32", None, "has no values: set its contents or raw_input_contents"),
+    ],
+)
+def test_values_in_the_wrong_contents_field_are_named(
+    grpc_server: tuple[Running, str], datatype: str, contents: dict[str, list[int]] | None, words: str
+) -> None:
+    """The REST check alone said "shape [1, 4] needs 4 values, data has 0": true, but not why."""
+    import grpc
+
+    from modelship_server import grpc_service
+
+    messages = grpc_service.message_classes()
+    request = messages["ModelInferRequest"](model_name="tiny")
+    tensor = request.inputs.add(name="input__0", datatype=datatype, shape=[1, 4])
+    for field, values in (contents or {}).items():
+        getattr(tensor.contents, field).extend(values)
+    with grpc.insecure_channel(grpc_server[1]) as channel:
+        call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer",
+                                   request_serializer=lambda m: m.SerializeToString())  # fmt: skip
+        with pytest.raises(grpc.RpcError) as raised:
+            call(request, timeout=10)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT and words in raised.value.details()
 
 
 def test_grpc_calls_are_counted_in_metrics(grpc_server: tuple[Running, str], client: Any) -> None:

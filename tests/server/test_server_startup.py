@@ -51,6 +51,18 @@ def test_invalid_settings_are_rejected(argv: list[str]) -> None:
         load_settings(argv)
 
 
+def test_the_help_s_own_input_shape_example_is_accepted(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--input-shape -1,3,32,32`` (what --help suggests) was refused by argparse ("expected one
+    argument"): a value starting with ``-`` looked like a flag."""
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "-1,3,32,32" in capsys.readouterr().out
+    assert load_settings(["--input-shape", "-1,3,32,32", "--no-warmup"]).shape() == [-1, 3, 32, 32]
+    assert load_settings(["--input-shape", "-1", "--port", "9"]).shape() == [-1]
+    with pytest.raises(SystemExit):  # a real flag in the value's place is still an error
+        load_settings(["--input-shape", "--port", "9"])
+
+
 def test_main_exits_with_a_readable_message_on_bad_settings() -> None:
     with pytest.raises(SystemExit, match="invalid settings"):
         main(["--port", "0"])
@@ -94,6 +106,13 @@ def test_device_plan_table() -> None:
     assert fallback.dtype == torch.float32 and any("gpu_fallback" in n for n in fallback.notes)
 
 
+@pytest.fixture
+def no_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No CUDA device visible, whatever the machine has (the GPU machine runs these too)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+@pytest.mark.usefixtures("no_gpu")
 def test_require_gpu_without_gpu_is_not_ready_with_reason(models: ModelFiles) -> None:
     with serve(model_uri=str(models.mlp_ts), require_gpu=True) as running:
         health = running.http.get("/health")
@@ -108,6 +127,7 @@ def test_require_gpu_without_gpu_is_not_ready_with_reason(models: ModelFiles) ->
         assert predict.headers["Retry-After"] == "1"
 
 
+@pytest.mark.usefixtures("no_gpu")
 def test_gpu_fallback_serves_on_cpu_and_says_so(models: ModelFiles) -> None:
     with serve(
         model_uri=str(models.mlp_ts), require_gpu=True, gpu_fallback=True, half_precision=True
