@@ -45,6 +45,7 @@ class FakeCluster:
         self.pods: list[dict] = []
         self._rv = itertools.count(1)
         self.reject: str | None = None
+        self.handovers: list[tuple[str, dict]] = []
 
     def get_model_deployment(self, namespace, name):
         return copy.deepcopy(self.md) if self.md and self.md["metadata"]["name"] == name else None
@@ -75,6 +76,16 @@ class FakeCluster:
 
     def delete_pdb(self, namespace, name):
         return self.objects.pop(("PodDisruptionBudget", namespace, name), None) is not None
+
+    def delete_hpa(self, namespace, name):
+        return self.objects.pop(("HorizontalPodAutoscaler", namespace, name), None) is not None
+
+    def hand_over(self, obj, manager):
+        """Records the hand-over and sets the fields it carries (one manager's view is enough here)."""
+        self.handovers.append((manager, copy.deepcopy(obj)))
+        key = (obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"])
+        self.objects[key]["spec"].update(obj["spec"])
+        return copy.deepcopy(self.objects[key])
 
     def list_pods(self, namespace, selector, owner=None):
         return copy.deepcopy(self.pods)
