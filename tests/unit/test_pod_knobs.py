@@ -95,7 +95,7 @@ def test_the_security_context_is_the_same_whatever_the_knobs() -> None:
     assert knobbed["spec"]["securityContext"] == plain["spec"]["securityContext"] == builders.pod_security_context()
     assert _container(knobbed)["securityContext"] == builders.container_security_context()
     assert knobbed["spec"]["automountServiceAccountToken"] is False and knobbed["spec"]["enableServiceLinks"] is False
-    assert all("hostPath" not in v and "emptyDir" not in v or v["name"] in api.OPERATOR_VOLUMES
+    assert all(("hostPath" not in v and "emptyDir" not in v) or v["name"] in api.OPERATOR_VOLUMES
                for v in knobbed["spec"]["volumes"])
 
 
@@ -190,7 +190,7 @@ def test_the_crd_carries_the_same_rules() -> None:
     assert any("volumeMounts" in r["rule"] for r in spec["x-kubernetes-validations"])
 
 
-def _now():  # noqa: ANN202 - a fixed time for plans
+def _now():
     import datetime as dt
 
     return dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
