@@ -5,7 +5,7 @@
 
 On the node tier's cluster (hack/cluster.sh up --real-node, metrics-server from
 hack/cluster.sh metrics-up, the operator as a local process), one autoscaled ModelDeployment
-(tests/node/hpa_support.py: CPU utilization 50% of a 50m request, 1-3 pods, scale-down after
+(tests/node/hpa_support.py: CPU utilization 50% of a 200m request, 1-3 pods, scale-down after
 20 s) gets a step of R requests/s through the API server's service proxy:
 
 * **time to scale up**: from the first request of the step until the Deployment asks for more
@@ -36,9 +36,9 @@ from e2e_support import OperatorProcess, install_crd, local_cluster, wait_until 
 from hpa_support import (  # noqa: E402
     AUTOSCALING,
     autoscaled_md,
-    hpa_has_metrics,
     metrics_server_down,
     metrics_server_up,
+    settled_at_one_pod,
     step_of_load,
 )
 from images_support import Docker, script  # noqa: E402
@@ -72,8 +72,8 @@ def main() -> int:
                 cluster.kubectl("create", "namespace", ns)
                 try:
                     cluster.apply({**autoscaled_md("mlp"), "metadata": {"name": "mlp", "namespace": ns}})
-                    wait_until(lambda ns=ns: hpa_has_metrics(cluster, ns, "mlp"), timeout=300, interval=2,
-                               what="the HPA to read the pod's CPU")
+                    wait_until(lambda ns=ns: settled_at_one_pod(cluster, ns, "mlp"), timeout=420, interval=2,
+                               what="the HPA to read the pod's CPU and settle at one pod")
                     run = step_of_load(cluster, ns, "mlp", {"v1": images.expected["v1"]}, rate=args.rate)
                     runs.append(dataclasses.asdict(run))
                     print(f"round {len(runs)}: up in {run.up_s} s (peak {run.peak_replicas} pods), "

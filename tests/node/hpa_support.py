@@ -11,9 +11,9 @@ from typing import Any
 from e2e_support import Cluster, cluster_sh, wait_until
 from node_support import NODE_CLUSTER, ServiceProxy, SteadyLoad, md
 
-#: The HPA under test: CPU utilization of the 50m request the node tier's pods ask for (an idle
-#: server uses a few millicores, a loaded one far more), up to 3 pods. Scale-up reacts at once;
-#: scale-down waits 20 s instead of the HPA's default 5 minutes, so a test sees it.
+#: The HPA under test: CPU utilization of a 200m request (an idle server, probed every second,
+#: uses 10-40m; one under a few dozen requests/s far more), up to 3 pods. Scale-up reacts at
+#: once; scale-down waits 20 s instead of the HPA's default 5 minutes, so a test sees it.
 AUTOSCALING: dict[str, Any] = {
     "minReplicas": 1,
     "maxReplicas": 3,
@@ -109,7 +109,20 @@ def step_of_load(cluster: Cluster, ns: str, name: str, expected: dict[str, list[
     return run
 
 
+#: The pods' request: the utilization target is a share of it.
+CPU_REQUEST = "200m"
+
+
 def autoscaled_md(name: str) -> dict[str, Any]:
-    obj = md(name, "v1", replicas=1, autoscaling=AUTOSCALING)
+    obj = md(name, "v1", replicas=1, autoscaling=AUTOSCALING,
+             resources={"requests": {"cpu": CPU_REQUEST, "memory": "256Mi"}})
     obj["spec"].pop("replicas")
     return obj
+
+
+def settled_at_one_pod(cluster: Cluster, ns: str, name: str) -> bool:
+    """The HPA reads metrics and wants one pod, and the Deployment has one (the load step
+    starts from there: a pod's start-up CPU can make the HPA scale before any load)."""
+    hpa = cluster.get_json("hpa", name, "-n", ns).get("status") or {}
+    return (hpa_has_metrics(cluster, ns, name) and hpa.get("desiredReplicas") == 1
+            and deployment_replicas(cluster, ns, name) == 1)

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 from e2e_support import Cluster, OperatorProcess, wait_until
-from hpa_support import autoscaled_md, hpa_has_metrics, metrics_server_down, metrics_server_up, step_of_load
+from hpa_support import autoscaled_md, metrics_server_down, metrics_server_up, settled_at_one_pod, step_of_load
 from node_support import NodeImages, real_nodes
 
 
@@ -26,8 +26,8 @@ def test_the_real_hpa_scales_a_loaded_model_up_and_back_down(
 ) -> None:
     obj = autoscaled_md("mlp")
     node_cluster.apply({**obj, "metadata": {"name": "mlp", "namespace": ns}})
-    wait_until(lambda: hpa_has_metrics(node_cluster, ns, "mlp"), timeout=240, interval=2,
-               what="the HPA to read the pod's CPU from metrics-server")
+    wait_until(lambda: settled_at_one_pod(node_cluster, ns, "mlp"), timeout=420, interval=2,
+               what="the HPA to read the pod's CPU from metrics-server and settle at one pod")
     pods = node_cluster.pods(ns, "app.kubernetes.io/instance=mlp")
     assert {p["spec"]["nodeName"] for p in pods} <= {n["metadata"]["name"] for n in real_nodes(node_cluster)}
 
