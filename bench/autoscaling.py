@@ -5,7 +5,7 @@
 
 On the node tier's cluster (hack/cluster.sh up --real-node, metrics-server from
 hack/cluster.sh metrics-up, the operator as a local process), one autoscaled ModelDeployment
-(tests/node/hpa_support.py: CPU utilization 50% of a 200m request, 1-3 pods, scale-down after
+(tests/node/hpa_support.py: CPU utilization 20% of a 100m request, 1-3 pods, scale-down after
 20 s) gets a step of R requests/s through the API server's service proxy:
 
 * **time to scale up**: from the first request of the step until the Deployment asks for more
