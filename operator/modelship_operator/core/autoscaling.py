@@ -12,8 +12,9 @@ Pure, like :mod:`builders`. The ownership story (server-side apply):
   the default of 1 pod - so before any apply without ``replicas`` the operator first applies
   ``replicas`` at its live value as a second manager, :data:`HANDOVER_MANAGER` (without force:
   if the HPA owns it with another value, the HPA keeps it). The HPA's next write takes the
-  field from that manager. A Deployment the operator creates with autoscaling on starts at
-  ``minReplicas`` the same way.
+  field from that manager. A Deployment created with autoscaling on has no owner of
+  ``replicas`` (the API server's default, 1, which a later apply leaves alone): the HPA raises
+  it to ``minReplicas`` on its next sync.
 """
 
 from __future__ import annotations
