@@ -13,6 +13,8 @@
 #   hack/cluster.sh status      components, nodes
 #   hack/cluster.sh node-up|node-down|node-status   the real node alone
 #   hack/cluster.sh load IMAGE...   import docker images into the real node (per digest)
+#   hack/cluster.sh metrics-up|metrics-down   metrics-server for the real node (the HPA's
+#                               CPU metrics; hack/cluster/metrics-server.sh)
 #   hack/cluster.sh kubeconfig  print the kubeconfig path ($ROOT/_out/cluster/kubeconfig)
 #   hack/cluster.sh kubectl ... the cached kubectl against this cluster
 #   hack/cluster.sh build       build/cache the binaries only
@@ -162,6 +164,7 @@ stop_demo_operator() {
 
 cmd_down() {
   stop_demo_operator
+  bash "$ROOT/hack/cluster/metrics-server.sh" down
   bash "$ROOT/hack/cluster/node.sh" down
   if [ -d "$KWOK_WORKDIR/clusters/$CLUSTER_NAME" ]; then
     kwokctl_ delete cluster --kubeconfig "$KUBECONFIG_PATH" >/dev/null 2>&1 || true
@@ -187,11 +190,13 @@ case "${1:-}" in
   node-down) bash "$ROOT/hack/cluster/node.sh" down ;;
   node-status) bash "$ROOT/hack/cluster/node.sh" status ;;
   load) shift; bash "$ROOT/hack/cluster/node.sh" load "$@" ;;
+  metrics-up) bash "$ROOT/hack/cluster/metrics-server.sh" up ;;
+  metrics-down) bash "$ROOT/hack/cluster/metrics-server.sh" down ;;
   down) cmd_down ;;
   status) cmd_status ;;
   kubeconfig) echo "$KUBECONFIG_PATH" ;;
   demo-dir) echo "$DEMO_DIR" ;;
   kubectl) shift; kubectl_ "$@" ;;
   build) ensure_tools ;;
-  *) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -191,6 +191,7 @@ class Kube:
         self.apps = kubernetes.client.AppsV1Api(self.client)
         self.core = kubernetes.client.CoreV1Api(self.client)
         self.policy = kubernetes.client.PolicyV1Api(self.client)
+        self.autoscaling = kubernetes.client.AutoscalingV2Api(self.client)
         self.custom = kubernetes.client.CustomObjectsApi(self.client)
         self.coordination = kubernetes.client.CoordinationV1Api(self.client)
         self.instance = socket.gethostname()
@@ -253,7 +254,18 @@ class Kube:
         whether this apply created it (HTTP 201)."""
         return self._apply(obj, force=False)
 
-    def _apply(self, obj: Mapping[str, Any], *, force: bool) -> tuple[Obj, bool]:
+    def hand_over(self, obj: Mapping[str, Any], manager: str) -> Obj | None:
+        """Server-side apply ``obj`` (a few fields) as another field ``manager``, without force;
+        None when another manager owns one of them with another value (a conflict, HTTP 409):
+        then that manager keeps it (see ``core/autoscaling.py``)."""
+        try:
+            return self._apply(obj, force=False, manager=manager)[0]
+        except Refused as error:
+            if error.status == 409:
+                return None
+            raise
+
+    def _apply(self, obj: Mapping[str, Any], *, force: bool, manager: str = FIELD_MANAGER) -> tuple[Obj, bool]:
         kind, meta = obj["kind"], obj["metadata"]
         self._writing(f"apply {kind} {meta['namespace']}/{meta['name']}")
         client: Any
@@ -261,6 +273,7 @@ class Kube:
             "Deployment": (self.apps, "patch_namespaced_deployment"),
             "Service": (self.core, "patch_namespaced_service"),
             "PodDisruptionBudget": (self.policy, "patch_namespaced_pod_disruption_budget"),
+            "HorizontalPodAutoscaler": (self.autoscaling, "patch_namespaced_horizontal_pod_autoscaler"),
         }[kind]
 
         def send() -> Any:
@@ -269,7 +282,7 @@ class Kube:
             # layer passes bytes through as they are).
             request = getattr(client, f"_{operation}_serialize")(
                 name=meta["name"], namespace=meta["namespace"], body=dict(obj), pretty=None, dry_run=None,
-                field_manager=FIELD_MANAGER, field_validation=None, force=force, _request_auth=None,
+                field_manager=manager, field_validation=None, force=force, _request_auth=None,
                 _content_type=APPLY, _headers=None, _host_index=0,
             )
             method, url, headers, _, post_params = request
@@ -286,6 +299,7 @@ class Kube:
             "PodDisruptionBudget": self.policy.read_namespaced_pod_disruption_budget,
             # Read only: a pvc:// model's claim must exist before its pods can start.
             "PersistentVolumeClaim": self.core.read_namespaced_persistent_volume_claim,
+            "HorizontalPodAutoscaler": self.autoscaling.read_namespaced_horizontal_pod_autoscaler,
         }[kind]
         result = _call(f"get {kind} {namespace}/{name}", method, name, namespace, missing=None, _preload_content=False)
         return None if result is None else _json(result)
@@ -295,6 +309,18 @@ class Kube:
         self._writing(f"delete PodDisruptionBudget {namespace}/{name}")
         deleted = _call(
             f"delete PodDisruptionBudget {namespace}/{name}", self.policy.delete_namespaced_pod_disruption_budget,
+            name, namespace, missing=False, _preload_content=False,
+        )
+        if deleted is not False:
+            deleted.drain_conn()
+        return deleted is not False
+
+    def delete_hpa(self, namespace: str, name: str) -> bool:
+        """Delete the HorizontalPodAutoscaler; False if there was none."""
+        self._writing(f"delete HorizontalPodAutoscaler {namespace}/{name}")
+        deleted = _call(
+            f"delete HorizontalPodAutoscaler {namespace}/{name}",
+            self.autoscaling.delete_namespaced_horizontal_pod_autoscaler,
             name, namespace, missing=False, _preload_content=False,
         )
         if deleted is not False:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from modelship_operator import kube
-from modelship_operator.core import api, builders, rollout, status
+from modelship_operator.core import api, autoscaling, builders, rollout, status
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,8 @@ class Cluster(Protocol):
     def get(self, kind: str, namespace: str, name: str) -> Obj | None: ...
     def cached(self, kind: str, namespace: str, name: str) -> Obj | None: ...  # no API call
     def delete_pdb(self, namespace: str, name: str) -> bool: ...
+    def delete_hpa(self, namespace: str, name: str) -> bool: ...
+    def hand_over(self, obj: Mapping[str, Any], manager: str) -> Obj | None: ...
     def list_pods(self, namespace: str, selector: str, owner: str) -> list[Obj]: ...
     def event(self, owner: Mapping[str, Any], type_: str, reason: str, message: str, now: dt.datetime) -> None: ...
 
@@ -207,6 +209,7 @@ class Reconciler:
             self._report_refusal(body, error, now)
             raise  # retried by the runtime, with backoff
         new = status.next_status(md, deployment, seen.pods, plan, now=now)
+        new = new.model_copy(update={"autoscaling": self._hpa_status(md)})
         for event in (*(untold.events if untold else ()), *rollout.events_to_record(plan)):
             self._event(body, event.type, event.reason, event.message, now)
         written = self._write_status(body, api.parse_status(body), new, now)
@@ -222,15 +225,23 @@ class Reconciler:
         spec_changed = md.status.observed_generation != md.generation
         moved = spec_changed or rollout.deployment_outdated(observed, plan)  # our decision, not drift
         by_rollout = not spec_changed and moved and observed is not None
+        hpa = builders.desired_hpa(md)
+        if hpa is None:
+            self._delete_hpa(md, body, now)  # before replicas are applied again: the HPA would fight them
         try:
+            desired = rollout.desired_deployment(md, plan)
+            if md.spec.autoscaling is not None and observed is not None and not covers(observed, desired):
+                self._hand_over_replicas(md.spec.autoscaling, observed)
             deployment = self.apply_child(
-                rollout.desired_deployment(md, plan), md, body, created, moved, now, before=observed,
+                desired, md, body, created, moved, now, before=observed,
                 updated=f"moved to revision {plan.serving_revision} by the rollout" if by_rollout else None,
             )
             self.apply_child(builders.desired_service(md), md, body, created, spec_changed, now)
             pdb = builders.desired_pdb(md)
             if pdb is not None:
                 self.apply_child(pdb, md, body, created, spec_changed, now)
+            if hpa is not None:
+                self.apply_child(hpa, md, body, created, spec_changed, now)
         finally:
             if created:
                 self._event(body, "Normal", "Created", f"created {_join(created)}", now)
@@ -243,6 +254,27 @@ class Reconciler:
             if ours and self.cluster.delete_pdb(md.namespace, child):
                 self._event(body, "Normal", "Deleted", f"PodDisruptionBudget {child} deleted (no budget in spec)", now)
         return deployment
+
+    def _hand_over_replicas(self, spec: api.Autoscaling, observed: Obj) -> None:
+        """Before an apply without ``replicas``: hold the field at its live value as a second
+        manager, so the operator letting it go does not reset it (``core/autoscaling.py``)."""
+        self.cluster.hand_over(
+            autoscaling.replicas_seed(observed, autoscaling.seed_replicas(spec, observed)), autoscaling.HANDOVER_MANAGER
+        )
+
+    def _delete_hpa(self, md: api.ModelDeployment, body: Obj, now: dt.datetime) -> None:
+        """Autoscaling off: delete the HPA this ModelDeployment controls (watched, so the cache
+        knows it; no GET per pass for every object without autoscaling)."""
+        child = builders.child_name(md.name)
+        existing = self.cluster.cached(autoscaling.KIND, md.namespace, child)
+        ours = existing is not None and _controlled_by(existing, md.metadata["uid"])
+        if ours and self.cluster.delete_hpa(md.namespace, child):
+            self._event(body, "Normal", "Deleted", f"HorizontalPodAutoscaler {child} deleted (no autoscaling in spec)", now)
+
+    def _hpa_status(self, md: api.ModelDeployment) -> api.AutoscalingStatus | None:
+        if md.spec.autoscaling is None:
+            return None
+        return autoscaling.observed(self.cluster.cached(autoscaling.KIND, md.namespace, builders.child_name(md.name)))
 
     def apply_child(
         self, desired: Obj, md: api.ModelDeployment, body: Obj, created: list[str], spec_changed: bool = False,

@@ -120,6 +120,24 @@ VARIANTS: dict[str, Any] = {
     "probes": {"startupTimeoutSeconds": 1200},
     "rollout": {"progressDeadlineSeconds": 120},
     "disruptionBudget": {"minAvailable": 1},
+    "imagePullSecrets": [{"name": "registry-creds"}],
+    "imagePullPolicy": "Always",
+    "serviceAccountName": "model-reader",
+    "podLabels": {"team": "vision"},
+    "podAnnotations": {"example.com/owner": "vision"},
+    "priorityClassName": "inference-high",
+    "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+                                   "whenUnsatisfiable": "ScheduleAnyway"}],
+    "runtimeClassName": "nvidia",
+    "volumes": [{"name": "labels", "configMap": {"name": "imagenet-labels"}}],
+    "volumeMounts": [{"name": "labels", "mountPath": "/etc-labels"}],
+    "autoscaling": {"maxReplicas": 4, "metrics": [{"type": "InFlightRequests", "averageValue": "4"}]},
+}
+#: The sample's revision hash before issue 15's fields existed (computed on the commit before them).
+PRE_KNOBS_HASH = "49a86b025433"
+#: What a variant needs beside it to be valid (in both the base and the changed spec).
+COMPANIONS: dict[str, dict[str, Any]] = {
+    "volumeMounts": {"volumes": [{"name": "labels", "configMap": {"name": "imagenet-labels"}}]},
 }
 
 
@@ -134,7 +152,7 @@ def test_every_spec_field_has_a_variant() -> None:
 
 @pytest.mark.parametrize("field", VARIANTS)
 def test_a_field_makes_a_revision_exactly_when_it_reaches_the_pod(field: str) -> None:
-    base, changed = md(), md(**{field: VARIANTS[field]})
+    base, changed = _pair(field)
     reaches_pod = _template(base) != _template(changed)
     new_revision = rollout.revision_hash(rollout.pod_template(base.spec)) != rollout.revision_hash(
         rollout.pod_template(changed.spec)
@@ -146,11 +164,23 @@ def test_a_field_makes_a_revision_exactly_when_it_reaches_the_pod(field: str) ->
 
 @pytest.mark.parametrize("field", VARIANTS)
 def test_a_rollback_restores_every_pod_field(field: str) -> None:
-    old, new = md(), md(**{field: VARIANTS[field]})
+    old, new = _pair(field)
     restored = new.model_copy(update={"spec": rollout.serving_spec(new.spec, rollout.pod_template(old.spec))})
     assert _template(restored) == _template(old)
     if field not in api.pod_fields():  # and what is not the pod's stays as the spec says
         assert getattr(restored.spec, _python_name(field)) == getattr(new.spec, _python_name(field))
+
+
+def _pair(field: str) -> tuple[api.ModelDeployment, api.ModelDeployment]:
+    """The base spec and the one with ``field`` changed (both with the field's companions)."""
+    companions = COMPANIONS.get(field, {})
+    return md(**companions), md(**{**companions, field: VARIANTS[field]})
+
+
+def test_a_spec_without_the_newer_fields_keeps_its_revision_hash() -> None:
+    """Fields added later default to absent: an operator upgrade must not roll out every
+    ModelDeployment. The hash below is the sample's before the pod knobs and autoscaling."""
+    assert rollout.revision_hash(rollout.pod_template(md().spec)) == PRE_KNOBS_HASH
 
 
 def _python_name(alias: str) -> str:

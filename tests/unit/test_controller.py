@@ -199,8 +199,8 @@ def test_a_pass_that_finds_the_lease_lost_stops_without_a_retry():
 def test_the_registry_has_only_event_handlers_so_kopf_adds_no_finalizer():
     registry = watches.build_registry(_controller(), Settings())
     plurals = {h.selector.any_name for h in registry._watching.get_all_handlers()}
-    assert plurals == {"modeldeployments", "deployments", "services", "poddisruptionbudgets", "pods",
-                       "persistentvolumeclaims"}
+    assert plurals == {"modeldeployments", "deployments", "services", "poddisruptionbudgets", "horizontalpodautoscalers",
+                       "pods", "persistentvolumeclaims"}
     assert not registry._changing.get_all_handlers() and not registry._spawning.get_all_handlers()
 
 
@@ -223,16 +223,21 @@ def test_the_server_side_watch_filter_matches_what_the_builders_label():
 
     watched = watches.filter_watches(Settings().kopf_settings()).watching.label_selectors
     (key, value), = (term.split("=") for term in set(watched.values()))
-    model = md(disruptionBudget={"maxUnavailable": 1})
+    model = md(disruptionBudget={"maxUnavailable": 1}, resources={"requests": {"cpu": "1"}},
+               autoscaling={"maxReplicas": 3}, podLabels={"team": "vision"})
     deployment = builders.desired_deployment(model)
+    hpa = builders.desired_hpa(model)
+    assert hpa is not None
     for labels in (
         deployment["metadata"]["labels"],
         deployment["spec"]["template"]["metadata"]["labels"],  # the pods
         builders.desired_service(model)["metadata"]["labels"],
         builders.desired_pdb(model)["metadata"]["labels"],
+        hpa["metadata"]["labels"],
     ):
         assert labels[key] == value
-    assert {s.any_name for s in watched} == {"deployments", "services", "poddisruptionbudgets", "pods"}
+    assert {s.any_name for s in watched} == {"deployments", "services", "poddisruptionbudgets",
+                                             "horizontalpodautoscalers", "pods"}
     pods = kopf.Resource(group="", version="v1", plural="pods", kind="Pod", namespaced=True)
     mds = kopf.Resource(group=api.GROUP, version=api.VERSION, plural=api.PLURAL, kind=api.KIND, namespaced=True)
     assert list(watched.collect(pods)) == [f"{key}={value}"] and not list(watched.collect(mds))

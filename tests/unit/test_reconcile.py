@@ -46,6 +46,10 @@ class FakeCluster:
         self.pods: list[dict] = []
         self._rv = itertools.count(1)
         self.reject: str | None = None
+        self.handovers: list[tuple[str, dict]] = []
+        #: Fields of an object that another field manager owns (server-side apply keeps them when
+        #: the operator's apply leaves them out; a field nobody else owns is removed).
+        self.held: dict[tuple[str, str, str], dict] = {}
 
     def get_model_deployment(self, namespace, name):
         return copy.deepcopy(self.md) if self.md and self.md["metadata"]["name"] == name else None
@@ -60,6 +64,8 @@ class FakeCluster:
         key = (obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"])
         old = self.objects.get(key)
         new = copy.deepcopy(dict(obj))
+        for field, value in self.held.get(key, {}).items():  # owned by another field manager: kept
+            new["spec"].setdefault(field, value)
         new.setdefault("status", (old or {}).get("status", {}))
         if old is not None and {k: v for k, v in old.items() if k != "metadata"} | {"metadata": {
                 k: v for k, v in old["metadata"].items() if k != "resourceVersion"}} == new:
@@ -76,6 +82,17 @@ class FakeCluster:
 
     def delete_pdb(self, namespace, name):
         return self.objects.pop(("PodDisruptionBudget", namespace, name), None) is not None
+
+    def delete_hpa(self, namespace, name):
+        return self.objects.pop(("HorizontalPodAutoscaler", namespace, name), None) is not None
+
+    def hand_over(self, obj, manager):
+        """Records the hand-over and sets the fields it carries (one manager's view is enough here)."""
+        self.handovers.append((manager, copy.deepcopy(obj)))
+        key = (obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"])
+        self.objects[key]["spec"].update(obj["spec"])
+        self.held.setdefault(key, {}).update(obj["spec"])
+        return copy.deepcopy(self.objects[key])
 
     def list_pods(self, namespace, selector, owner=None):
         return copy.deepcopy(self.pods)
@@ -409,3 +426,83 @@ def test_a_head_start_in_a_namespace_being_deleted_leaves_it_to_the_pass_which_s
     assert head.create("ml", "resnet") is None
     fake.apply = terminating
     assert rec.reconcile("ml", "resnet").skipped
+
+
+# ---------------------------------------------------------------- autoscaling (issue 15)
+
+AUTOSCALED = {"resources": {"requests": {"cpu": "1"}}, "autoscaling": {"minReplicas": 2, "maxReplicas": 6}}
+HPA = ("HorizontalPodAutoscaler", "ml", "resnet")
+DEP = ("Deployment", "ml", "resnet")
+
+
+def test_autoscaling_makes_an_hpa_and_leaves_replicas_out_of_the_deployment():
+    fake, rec = _make(**AUTOSCALED)
+    rec.reconcile("ml", "resnet")
+    assert "replicas" not in fake.objects[DEP]["spec"]
+    hpa = fake.objects[HPA]
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "resnet"}
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 6)
+    assert hpa["metadata"]["ownerReferences"][0]["uid"] == "1234-uid"
+    assert "HorizontalPodAutoscaler resnet" in next(m for _, r, m in fake.events if r == "Created")
+    assert fake.md["status"]["autoscaling"] == {"name": "resnet", "message": ""}  # the HPA has not reported yet
+
+
+def test_the_hpas_replica_count_is_not_drift_and_reaches_status():
+    fake, rec = _make(**AUTOSCALED)
+    rec.reconcile("ml", "resnet")
+    fake.md["status"]["observedGeneration"] = 3
+    fake.objects[DEP]["spec"]["replicas"] = 5  # the HPA scaled through the scale subresource
+    fake.objects[HPA]["status"] = {"currentReplicas": 4, "desiredReplicas": 5, "lastScaleTime": "2026-01-01T11:59:00Z",
+                                   "conditions": [{"type": "ScalingActive", "status": "False",
+                                                   "reason": "FailedGetResourceMetric", "message": "no metrics"}]}
+    applied = []
+    real_apply = fake.apply
+    fake.apply = lambda obj: applied.append(obj["kind"]) or real_apply(obj)
+    rec.reconcile("ml", "resnet")
+    assert applied == [] and fake.objects[DEP]["spec"]["replicas"] == 5
+    assert "DriftCorrected" not in _reasons(fake)
+    st = fake.md["status"]["autoscaling"]
+    assert (st["currentReplicas"], st["desiredReplicas"]) == (4, 5)
+    assert st["message"] == "ScalingActive: FailedGetResourceMetric: no metrics"
+
+
+def test_turning_autoscaling_on_hands_replicas_over_before_letting_them_go():
+    fake, rec = _make(replicas=3)
+    rec.reconcile("ml", "resnet")
+    assert fake.objects[DEP]["spec"]["replicas"] == 3
+    fake.md["spec"].update(copy.deepcopy(AUTOSCALED))
+    fake.md["metadata"]["generation"] = 4
+    rec.reconcile("ml", "resnet")
+    (manager, seed), = fake.handovers
+    assert manager == "modelship-replicas-handover" and seed["spec"] == {"replicas": 3}
+    assert fake.objects[DEP]["spec"]["replicas"] == 3  # not reset to the default of 1
+    assert HPA in fake.objects
+
+
+def test_the_handed_over_count_is_kept_within_the_bounds():
+    fake, rec = _make(replicas=9)
+    rec.reconcile("ml", "resnet")
+    fake.md["spec"].update(copy.deepcopy(AUTOSCALED))
+    fake.md["metadata"]["generation"] = 4
+    rec.reconcile("ml", "resnet")
+    assert fake.handovers[0][1]["spec"] == {"replicas": 6}
+
+
+def test_turning_autoscaling_off_deletes_the_hpa_and_applies_spec_replicas_again():
+    fake, rec = _make(**AUTOSCALED)
+    rec.reconcile("ml", "resnet")
+    fake.objects[DEP]["spec"]["replicas"] = 5
+    del fake.md["spec"]["autoscaling"]
+    fake.md["metadata"]["generation"] = 4
+    rec.reconcile("ml", "resnet")
+    assert HPA not in fake.objects
+    assert "HorizontalPodAutoscaler resnet deleted (no autoscaling in spec)" in [m for _, _, m in fake.events]
+    assert fake.objects[DEP]["spec"]["replicas"] == 2
+    assert "autoscaling" not in fake.md["status"] or fake.md["status"]["autoscaling"] is None
+
+
+def test_a_foreign_hpa_is_left_alone():
+    fake, rec = _make()
+    fake.objects[HPA] = {"metadata": {"name": "resnet", "ownerReferences": []}}
+    rec.reconcile("ml", "resnet")
+    assert HPA in fake.objects

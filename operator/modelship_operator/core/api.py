@@ -22,7 +22,15 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 from pydantic.json_schema import JsonDict
 
@@ -653,13 +661,338 @@ class DisruptionBudget(_Wire):
         return self
 
 
+# ---------------------------------------------------------------- pod knobs (what platform teams set on every pod)
+
+#: A DNS-1123 subdomain: names of Secrets, ServiceAccounts, PriorityClasses, RuntimeClasses,
+#: ConfigMaps and claims.
+SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+#: A DNS-1123 label: volume names.
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+#: A label or annotation key: an optional DNS prefix and a name of at most 63 characters.
+QUALIFIED_KEY_PATTERN = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"
+
+#: Pod label keys the operator sets itself (the selector, the recommended labels, the revision
+#: labels under modelship.io/): ``spec.podLabels`` may not set them, or the Deployment could lose
+#: its pods, the watches their objects, or the rollout engine its revisions. A unit test checks
+#: that every label the builder puts on a pod is covered here.
+OPERATOR_LABELS = (
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/version",
+    "app.kubernetes.io/component",
+    "app.kubernetes.io/part-of",
+    "app.kubernetes.io/managed-by",
+)
+#: Pod annotations the operator sets (the scrape hints; its owner annotation is under modelship.io/).
+OPERATOR_ANNOTATIONS = ("prometheus.io/scrape", "prometheus.io/port", "prometheus.io/path")
+#: Every key under this prefix (and its subdomains) is the operator's, on labels and annotations.
+OPERATOR_PREFIX = "modelship.io/"
+#: Annotation prefixes that would loosen the restricted security context (an AppArmor profile
+#: of "unconfined", a seccomp profile by the legacy annotations): refused in podAnnotations.
+SECURITY_ANNOTATION_PREFIXES = (
+    "container.apparmor.security.beta.kubernetes.io/",
+    "seccomp.security.alpha.kubernetes.io/",
+    "container.seccomp.security.alpha.kubernetes.io/",
+)
+#: The container's imagePullPolicy when spec.imagePullPolicy is unset: images are pinned by tag
+#: or digest, so a node that has the image need not ask the registry again.
+DEFAULT_PULL_POLICY = "IfNotPresent"
+#: The server's own paths: the image's venv and scripts, its writable scratch dirs (/tmp,
+#: /dev/shm), the kernel's and the system's. An extra volume may be mounted neither on nor above
+#: nor below one of them (it would hide the server, or its scratch space).
+SERVER_PATHS = (
+    "/opt/venv", "/opt/modelship", "/tmp", "/dev", "/proc", "/sys", "/usr", "/bin", "/sbin", "/lib",
+    "/lib64", "/etc", "/var/run", "/run",
+)
+#: Volume names the operator uses (its scratch dirs) or may use later (the ``modelship-`` prefix).
+OPERATOR_VOLUMES = ("tmp", "dshm")
+OPERATOR_VOLUME_PREFIX = "modelship-"
+MOUNT_PATH_PATTERN = r"^(/[^/\x00]+)+$"
+
+
+def _quoted_list(values: tuple[str, ...]) -> str:
+    return "[" + ", ".join(f"'{v}'" for v in values) + "]"
+
+
+def reserved_pod_key(key: str, kind: Literal["label", "annotation"]) -> str | None:
+    """Why ``key`` may not be set in podLabels/podAnnotations, or None when it may."""
+    domain = key.split("/", 1)[0] if "/" in key else ""
+    if domain == OPERATOR_PREFIX.rstrip("/") or domain.endswith("." + OPERATOR_PREFIX.rstrip("/")):
+        return f"{key}: keys under {OPERATOR_PREFIX} are the operator's"
+    if kind == "label" and key in OPERATOR_LABELS:
+        return f"{key}: the operator sets this label (selector and recommended labels)"
+    if kind == "annotation" and key in OPERATOR_ANNOTATIONS:
+        return f"{key}: the operator sets this annotation"
+    if kind == "annotation" and key.startswith(SECURITY_ANNOTATION_PREFIXES):
+        return f"{key}: would change the pod's restricted security profile"
+    return None
+
+
+def _pod_keys_rule(kind: Literal["label", "annotation"]) -> dict[str, Any]:
+    prefix = OPERATOR_PREFIX.rstrip("/")
+    own = OPERATOR_LABELS if kind == "label" else OPERATOR_ANNOTATIONS
+    escaped = prefix.replace(".", "[.]")
+    rule = f"self.all(k, !(k in {_quoted_list(own)}) && !k.matches('^([^/]*[.])?{escaped}/')"
+    message = f"pod{kind.title()}s must not set the operator's keys ({', '.join(own)} or under {OPERATOR_PREFIX})"
+    if kind == "annotation":
+        rule += "".join(f" && !k.startsWith('{p}')" for p in SECURITY_ANNOTATION_PREFIXES)
+        message += " nor AppArmor/seccomp annotations"
+    return {"maxProperties": 32, **cel((rule + ")", message))}
+
+
+def _shadows(path: str, reserved: str) -> bool:
+    return path == reserved or path.startswith(reserved + "/") or reserved.startswith(path + "/")
+
+
+class LocalObjectReference(_Wire):
+    """A reference to an object in the ModelDeployment's namespace, by name."""
+
+    name: str = Field(max_length=253, pattern=SUBDOMAIN_PATTERN, description="The object's name.")
+
+
+class KeyToPath(_Wire):
+    """Project one key of a ConfigMap or Secret to a relative path (as in a Pod)."""
+
+    key: str = Field(min_length=1, max_length=253)
+    path: str = Field(min_length=1, max_length=253, pattern=r"^[^/].*$",
+                      description="Relative path; may not start with '/' nor contain '..'.",
+                      json_schema_extra=cel(("!self.matches('(^|/)[.][.](/|$)')", "items[].path may not contain '..'")))
+    mode: int | None = Field(default=None, ge=0, le=0o777, description="File mode bits (0-0777).")
+
+    @field_validator("path")
+    @classmethod
+    def _no_dotdot(cls, path: str) -> str:
+        if ".." in path.split("/"):
+            raise ValueError("items[].path may not contain '..'")
+        return path
+
+
+class ConfigMapVolume(_Wire):
+    """A ConfigMap as a volume (as in a Pod)."""
+
+    name: str = Field(max_length=253, pattern=SUBDOMAIN_PATTERN, description="The ConfigMap's name.")
+    items: list[KeyToPath] | None = Field(default=None, max_length=16, description="Keys to project. Default (unset): all.")
+    optional: bool | None = Field(default=None, description="Start the pod without it. Default (unset): false.")
+    default_mode: int | None = Field(default=None, ge=0, le=0o777, description="File mode bits. Default (unset): 0644.")
+
+
+class SecretVolume(_Wire):
+    """A Secret as a volume (as in a Pod)."""
+
+    secret_name: str = Field(max_length=253, pattern=SUBDOMAIN_PATTERN, description="The Secret's name.")
+    items: list[KeyToPath] | None = Field(default=None, max_length=16, description="Keys to project. Default (unset): all.")
+    optional: bool | None = Field(default=None, description="Start the pod without it. Default (unset): false.")
+    default_mode: int | None = Field(default=None, ge=0, le=0o777, description="File mode bits. Default (unset): 0644.")
+
+
+class ClaimVolume(_Wire):
+    """A PersistentVolumeClaim as a volume (as in a Pod)."""
+
+    claim_name: str = Field(max_length=253, pattern=SUBDOMAIN_PATTERN, description="The claim's name.")
+    read_only: bool | None = Field(default=None, description="Attach read-only. Default (unset): false (the mount decides).")
+
+
+class Volume(_Wire):
+    """An extra volume: exactly one of configMap, secret or persistentVolumeClaim (no other kinds:
+    hostPath and the like are how a pod escapes its restrictions)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            (
+                "[has(self.configMap), has(self.secret), has(self.persistentVolumeClaim)].filter(x, x).size() == 1",
+                "a volume sets exactly one of configMap, secret or persistentVolumeClaim",
+            )
+        )
+    )
+
+    name: str = Field(
+        max_length=63,
+        pattern=DNS_LABEL_PATTERN,
+        description="Volume name (a DNS label), unique; not tmp, dshm or modelship-* (the operator's).",
+        json_schema_extra=cel(
+            (f"!(self in {_quoted_list(OPERATOR_VOLUMES)}) && !self.startsWith('{OPERATOR_VOLUME_PREFIX}')",
+             f"volume names {', '.join(OPERATOR_VOLUMES)} and {OPERATOR_VOLUME_PREFIX}* are the operator's")
+        ),
+    )
+    config_map: ConfigMapVolume | None = None
+    secret: SecretVolume | None = None
+    persistent_volume_claim: ClaimVolume | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Volume:
+        if sum(s is not None for s in (self.config_map, self.secret, self.persistent_volume_claim)) != 1:
+            raise ValueError("a volume sets exactly one of configMap, secret or persistentVolumeClaim")
+        if self.name in OPERATOR_VOLUMES or self.name.startswith(OPERATOR_VOLUME_PREFIX):
+            raise ValueError(f"volume names {', '.join(OPERATOR_VOLUMES)} and {OPERATOR_VOLUME_PREFIX}* are the operator's")
+        return self
+
+
+class VolumeMount(_Wire):
+    """Where an extra volume appears in the server container."""
+
+    name: str = Field(max_length=63, pattern=DNS_LABEL_PATTERN, description="A volume of spec.volumes.")
+    mount_path: str = Field(
+        max_length=256,
+        pattern=MOUNT_PATH_PATTERN,
+        description="Absolute path, without '..'. Not on, above or below the server's own paths ("
+        + ", ".join(SERVER_PATHS) + ").",
+        json_schema_extra=cel(
+            ("!self.matches('/[.][.](/|$)') && !" + _quoted_list(SERVER_PATHS)
+             + ".exists(p, self == p || self.startsWith(p + '/') || p.startsWith(self + '/'))",
+             "volumeMounts[].mountPath must be absolute, without '..', and not on, above or below the server's own "
+             "paths (" + ", ".join(SERVER_PATHS) + ")")
+        ),
+    )
+    sub_path: str | None = Field(default=None, max_length=253, pattern=r"^[^/].*$",
+                                 description="A path inside the volume. Default (unset): its root.")
+    read_only: bool = Field(default=True, description="Mount read-only. Default: true.")
+
+    @field_validator("mount_path")
+    @classmethod
+    def _not_the_servers(cls, path: str) -> str:
+        if ".." in path.split("/") or any(_shadows(path, p) for p in SERVER_PATHS):
+            raise ValueError(
+                "volumeMounts[].mountPath must be absolute, without '..', and not on, above or below the server's own "
+                "paths (" + ", ".join(SERVER_PATHS) + ")"
+            )
+        return path
+
+    @field_validator("sub_path")
+    @classmethod
+    def _sub_path_inside(cls, sub_path: str | None) -> str | None:
+        if sub_path is not None and ".." in sub_path.split("/"):
+            raise ValueError("volumeMounts[].subPath may not contain '..'")
+        return sub_path
+
+
+class TopologySpreadConstraint(_Wire):
+    """How to spread the pods across topology domains (as in a Pod). When labelSelector is
+    omitted the operator fills it with the pods' selector labels, so the constraint counts this
+    ModelDeployment's pods (a constraint without a selector counts none and spreads nothing)."""
+
+    max_skew: int = Field(ge=1, le=1000, description="Largest allowed difference in pod counts between domains.")
+    topology_key: str = Field(min_length=1, max_length=317, pattern=QUALIFIED_KEY_PATTERN,
+                              description="Node label of the domains, e.g. topology.kubernetes.io/zone.")
+    when_unsatisfiable: Literal["DoNotSchedule", "ScheduleAnyway"] = Field(
+        description="DoNotSchedule (a hard rule) or ScheduleAnyway (a preference)."
+    )
+    label_selector: dict[str, Any] | None = Field(
+        default=None, description="Pods to count, as in a Pod. Default (unset): this ModelDeployment's pods (its selector)."
+    )
+    match_label_keys: list[str] | None = Field(
+        default=None, max_length=16, description="Pod label keys whose values narrow the count, e.g. "
+        "[pod-template-hash] to spread each revision by itself. Default: none."
+    )
+    min_domains: int | None = Field(default=None, ge=1, le=1000, description="Minimum number of eligible domains.")
+    node_affinity_policy: Literal["Honor", "Ignore"] | None = None
+    node_taints_policy: Literal["Honor", "Ignore"] | None = None
+
+
+# ---------------------------------------------------------------- autoscaling
+
+#: The server's per-pod gauge of requests being handled (``modelship_server.metrics``): the
+#: InFlightRequests metric of an HPA, served by a custom-metrics adapter.
+IN_FLIGHT_METRIC = "modelship_requests_in_flight"
+MetricType = Literal["CPU", "Memory", "InFlightRequests"]
+#: The resource a utilization metric needs a request for.
+_METRIC_RESOURCE = {"CPU": "cpu", "Memory": "memory"}
+
+
+class Metric(_Wire):
+    """One scaling signal; the HPA scales to satisfy the most demanding one."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            (
+                "has(self.averageUtilization) != has(self.averageValue)",
+                "a metric sets exactly one of averageUtilization or averageValue",
+            ),
+            (
+                "self.type != 'InFlightRequests' || has(self.averageValue)",
+                "the InFlightRequests metric takes averageValue (requests per pod)",
+            ),
+        )
+    )
+
+    type: MetricType = Field(
+        description="CPU or Memory (per-pod usage, from metrics-server) or InFlightRequests (the server's "
+        f"{IN_FLIGHT_METRIC} gauge per pod, from a custom-metrics adapter: prometheus-adapter or KEDA)."
+    )
+    average_utilization: int | None = Field(
+        default=None, ge=1, le=1000,
+        description="CPU/Memory only: target average usage in percent of the container's request "
+        "(resources.requests must set it).",
+    )
+    average_value: IntOrString | None = Field(
+        default=None,
+        description="Target average per pod: a quantity (CPU '500m', Memory '2Gi', InFlightRequests '4').",
+        json_schema_extra={"x-kubernetes-int-or-string": True, "pattern": QUANTITY_PATTERN},
+    )
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Metric:
+        if (self.average_utilization is None) == (self.average_value is None):
+            raise ValueError("a metric sets exactly one of averageUtilization or averageValue")
+        if self.type == "InFlightRequests" and self.average_value is None:
+            raise ValueError("the InFlightRequests metric takes averageValue (requests per pod)")
+        if isinstance(self.average_value, str) and not re.match(QUANTITY_PATTERN, self.average_value):
+            raise ValueError(f"averageValue {self.average_value!r} is not a quantity (e.g. 500m, 2Gi, 4)")
+        return self
+
+
+#: The scaling signal when ``autoscaling.metrics`` is empty.
+DEFAULT_METRICS = ({"type": "CPU", "averageUtilization": 80},)
+
+
+class Autoscaling(_Wire):
+    """A HorizontalPodAutoscaler (autoscaling/v2) on the Deployment, owned by the operator. While
+    it is set the operator leaves the Deployment's replicas to the HPA (spec.replicas is not used);
+    removing it deletes the HPA and spec.replicas applies again."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            (
+                "(has(self.minReplicas) ? self.minReplicas : 1) <= self.maxReplicas",
+                "autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
+            )
+        )
+    )
+
+    min_replicas: int = Field(default=1, ge=1, le=1000, description="Fewest pods. Default: 1.")
+    max_replicas: int = Field(ge=1, le=1000, description="Most pods.")
+    metrics: list[Metric] = Field(
+        default_factory=list,
+        max_length=8,
+        description="What to scale on. Default (empty): CPU at averageUtilization 80 (needs resources.requests.cpu).",
+        json_schema_extra={"x-kubernetes-list-type": "atomic"},
+    )
+    behavior: dict[str, Any] | None = Field(
+        default=None,
+        description="Scale-up/scale-down policies and stabilization windows, as in an autoscaling/v2 HPA. "
+        "Default: none (the HPA's: scale down after a 300 s stabilization window).",
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("autoscaling.minReplicas must not exceed autoscaling.maxReplicas")
+        return self
+
+    def effective_metrics(self) -> list[Metric]:
+        return list(self.metrics) or [Metric.model_validate(m) for m in DEFAULT_METRICS]
+
+
 _SPEC_RULES = cel(
     (
         "!has(self.disruptionBudget) || !has(self.disruptionBudget.minAvailable) || "
         "type(self.disruptionBudget.minAvailable) == string || "
         "(has(self.replicas) ? self.replicas : 1) == 0 || "
-        "int(self.disruptionBudget.minAvailable) < (has(self.replicas) ? self.replicas : 1)",
-        "disruptionBudget.minAvailable must be less than replicas, or no pod could ever be evicted",
+        "int(self.disruptionBudget.minAvailable) < (has(self.autoscaling) ? "
+        "(has(self.autoscaling.minReplicas) ? self.autoscaling.minReplicas : 1) : "
+        "(has(self.replicas) ? self.replicas : 1))",
+        "disruptionBudget.minAvailable must be less than replicas (autoscaling.minReplicas with autoscaling), "
+        "or no pod could ever be evicted",
     ),
     (
         "!has(self.serving) || !has(self.serving.device) || !self.serving.device.startsWith('cuda') || "
@@ -671,6 +1004,18 @@ _SPEC_RULES = cel(
         "self.env.all(e, !(e.name in [" + ", ".join(f"'{n}'" for n in CREDENTIAL_ENV) + "]))",
         "spec.env must not set the AWS credential vars (" + ", ".join(CREDENTIAL_ENV) + ") when "
         "model.s3.credentials is set: the operator sets them",
+    ),
+    (
+        "!has(self.volumeMounts) || self.volumeMounts.all(m, has(self.volumes) && self.volumes.exists(v, v.name == m.name))",
+        "every volumeMounts[].name must name a volume of spec.volumes",
+    ),
+    (
+        "!has(self.autoscaling) || ((has(self.autoscaling.metrics) && size(self.autoscaling.metrics) > 0) ? "
+        "self.autoscaling.metrics.all(m, !has(m.averageUtilization) || (has(self.resources) && "
+        "has(self.resources.requests) && (m.type == 'CPU' ? 'cpu' : 'memory') in self.resources.requests)) : "
+        "(has(self.resources) && has(self.resources.requests) && 'cpu' in self.resources.requests))",
+        "an autoscaling metric by averageUtilization needs resources.requests of its resource (cpu or memory); "
+        "the default metric is CPU utilization",
     ),
 )
 
@@ -730,6 +1075,102 @@ class ModelDeploymentSpec(_Wire):
     disruption_budget: Annotated[DisruptionBudget | None, OUTSIDE_POD] = Field(
         default=None, description="PodDisruptionBudget. Default: none."
     )
+    # Pod knobs. Each defaults to None (absent), so a spec that does not use them keeps the
+    # revision hash it had before they existed (no rollout on upgrade).
+    image_pull_secrets: list[LocalObjectReference] | None = Field(
+        default=None, max_length=16,
+        description="Secrets (docker-registry) for pulling the image from a private registry. Default: none "
+        "(the ServiceAccount's).",
+        json_schema_extra={"x-kubernetes-list-type": "atomic"},
+    )
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
+        default=None, description=f"The container's imagePullPolicy: Always, IfNotPresent or Never. Default (unset): {DEFAULT_PULL_POLICY} "
+        "(the image is pinned by tag or digest)."
+    )
+    service_account_name: str | None = Field(
+        default=None, max_length=253, pattern=SUBDOMAIN_PATTERN,
+        description="ServiceAccount the pod runs as (e.g. for workload identity). Default: none (the namespace's "
+        "default). Its API token is still not mounted (automountServiceAccountToken: false).",
+    )
+    pod_labels: dict[str, str] | None = Field(
+        default=None,
+        description="Extra pod labels. Default: none. May not set the operator's own labels ("
+        + ", ".join(OPERATOR_LABELS) + ", " + OPERATOR_PREFIX + "*).",
+        json_schema_extra=_pod_keys_rule("label"),
+    )
+    pod_annotations: dict[str, str] | None = Field(
+        default=None,
+        description="Extra pod annotations. Default: none. May not set the operator's own ("
+        + ", ".join(OPERATOR_ANNOTATIONS) + ", " + OPERATOR_PREFIX + "*) nor AppArmor/seccomp annotations.",
+        json_schema_extra=_pod_keys_rule("annotation"),
+    )
+    priority_class_name: str | None = Field(
+        default=None, max_length=253, pattern=SUBDOMAIN_PATTERN,
+        description="PriorityClass of the pods. Default: none (the cluster's global default).",
+    )
+    topology_spread_constraints: list[TopologySpreadConstraint] | None = Field(
+        default=None, max_length=8,
+        description="Spread the pods across zones or nodes. Default: none. A constraint without labelSelector "
+        "gets this ModelDeployment's pod selector.",
+        json_schema_extra={"x-kubernetes-list-type": "atomic"},
+    )
+    runtime_class_name: str | None = Field(
+        default=None, max_length=253, pattern=SUBDOMAIN_PATTERN,
+        description="RuntimeClass of the pods, e.g. nvidia. Default: none (the node's default runtime).",
+    )
+    volumes: list[Volume] | None = Field(
+        default=None, max_length=16,
+        description="Extra volumes: ConfigMaps, Secrets and PersistentVolumeClaims only. Default: none.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    volume_mounts: list[VolumeMount] | None = Field(
+        default=None, max_length=16,
+        description="Where the extra volumes appear in the server container (read-only unless readOnly: false). "
+        "Default: none.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["mountPath"]},
+    )
+    autoscaling: Annotated[Autoscaling | None, OUTSIDE_POD] = Field(
+        default=None,
+        description="Scale the pods with load through an autoscaling/v2 HorizontalPodAutoscaler the operator "
+        "owns; spec.replicas is then not used. Default: none (spec.replicas pods).",
+    )
+
+    @field_validator("pod_labels", "pod_annotations")
+    @classmethod
+    def _pod_keys(cls, values: dict[str, str] | None, info: ValidationInfo) -> dict[str, str] | None:
+        if values is None:
+            return None
+        kind: Literal["label", "annotation"] = "label" if info.field_name == "pod_labels" else "annotation"
+        if len(values) > 32:
+            raise ValueError(f"at most 32 pod {kind}s")
+        for key, value in values.items():
+            if not re.match(QUALIFIED_KEY_PATTERN, key) or len(key) > 317:
+                raise ValueError(f"{key!r} is not a valid {kind} key (prefix/name, name at most 63 characters)")
+            if kind == "label" and not re.match(LABEL_VALUE_PATTERN, value):
+                raise ValueError(f"{key}: {value!r} is not a valid label value (at most 63 characters, alphanumeric "
+                                 "at both ends, '-', '_', '.' inside)")
+            why = reserved_pod_key(key, kind)
+            if why:
+                raise ValueError(why)
+        return values
+
+    @field_validator("volumes")
+    @classmethod
+    def _volume_names_unique(cls, volumes: list[Volume] | None) -> list[Volume] | None:
+        names = [v.name for v in volumes or []]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"volumes named {', '.join(twice)} more than once")
+        return volumes
+
+    @field_validator("volume_mounts")
+    @classmethod
+    def _mount_paths_unique(cls, mounts: list[VolumeMount] | None) -> list[VolumeMount] | None:
+        paths = [m.mount_path for m in mounts or []]
+        twice = sorted({p for p in paths if paths.count(p) > 1})
+        if twice:
+            raise ValueError(f"volumeMounts mount {', '.join(twice)} more than once")
+        return mounts
 
     @field_validator("image")
     @classmethod
@@ -764,8 +1205,24 @@ class ModelDeploymentSpec(_Wire):
                     "the operator sets them"
                 )
         budget = self.disruption_budget
-        if budget and isinstance(budget.min_available, int) and 0 < self.replicas <= budget.min_available:
-            raise ValueError("disruptionBudget.minAvailable must be less than replicas, or no pod could ever be evicted")
+        floor = self.autoscaling.min_replicas if self.autoscaling else self.replicas
+        if budget and isinstance(budget.min_available, int) and 0 < floor <= budget.min_available:
+            raise ValueError(
+                "disruptionBudget.minAvailable must be less than replicas (autoscaling.minReplicas with autoscaling), "
+                "or no pod could ever be evicted"
+            )
+        volumes = {v.name for v in self.volumes or []}
+        for mount in self.volume_mounts or []:
+            if mount.name not in volumes:
+                raise ValueError(f"volumeMounts: {mount.name} is not a volume of spec.volumes")
+        if self.autoscaling:
+            for metric in self.autoscaling.effective_metrics():
+                resource = _METRIC_RESOURCE.get(metric.type)
+                if metric.average_utilization is not None and resource not in self.resources.requests:
+                    raise ValueError(
+                        f"autoscaling: {metric.type} utilization needs resources.requests.{resource} "
+                        "(utilization is a percentage of the request)"
+                    )
         return self
 
     @property
@@ -864,6 +1321,18 @@ class RolloutState(_Record):
         return data
 
 
+class AutoscalingStatus(_Wire):
+    """What the HorizontalPodAutoscaler last reported (absent while autoscaling is off)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = Field(description="The HorizontalPodAutoscaler's name.")
+    current_replicas: int | None = Field(default=None, description="Pods the HPA last saw.")
+    desired_replicas: int | None = Field(default=None, description="Pods the HPA wants now.")
+    last_scale_time: datetime | None = Field(default=None, description="When the HPA last changed the replica count.")
+    message: str = Field(default="", description="Why the HPA cannot scale or compute its metrics, when so.")
+
+
 class ModelDeploymentStatus(_Wire):
     """The observed state, written only by the operator."""
 
@@ -884,6 +1353,9 @@ class ModelDeploymentStatus(_Wire):
     )
     history: list[HistoryEntry] = Field(default_factory=list, description="Newest last, bounded.")
     rollout: RolloutState = Field(default_factory=RolloutState, description="Rollout bookkeeping (see kubectl modelship).")
+    autoscaling: AutoscalingStatus | None = Field(
+        default=None, description="The HorizontalPodAutoscaler's view, while spec.autoscaling is set."
+    )
 
     def merge_patch(self) -> dict[str, Any]:
         """The whole status as a JSON merge patch: an unset field is sent as null, so what a pass

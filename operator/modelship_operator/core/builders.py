@@ -17,7 +17,7 @@ import math
 import re
 from typing import Any, Literal
 
-from modelship_operator.core import api, server_env
+from modelship_operator.core import api, autoscaling, pod_knobs, server_env
 
 Obj = dict[str, Any]
 Resolved = Literal["surge", "no-surge"]
@@ -347,7 +347,7 @@ def pod_template(md: api.ModelDeployment, image: str) -> Obj:
     container = {
         "name": CONTAINER,
         "image": image,
-        "imagePullPolicy": "IfNotPresent",
+        "imagePullPolicy": pod_knobs.pull_policy(spec),
         "ports": container_ports(spec.serving),
         "env": container_env(spec),
         "resources": resources(spec),
@@ -356,25 +356,27 @@ def pod_template(md: api.ModelDeployment, image: str) -> Obj:
         "volumeMounts": [
             *({"name": name, "mountPath": path} for name, path, _ in scratch_volumes(spec.serving)),
             *(mount for _, mount in model_source_volumes(spec.model)),
+            *pod_knobs.extra_mounts(spec),
         ],
         # The server writes why it exits to /dev/termination-log; the log tail when it could not.
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     return {
         "metadata": {
-            "labels": labels(md, image),
-            "annotations": {
+            "labels": pod_knobs.pod_labels(spec, labels(md, image)),
+            "annotations": pod_knobs.pod_annotations(spec, {
                 OWNER_ANNOTATION: md.name,
                 "prometheus.io/scrape": "true",
                 "prometheus.io/port": str(spec.serving.port),
                 "prometheus.io/path": "/metrics",
-            },
+            }),
         },
         "spec": {
             "containers": [container],
             "volumes": [
                 *({"name": name, "emptyDir": empty_dir} for name, _, empty_dir in scratch_volumes(spec.serving)),
                 *(volume for volume, _ in model_source_volumes(spec.model)),
+                *pod_knobs.extra_volumes(spec),
             ],
             "securityContext": pod_security_context(),
             # The server needs no API access, and service links would inject *_PORT env vars
@@ -383,6 +385,7 @@ def pod_template(md: api.ModelDeployment, image: str) -> Obj:
             "enableServiceLinks": False,
             "terminationGracePeriodSeconds": termination_grace_seconds(spec.serving),
             **scheduling(spec),
+            **pod_knobs.pod_spec_fields(spec, selector_labels(md)),
         },
     }
 
@@ -397,12 +400,15 @@ def desired_deployment(
     (default: how a rollout starts, :func:`resolve_surge`)."""
     image = image or md.spec.image
     mode = surge or resolve_surge(md.spec.rollout.surge)
+    # With autoscaling the HPA owns replicas: leaving the field out never fights its writes
+    # (see core/autoscaling.py for the hand-over).
+    replicas = {} if md.spec.autoscaling else {"replicas": md.spec.replicas}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": _metadata(md, image),
         "spec": {
-            "replicas": md.spec.replicas,
+            **replicas,
             "selector": {"matchLabels": selector_labels(md)},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": strategy(mode)},
             "progressDeadlineSeconds": md.spec.rollout.progress_deadline_seconds,
@@ -441,3 +447,16 @@ def desired_pdb(md: api.ModelDeployment) -> Obj | None:
     else:
         spec["maxUnavailable"] = budget.max_unavailable
     return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": _metadata(md), "spec": spec}
+
+
+def desired_hpa(md: api.ModelDeployment) -> Obj | None:
+    """The autoscaling/v2 HorizontalPodAutoscaler on the Deployment, or None without
+    ``spec.autoscaling`` (the reconcile pass deletes any)."""
+    if md.spec.autoscaling is None:
+        return None
+    return {
+        "apiVersion": autoscaling.API_VERSION,
+        "kind": autoscaling.KIND,
+        "metadata": _metadata(md),
+        "spec": autoscaling.hpa_spec(md.spec.autoscaling, child_name(md.name)),
+    }

@@ -188,6 +188,8 @@ def deployment_view(md: api.ModelDeployment, deployment: Obj | None, pods: Seque
     problems = pod_problems(pods, rollout.template_image)
     replica_failure = _condition(deployment, "ReplicaFailure")
     want, want_image = md.spec.replicas, md.spec.image
+    if md.spec.autoscaling is not None:  # the HPA decides the count: the Deployment carries it
+        want = int((deployment.get("spec") or {}).get("replicas", md.spec.autoscaling.min_replicas))
     on_spec_image = rollout.template_image == want_image
     serving = counts["ready_replicas"] >= want and rollout.complete and on_spec_image
 

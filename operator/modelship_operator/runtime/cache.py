@@ -299,6 +299,17 @@ class CachedCluster:
         self.store.forget("PodDisruptionBudget", namespace, name)
         return deleted
 
+    def delete_hpa(self, namespace: str, name: str) -> bool:
+        deleted = bool(self.kube.delete_hpa(namespace, name))
+        self.store.forget("HorizontalPodAutoscaler", namespace, name)
+        return deleted
+
+    def hand_over(self, obj: Mapping[str, Any], manager: str) -> Obj | None:
+        stored: Obj | None = self.kube.hand_over(obj, manager)
+        if stored is not None:
+            self.store.put(stored)
+        return stored
+
     def cached(self, kind: str, namespace: str, name: str) -> Obj | None:
         return self.store.get(kind, namespace, name)
 

@@ -26,6 +26,7 @@ CHILDREN = (
     ("apps/v1", "deployments", "Deployment"),
     ("v1", "services", "Service"),
     ("policy/v1", "poddisruptionbudgets", "PodDisruptionBudget"),
+    ("autoscaling/v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler"),
 )
 PODS = ("v1", "pods")
 #: Claims of pvc:// models: not labelled by us (users make them), so watched unfiltered; their

@@ -212,7 +212,8 @@ def converged(deployment: Obj | None, revision: int | None, replicas: int) -> tu
 
 def budget_allows_no_surge(spec: api.ModelDeploymentSpec) -> bool:
     """Can one pod be down without breaking ``spec.disruptionBudget``?"""
-    replicas = spec.replicas
+    # With autoscaling the count moves; its floor is what the budget must hold at.
+    replicas = spec.autoscaling.min_replicas if spec.autoscaling else spec.replicas
     budget = spec.disruption_budget
     min_available = budget.min_available if budget else None
     max_unavailable = budget.max_unavailable if budget else None
