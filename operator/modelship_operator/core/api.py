@@ -701,7 +701,8 @@ DEFAULT_PULL_POLICY = "IfNotPresent"
 #: The server's own paths: the image's venv and scripts, its writable scratch dirs (/tmp,
 #: /dev/shm), the kernel's and the system's. An extra volume may be mounted neither on nor above
 #: nor below one of them (it would hide the server, or its scratch space).
-SERVER_PATHS = (
+# bandit B108: a list of paths users may NOT mount over (/tmp among them), not a use of /tmp.
+SERVER_PATHS = (  # nosec B108
     "/opt/venv", "/opt/modelship", "/tmp", "/dev", "/proc", "/sys", "/usr", "/bin", "/sbin", "/lib",
     "/lib64", "/etc", "/var/run", "/run",
 )
