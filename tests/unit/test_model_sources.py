@@ -87,6 +87,21 @@ def test_pvc_mounts_the_claim_read_only_and_hands_the_server_a_file_uri() -> Non
         in _container(m)["volumeMounts"]
 
 
+def test_every_volume_the_operator_adds_has_a_name_users_may_not_take() -> None:
+    """A user's spec.volumes can never collide with the operator's own (scratch, shm, sources)."""
+    web = {"credentials": {"webIdentity": {"roleArn": "arn:aws:iam::123456789012:role/r"}}}
+    models = [md(model=_model("pvc://models/m.pt")), md(model=_model("s3://models/m.pt", s3=web)),
+              md(model=_model("s3://models/m.pt"), serving={"modelProcess": "shared", "workers": 2})]
+    names = {v["name"] for m in models for v in _pod(m)["volumes"]}
+    assert {builders.MODEL_PVC_VOLUME, builders.WEB_IDENTITY_VOLUME} <= names
+    for name in names:
+        assert name in api.OPERATOR_VOLUMES or name.startswith(api.OPERATOR_VOLUME_PREFIX), name
+        with pytest.raises(ValueError, match="are the operator's"):
+            api.ModelDeployment.model_validate(
+                body(volumes=[{"name": name, "configMap": {"name": "c"}}],
+                     volumeMounts=[{"name": name, "mountPath": "/etc-extra"}]))
+
+
 def test_other_sources_get_no_source_volumes() -> None:
     pod = _pod(md())
     assert [v["name"] for v in pod["volumes"]] == ["tmp"]

@@ -200,8 +200,8 @@ WEB_IDENTITY_TOKEN = "token"  # nosec B105
 #: The projected token's lifetime; the kubelet refreshes it at 80%, the server reads it once
 #: per download.
 WEB_IDENTITY_EXPIRATION_S = 3600
-MODEL_PVC_VOLUME = "model-pvc"
-WEB_IDENTITY_VOLUME = "aws-web-identity"
+MODEL_PVC_VOLUME = "modelship-model"
+WEB_IDENTITY_VOLUME = "modelship-aws-web-identity"
 
 
 def credential_env(model: api.ModelSource) -> list[Obj]:
