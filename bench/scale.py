@@ -364,13 +364,9 @@ def run_size(cluster: Cluster, n: int, timeout: float) -> Row:
                cpu_exist, cpu_ready)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="1,100,1000", help="comma-separated N values")
-    parser.add_argument("--timeout", type=float, default=900, help="seconds per wait")
-    args = parser.parse_args()
-    sizes = [int(s) for s in args.sizes.split(",")]
-
+def bench_cluster() -> Cluster:
+    """$KUBECONFIG's cluster when it names another one, else the local control plane (started
+    if need be); the committed CRD installed and Established."""
     user = os.environ.get("KUBECONFIG")
     if user and Path(user).resolve() != LOCAL_KUBECONFIG.resolve():
         cluster = Cluster(kubeconfig=Path(user), local=False)
@@ -380,6 +376,17 @@ def main() -> int:
         cluster = Cluster(kubeconfig=LOCAL_KUBECONFIG, local=True)
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
     cluster.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
+    return cluster
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="1,100,1000", help="comma-separated N values")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds per wait")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+
+    cluster = bench_cluster()
 
     bench_nodes(cluster, create=True)
     rows: list[Row] = []

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 import uuid
@@ -25,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from e2e_support import CLUSTER_NAME, CRD_FILE, CRD_NAME, IMAGE_OK, LOCAL_KUBECONFIG, Cluster, cluster_sh  # noqa: E402
-from scale import bench_nodes, bulk_create  # noqa: E402
+from e2e_support import IMAGE_OK  # noqa: E402
+from scale import bench_cluster, bench_nodes, bulk_create  # noqa: E402
 from soak_support import SoakOperator, SoakResult, soak  # noqa: E402
 from svg import Panel, chart  # noqa: E402
 
@@ -65,15 +64,7 @@ def main() -> int:
     parser.add_argument("--rss-tolerance", type=float, default=0.05, help="allowed RSS growth (default 0.05)")
     args = parser.parse_args()
 
-    user = os.environ.get("KUBECONFIG")
-    if user and Path(user).resolve() != LOCAL_KUBECONFIG.resolve():
-        cluster = Cluster(kubeconfig=Path(user), local=False)
-    else:
-        if cluster_sh(CLUSTER_NAME, "up", capture_output=False).returncode != 0:
-            raise SystemExit(f"hack/cluster.sh up failed (cluster {CLUSTER_NAME})")
-        cluster = Cluster(kubeconfig=LOCAL_KUBECONFIG, local=True)
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
-    cluster.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
+    cluster = bench_cluster()
 
     ns = f"soak-{uuid.uuid4().hex[:5]}"
     cluster.kubectl("create", "namespace", ns)

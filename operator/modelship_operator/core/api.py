@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -1021,6 +1021,12 @@ _SPEC_RULES = cel(
 )
 
 
+def _repeated(values: Iterable[str]) -> list[str]:
+    """The values that occur more than once, sorted."""
+    seen = list(values)
+    return sorted({v for v in seen if seen.count(v) > 1})
+
+
 class ModelDeploymentSpec(_Wire):
     """The desired state: one model served by one image, N replicas."""
 
@@ -1158,8 +1164,7 @@ class ModelDeploymentSpec(_Wire):
     @field_validator("volumes")
     @classmethod
     def _volume_names_unique(cls, volumes: list[Volume] | None) -> list[Volume] | None:
-        names = [v.name for v in volumes or []]
-        twice = sorted({n for n in names if names.count(n) > 1})
+        twice = _repeated(v.name for v in volumes or [])
         if twice:
             raise ValueError(f"volumes named {', '.join(twice)} more than once")
         return volumes
@@ -1167,8 +1172,7 @@ class ModelDeploymentSpec(_Wire):
     @field_validator("volume_mounts")
     @classmethod
     def _mount_paths_unique(cls, mounts: list[VolumeMount] | None) -> list[VolumeMount] | None:
-        paths = [m.mount_path for m in mounts or []]
-        twice = sorted({p for p in paths if paths.count(p) > 1})
+        twice = _repeated(m.mount_path for m in mounts or [])
         if twice:
             raise ValueError(f"volumeMounts mount {', '.join(twice)} more than once")
         return mounts
