@@ -310,7 +310,8 @@ start_containerd() {
 
 pause_image() {
   local bin key tar
-  key=$( (sha256sum "$here/node/pause.c" "$here/node/pause_image.py"; echo "$PAUSE_IMAGE") | sha256sum | cut -c1-16)
+  # (contents only: sha256sum's output names the file, which differs between clones)
+  key=$( (cat "$here/node/pause.c" "$here/node/pause_image.py"; echo "$PAUSE_IMAGE") | sha256sum | cut -c1-16)
   tar=$SLOTS/pause-$key.tar
   if [ ! -s "$tar" ]; then
     bin=$(mktemp)
