@@ -113,3 +113,15 @@ def test_chart_copy_is_written_only_when_the_chart_exists(tmp_path):
     assert crdgen.targets(tmp_path) == [tmp_path / crdgen.CRD_TARGETS[0]]
     (tmp_path / crdgen.CHART_DIR).mkdir(parents=True)
     assert len(crdgen.targets(tmp_path)) == 2
+
+
+def test_every_spec_level_rule_names_the_field_it_checks() -> None:
+    """A CEL rule on spec itself is refused as ``spec: Invalid value: "object"`` unless it carries a
+    fieldPath; with one, the user reads ``spec.volumeMounts: ...`` (the fuzzed ModelDeployments
+    found two without)."""
+    spec = _schema()["properties"]["spec"]
+    rules = spec["x-kubernetes-validations"]
+    assert len(rules) >= 4
+    for rule in rules:
+        path = rule.get("fieldPath", "")
+        assert path.startswith(".") and path[1:].split(".")[0] in spec["properties"], rule

@@ -118,9 +118,13 @@ class OutsidePod:
 OUTSIDE_POD = OutsidePod()
 
 
-def cel(*rules: tuple[str, str]) -> dict[str, Any]:
-    """CEL rules (rule, message) for the CRD, attached where the pydantic rule lives."""
-    return {"x-kubernetes-validations": [{"rule": r, "message": m} for r, m in rules]}
+def cel(*rules: tuple[str, str] | tuple[str, str, str]) -> dict[str, Any]:
+    """CEL rules (rule, message[, fieldPath]) for the CRD, attached where the pydantic rule lives.
+    A rule on an object that checks one of its fields names it in ``fieldPath`` (``.volumeMounts``):
+    the API server's refusal then says ``spec.volumeMounts: ...``, not ``spec: Invalid value: "object"``."""
+    return {"x-kubernetes-validations": [
+        {"rule": r[0], "message": r[1], **({"fieldPath": r[2]} if len(r) > 2 else {})} for r in rules
+    ]}
 
 
 class _Wire(BaseModel):
@@ -994,21 +998,25 @@ _SPEC_RULES = cel(
         "(has(self.replicas) ? self.replicas : 1))",
         "disruptionBudget.minAvailable must be less than replicas (autoscaling.minReplicas with autoscaling), "
         "or no pod could ever be evicted",
+        ".disruptionBudget",
     ),
     (
         "!has(self.serving) || !has(self.serving.device) || !self.serving.device.startsWith('cuda') || "
         "(has(self.gpu) && (!has(self.gpu.count) || self.gpu.count > 0))",
         "serving.device cuda needs gpu.count >= 1",
+        ".serving",
     ),
     (
         "!has(self.model.s3) || !has(self.model.s3.credentials) || !has(self.env) || "
         "self.env.all(e, !(e.name in [" + ", ".join(f"'{n}'" for n in CREDENTIAL_ENV) + "]))",
         "spec.env must not set the AWS credential vars (" + ", ".join(CREDENTIAL_ENV) + ") when "
         "model.s3.credentials is set: the operator sets them",
+        ".env",
     ),
     (
         "!has(self.volumeMounts) || self.volumeMounts.all(m, has(self.volumes) && self.volumes.exists(v, v.name == m.name))",
         "every volumeMounts[].name must name a volume of spec.volumes",
+        ".volumeMounts",
     ),
     (
         "!has(self.autoscaling) || ((has(self.autoscaling.metrics) && size(self.autoscaling.metrics) > 0) ? "
@@ -1017,6 +1025,7 @@ _SPEC_RULES = cel(
         "(has(self.resources) && has(self.resources.requests) && 'cpu' in self.resources.requests))",
         "an autoscaling metric by averageUtilization needs resources.requests of its resource (cpu or memory); "
         "the default metric is CPU utilization",
+        ".autoscaling",
     ),
 )
 
