@@ -168,6 +168,15 @@ cmd_down() {
   bash "$ROOT/hack/cluster/node.sh" down
   if [ -d "$KWOK_WORKDIR/clusters/$CLUSTER_NAME" ]; then
     kwokctl_ delete cluster --kubeconfig "$KUBECONFIG_PATH" >/dev/null 2>&1 || true
+    # Anything still running from this cluster's own binaries (kwokctl stops the pids it
+    # recorded; a component restarted by someone else, e.g. the chaos tests, was left running).
+    local bin="$KWOK_WORKDIR/clusters/$CLUSTER_NAME/bin/" pid
+    for pid in $(pgrep -f "^$bin" || true); do
+      log "stopping a leftover process of this cluster: $(tr '\0' ' ' </proc/"$pid"/cmdline 2>/dev/null | cut -c1-120)"
+      kill "$pid" 2>/dev/null || true
+    done
+    for _ in $(seq 50); do pgrep -f "^$bin" >/dev/null || break; sleep 0.2; done
+    pkill -9 -f "^$bin" 2>/dev/null || true
     rm -rf "${KWOK_WORKDIR:?}/clusters/$CLUSTER_NAME"
   fi
   rm -f "$KUBECONFIG_PATH"
