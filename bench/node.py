@@ -46,7 +46,7 @@ from node_support import (  # noqa: E402
     image,
     load_images,
     md,
-    node_trouble,
+    namespace_report,
     parse_time,
     serving_stable,
 )
@@ -96,14 +96,6 @@ def fresh_namespace(cluster: Cluster) -> str:
     return ns
 
 
-def state_of(cluster: Cluster, ns: str) -> str:
-    """What a failed wait leaves to read: the namespace's objects and its ModelDeployments."""
-    objs = cluster.kubectl("-n", ns, "get", "md,deploy,rs,pods,events", "-o", "wide", check=False, timeout=30)
-    mds = cluster.kubectl("-n", ns, "get", "md", "-o", "yaml", check=False, timeout=30)
-    trouble = "\n".join(node_trouble(cluster))
-    return f"{objs.stdout}{objs.stderr}\n{mds.stdout[-6000:]}\n{trouble}"
-
-
 def apply_to_prediction(cluster: Cluster, expected: dict[str, Any]) -> dict[str, Any]:
     ns = fresh_namespace(cluster)
     proxy = ServiceProxy(cluster, ns, "mlp")
@@ -113,7 +105,8 @@ def apply_to_prediction(cluster: Cluster, expected: dict[str, Any]) -> dict[str,
         try:
             wait_until(lambda: ready_on(cluster, ns, "v1"), timeout=180, what="Ready", interval=0.1)
         except AssertionError as error:
-            raise AssertionError(f"{error}\n{state_of(cluster, ns)}") from None
+            state = "\n".join(f"---- {title} ----\n{text}" for title, text in namespace_report(cluster, ns))
+            raise AssertionError(f"{error}\n{state}") from None
         ready = time.monotonic() - start
         wait_until(lambda: proxy.predict().status_code == 200, timeout=60, what="a prediction", interval=0.05)
         return {"ready_s": round(ready, 2), "first_prediction_s": round(time.monotonic() - start, 2)}

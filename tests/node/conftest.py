@@ -34,7 +34,7 @@ from node_support import (
     build_test_images,
     image,
     load_images,
-    node_trouble,
+    namespace_report,
     real_nodes,
 )
 
@@ -129,14 +129,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     report = yield
     if report.failed and call.when in ("call", "setup") and _NS_KEY in item.stash:
         cluster, ns = item.stash[_NS_KEY]
-        objs = cluster.kubectl("-n", ns, "get", "md,deploy,rs,pods,svc,endpointslices,pdb,events", "-o", "wide",
-                               check=False, timeout=30)
-        report.sections.append((f"objects in {ns}", objs.stdout + objs.stderr))
-        trouble = node_trouble(cluster)
-        if trouble:  # e.g. disk-pressure: every new pod Pending, whatever the test
-            report.sections.append(("the real node could not take pods", "\n".join(trouble)))
-        mds = cluster.kubectl("-n", ns, "get", "md", "-o", "yaml", check=False, timeout=30)
-        report.sections.append((f"ModelDeployments in {ns}", mds.stdout[-8000:]))
+        report.sections.extend(namespace_report(cluster, ns))
         op = item.funcargs.get("operator") if hasattr(item, "funcargs") else None
         if isinstance(op, OperatorProcess):
             report.sections.append(("operator log (tail)", op.log_tail()))

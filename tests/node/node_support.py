@@ -69,6 +69,20 @@ def node_trouble(cluster: Cluster) -> list[str]:
     return out
 
 
+def namespace_report(cluster: Cluster, ns: str) -> list[tuple[str, str]]:
+    """What a failure leaves to read, as (title, text) sections: the namespace's objects, why the
+    real node could not take pods (if it could not), and its ModelDeployments."""
+    objs = cluster.kubectl("-n", ns, "get", "md,deploy,rs,pods,svc,endpointslices,pdb,events", "-o", "wide",
+                           check=False, timeout=30)
+    sections = [(f"objects in {ns}", objs.stdout + objs.stderr)]
+    trouble = node_trouble(cluster)
+    if trouble:  # e.g. disk-pressure: every new pod Pending, whatever the test
+        sections.append(("the real node could not take pods", "\n".join(trouble)))
+    mds = cluster.kubectl("-n", ns, "get", "md", "-o", "yaml", check=False, timeout=30)
+    sections.append((f"ModelDeployments in {ns}", mds.stdout[-8000:]))
+    return sections
+
+
 def parse_time(value: str) -> datetime.datetime:
     """An RFC 3339 timestamp from the API (second precision, 'Z')."""
     return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
