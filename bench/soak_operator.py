@@ -18,6 +18,7 @@ import json
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,7 +27,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from e2e_support import IMAGE_OK  # noqa: E402
 from scale import bench_cluster, bench_nodes, bulk_create  # noqa: E402
-from soak_support import SoakOperator, SoakResult, soak  # noqa: E402
+from soak_support import Sample, SoakOperator, SoakResult, soak  # noqa: E402
 from svg import Panel, chart  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -36,7 +37,7 @@ PLOT = ROOT / "docs" / "operator-soak.svg"
 def plot(result: SoakResult) -> str:
     pts = result.samples
 
-    def series(get):  # type: ignore[no-untyped-def]
+    def series(get: Callable[[Sample], float]) -> list[tuple[float, float]]:
         return [(s.t, float(get(s))) for s in pts]
 
     return chart(
