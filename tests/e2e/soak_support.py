@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -196,8 +195,7 @@ def soak(cluster: Cluster, ns: str, op: SoakOperator, *, n: int, resync_s: float
                         rss_tolerance=rss_tolerance, ready_after_s=round(time.monotonic() - t0, 1))
     progress(f"soak: {n} Ready after {result.ready_after_s}s; sampling for {duration_s:.0f}s every {sample_s}s")
     start = time.monotonic()
-    stop = threading.Event()
-    while not stop.is_set():
+    while True:
         now = time.monotonic() - start
         if now > duration_s:
             break
@@ -216,5 +214,5 @@ def soak(cluster: Cluster, ns: str, op: SoakOperator, *, n: int, resync_s: float
             s = result.samples[-1]
             progress(f"soak: t={s.t:.0f}s rss={s.rss_mb:.1f}MB threads={s.threads} fds={s.fds} "
                      f"queue={s.queue_depth:.0f}/{s.queue_scheduled:.0f} passes={s.reconciles:.0f}")
-        stop.wait(max(0.0, sample_s - (time.monotonic() - start - now)))
+        time.sleep(max(0.0, sample_s - (time.monotonic() - start - now)))
     return result
