@@ -14,7 +14,6 @@ import hashlib
 import os
 import subprocess
 import sys
-import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,9 +63,14 @@ def _site_packages(python: Path) -> Path:
 
 
 def _torch_overlay() -> Path:
-    """Symlinks to the project venv's torch (+ dist-info, which torch reads) in one folder."""
-    ours = Path(sysconfig.get_paths()["purelib"])
+    """Symlinks to the project venv's torch (+ dist-info, which torch reads) in one folder.
+
+    The folder torch is imported from, not this venv's own purelib: the checkout's ``.venv``
+    only points (a ``.pth``) at the shared venv under ``~/.cache/modelship/venv/``.
+    """
     import torch
+
+    ours = Path(torch.__file__).resolve().parent.parent
 
     overlay = CACHE / f"torch-overlay-{torch.__version__}"
     overlay.mkdir(parents=True, exist_ok=True)
@@ -75,8 +79,12 @@ def _torch_overlay() -> Path:
         wanted = {n.removesuffix(".py").replace("_", "-") for n in TORCH_SHARED}
         if entry.name in TORCH_SHARED or (entry.name.endswith(".dist-info") and (stem in wanted or stem.startswith(("nvidia", "cuda")))):
             link = overlay / entry.name
+            if link.is_symlink() and not link.exists():
+                link.unlink()  # the venv it pointed into is gone
             if not link.exists():
                 link.symlink_to(entry)
+    if not (overlay / "torch").exists():
+        raise RuntimeError(f"no torch linked into {overlay} from {ours}")
     return overlay
 
 
