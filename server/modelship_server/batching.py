@@ -7,6 +7,10 @@ waits for companions adapts to the load it just saw:
 
 * the previous batch had one job (a lone caller): dispatch at once, no added latency (and
   when the model runs on the loop, the caller runs it itself: no queue, no task switch);
+  whether a caller is alone is asked of ``pending`` when the server can tell (uvicorn creates
+  a request's task when its headers arrive, before the app runs it, so a burst is counted
+  before the first of it reaches the model), and a direct call now and then goes through the
+  queue anyway, so that callers the hint cannot see (gRPC) still end up batched;
 * the previous batch had k jobs: wait up to ``max_latency_ms`` for about k rows, because
   those callers are probably sending their next requests right now.
 
@@ -47,6 +51,9 @@ _PROBE_BATCHES = 8
 """Threaded batches at start-up before ``auto`` decides (the hand-off must be measured)."""
 _REPROBE_EVERY = 256
 """While on the loop, one batch in this many goes through the thread to re-measure it."""
+_REPROBE_DIRECT = 64
+"""One direct (lone-caller) call in this many goes through the queue instead: when others were
+in fact ready behind it, they join it and the batcher leaves the direct path."""
 _EWMA = 0.1
 
 
@@ -72,7 +79,10 @@ class Batcher:
         dynamic: bool = True,
         on_batch: Callable[[int, float], None] | None = None,
         run_on_loop: RunOnLoop = "auto",
+        pending: Callable[[], int] | None = None,
     ) -> None:
+        """``pending``: how many requests this process has started and not answered, the
+        caller included (a hint; without it the batcher goes by the batches it just ran)."""
         self._run = run
         self._max_rows = max_batch_size if dynamic else 1
         self._max_latency = max_latency_s
@@ -87,6 +97,8 @@ class Batcher:
         self._closing = False
         self._collecting = False
         self._recent_jobs = 1
+        self._pending = pending
+        self._direct_calls = 0
         self._batches = 0
         self.call_s: float | None = None
         """Measured seconds per model call (moving average)."""
@@ -118,7 +130,7 @@ class Batcher:
         # A request larger than max_batch_size is not refused: it runs as a batch of its own
         # (the body-size limit already bounds it).
         rows = int(arrays[0].shape[0]) if arrays and arrays[0].ndim else 1
-        if self.on_loop and self._recent_jobs <= 1 and not queue and not self._collecting:
+        if self.on_loop and not queue and not self._collecting and self._alone():
             return self._run_now(arrays, rows)  # a lone caller, a model cheaper than a hand-off
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[np.ndarray]] = loop.create_future()
@@ -130,6 +142,18 @@ class Batcher:
                 return await future
         except TimeoutError:
             raise errors.InferenceTimeout(f"inference did not finish within {timeout_s:g}s") from None
+
+    def _alone(self) -> bool:
+        """Whether the caller may take the direct path. Every direct call is a batch of one,
+        so without a look ahead a burst that arrived after a quiet spell would run one request
+        at a time for good (the last batch always had one job): measured, 5.6k requests/s at
+        c=32 after a c=1 phase against 14k when batched."""
+        if self._pending is not None and self._pending() > 1:
+            return False
+        if self._recent_jobs > 1:
+            return False
+        self._direct_calls += 1
+        return self._direct_calls % _REPROBE_DIRECT != 0
 
     def _run_now(self, arrays: list[np.ndarray], rows: int) -> list[np.ndarray]:
         """The direct path: the caller's own task runs the model (nothing else can run

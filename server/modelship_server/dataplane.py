@@ -92,6 +92,9 @@ class DataPlane:
         self.draining = False
         self.model: loading.ServedModel | None = None
         self.batcher: Batcher | None = None
+        self.pending: Callable[[], int] | None = None
+        """Requests the HTTP server has started and not answered (set by ``entry.watch_requests``
+        before the server starts): the batcher's hint that a caller is not alone."""
         self.threads = 0
         self._load_task: asyncio.Task[None] | None = None
         self._started = time.monotonic()
@@ -139,6 +142,7 @@ class DataPlane:
             dynamic=model.dynamic_batch,
             on_batch=self.metrics.observe_batch,
             run_on_loop=s.run_on_loop,
+            pending=self.pending,
         )
         self.batcher.start()
         self.metrics.watch_queue(lambda: self.batcher.depth if self.batcher else 0)

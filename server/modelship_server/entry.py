@@ -92,12 +92,20 @@ def uvicorn_config(app: ModelshipApp, settings: Settings, **overrides: Any) -> u
     return uvicorn.Config(app, **{**options, **overrides})
 
 
+def watch_requests(server: uvicorn.Server, app: ModelshipApp) -> None:
+    """Let the app's batcher count the requests ``server`` has started: uvicorn creates a
+    request's task when its headers are parsed and forgets it when it is done, so a burst read
+    in one loop turn is counted before the first of it runs. Call before the server starts."""
+    app.state.dataplane.pending = server.server_state.tasks.__len__
+
+
 def serve_app(app: ModelshipApp, settings: Settings, sockets: list[socket.socket] | None = None) -> None:
     """uvicorn over ``app`` with the SIGTERM drain; ``sockets``: already-bound listeners."""
     config = uvicorn_config(app, settings)
     dataplane = app.state.dataplane
     server = DrainingServer(config, dataplane.begin_drain, settings.shutdown_delay_s,
                             serving=lambda: dataplane.state == "ready")
+    watch_requests(server, app)
     cli.serving_started()
     server.run(sockets=sockets)
 

@@ -60,22 +60,41 @@ class ServedModel:
         exported for fewer (a bigger batch would make every caller in it fail)."""
         return min((spec.fit(0, wanted) for spec in self.inputs if spec.shape), default=wanted)
 
+    def __post_init__(self) -> None:
+        self._on_cpu = self.plan.device.type == "cpu"
+        self._floats = tensors.BY_TORCH[self.plan.dtype].numpy if self.plan.dtype in tensors.BY_TORCH else None
+        """The numpy dtype of the plan's floats: an input already in it goes in as it is."""
+
     def run(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """One model call on a (batched) set of inputs; blocking, thread-safe by the batcher."""
-        if self.predict_fn is None:
+        """One model call on a (batched) set of inputs; blocking, thread-safe by the batcher.
+
+        Written for a one-row call on a tiny model, where each torch attribute read is a
+        visible share of the request: the usual case (contiguous inputs already in the plan's
+        dtype, one CPU tensor out in a dtype clients read) asks torch nothing it need not."""
+        predict = self.predict_fn
+        if predict is None:
             raise RuntimeError(f"model {self.name} has no predict function")
-        device, dtype = self.plan.device, self.plan.dtype
-        args = []
-        for array in arrays:
-            tensor = torch.from_numpy(np.ascontiguousarray(array))
-            if tensor.is_floating_point() and tensor.dtype != dtype:
-                tensor = tensor.to(dtype)
-            if device.type != "cpu":
-                tensor = tensor.to(device, non_blocking=True)
-            args.append(tensor)
+        args = [self._tensor(array) for array in arrays]
         with torch.inference_mode():
-            result = self.predict_fn(*args)
+            result = predict(*args)
+        if (
+            self._on_cpu
+            and type(result) is torch.Tensor
+            and result.dtype not in tensors.WIDENED
+            and not result.requires_grad  # a handler may hand back a parameter itself
+        ):
+            return [np.ascontiguousarray(result.numpy())]
         return [tensors.to_numpy(t) for t in _flatten_outputs(result)]
+
+    def _tensor(self, array: np.ndarray) -> torch.Tensor:
+        if self._on_cpu and array.dtype == self._floats and array.flags.c_contiguous:
+            return torch.from_numpy(array)
+        tensor = torch.from_numpy(np.ascontiguousarray(array))
+        if tensor.is_floating_point() and tensor.dtype != self.plan.dtype:
+            tensor = tensor.to(self.plan.dtype)
+        if not self._on_cpu:
+            tensor = tensor.to(self.plan.device, non_blocking=True)
+        return tensor
 
     def warm_up(self, batch_rows: int) -> None:
         """Run zeros through the model (twice: TorchScript's profiler optimises on run 2) and

@@ -24,7 +24,7 @@ import torch
 import uvicorn
 
 from modelship_server import create_app
-from modelship_server.entry import uvicorn_config
+from modelship_server.entry import uvicorn_config, watch_requests
 from modelship_server.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -231,6 +231,7 @@ def serve(wait_ready: bool = True, **settings: Any) -> Iterator[Running]:
     app = create_app(resolved)
     config = uvicorn_config(app, resolved, port=0, log_level="warning", timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
+    watch_requests(server, app)
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
     thread.start()
     try:

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import json
 import select
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
+import uvicorn
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from server_support import ModelFiles, Running, serve, wait_until
 
-from modelship_server import errors, tensors
+from modelship_server import connections, errors, tensors, web
 
 
 @pytest.fixture(scope="module")
@@ -173,6 +178,87 @@ def test_values_the_datatype_cannot_hold_are_refused(data: list[Any], datatype: 
     edge = tensors.decode_json([127, -128], tensors.BY_NAME["INT8"], [2], "x")
     assert edge.tolist() == [127, -128] and edge.dtype == np.int8
     assert tensors.decode_json([65504.0], tensors.BY_NAME["FP16"], [1], "x").tolist() == [65504.0]
+
+
+def test_a_float_a_hair_above_the_largest_is_refused() -> None:
+    """Found by schemathesis against the fast float path: 3.402823466385289e+38 rounds down to
+    FP32's largest value, so numpy's cast raises nothing, but the schema's maximum (and the
+    full path) refuse it."""
+    spec = tensors.TensorSpec("input__0", "FP32", (-1, 4))
+    for rows in ([[3.402823466385289e38, 0.0, 0.0, 0.0]], [[0.0, 0.0, 0.0, -3.402823466385289e38]] * 20):
+        with pytest.raises(errors.InvalidInput, match="does not fit FP32"):
+            tensors.decode_rows(rows, spec, "instances")
+    largest = float(np.finfo(np.float32).max)
+    assert tensors.decode_rows([[largest, 0, 0, -largest]], spec, "instances").tolist() == [[largest, 0, 0, -largest]]
+
+
+_VALUES = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.sampled_from([3.402823466385289e38, -3.4028234663852886e38, 65504.0, 65520.0, 1e-50, 0.0]),
+    st.booleans(),
+    st.none(),
+    st.sampled_from(["1.5", "x", ""]),
+)
+_NESTED = st.recursive(_VALUES, lambda inner: st.lists(inner, max_size=5), max_leaves=150)
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(data=_NESTED, datatype=st.sampled_from(["FP16", "FP32", "FP64"]))
+def test_the_float_fast_path_agrees_with_the_full_check(data: Any, datatype: str) -> None:
+    """``_as_array`` tries one numpy call first; whatever it accepts must be exactly what the
+    full check makes of the same data, and whatever the full check refuses it must not accept."""
+    dtype = tensors.BY_NAME[datatype]
+    try:
+        full: np.ndarray | None = tensors._as_array_checked(data, dtype, "x")
+    except errors.InvalidInput:
+        full = None
+    quick = tensors._floats_at_once(data, dtype.numpy)
+    if quick is None:
+        return
+    assert full is not None, f"the fast path accepted {data!r}, which the full check refuses"
+    assert quick.dtype == full.dtype and quick.shape == full.shape
+    np.testing.assert_array_equal(quick, full)
+
+
+def test_receive_by_knows_uvicorn_has_the_body() -> None:
+    """``web.receive_by`` arms no timer when uvicorn already holds the body, by reading the
+    request cycle's ``message_event``: an internal of the pinned uvicorn, checked here on a
+    real server, for a body that came with its headers and for one that had not."""
+    seen: list[bool] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        seen.append(web._has_message(receive))
+        message = await web.receive_by(receive, asyncio.get_running_loop().time() + 5)
+        body = message.get("body", b"")
+        while message.get("more_body"):
+            message = await web.receive_by(receive, asyncio.get_running_loop().time() + 5)
+            body += message.get("body", b"")
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", str(len(body)).encode())]})  # fmt: skip
+        await send({"type": "http.response.body", "body": body})
+
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", log_level="warning",
+                            http=connections.protocol(5.0))  # fmt: skip
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started, what="uvicorn to start")
+        port = server.servers[0].sockets[0].getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhello")
+            assert sock.recv(4096).endswith(b"hello")
+            sock.sendall(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\n")
+            time.sleep(0.3)
+            sock.sendall(b"world")
+            assert sock.recv(4096).endswith(b"world")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    assert seen == [True, False]
 
 
 # -- slow clients: found by the campaign's hand-made cases (uvicorn waits for a stalled client forever)
