@@ -55,6 +55,14 @@ _REPROBE_DIRECT = 64
 """One direct (lone-caller) call in this many goes through the queue instead: when others were
 in fact ready behind it, they join it and the batcher leaves the direct path."""
 _EWMA = 0.1
+_OUTLIER = 4.0
+"""A sample counts as at most this many times the running average: one call the kernel
+interrupted (a millisecond, on a loaded core) must not move the average across the line."""
+_LEAVE_LOOP = 2.0
+"""The model leaves the loop once its calls cost this many hand-offs, and comes back below
+one: measured calls of a tiny model and hand-offs overlap (20-150 µs both), and without the
+gap it flipped to the thread and back every few hundred requests, each thread spell adding a
+millisecond to the c=1 tail."""
 
 
 @dataclass(eq=False)
@@ -293,14 +301,11 @@ class Batcher:
 
     def _measured(self, rows: int, call_s: float, handoff_s: float | None) -> None:
         self._batches += 1
-        self.call_s = call_s if self.call_s is None else self.call_s + _EWMA * (call_s - self.call_s)
+        self.call_s = _average(self.call_s, call_s)
         if handoff_s is not None:
-            handoff_s = max(handoff_s, 0.0)
-            self.handoff_s = (
-                handoff_s if self.handoff_s is None else self.handoff_s + _EWMA * (handoff_s - self.handoff_s)
-            )
+            self.handoff_s = _average(self.handoff_s, max(handoff_s, 0.0))
         if self._mode == "auto" and self._batches >= _PROBE_BATCHES and self.handoff_s is not None:
-            on_loop = self.call_s < self.handoff_s
+            on_loop = self.call_s < self.handoff_s * (_LEAVE_LOOP if self.on_loop else 1.0)
             if on_loop != self.on_loop:
                 log.info(
                     "model calls now run %s (call %.0f µs, thread hand-off %.0f µs)",
@@ -311,6 +316,13 @@ class Batcher:
                 self.on_loop = on_loop
         if self._on_batch is not None:
             self._on_batch(rows, call_s)
+
+
+def _average(average: float | None, sample: float) -> float:
+    """Moving average, each sample clamped to ``_OUTLIER`` times it."""
+    if average is None:
+        return sample
+    return average + _EWMA * (min(sample, _OUTLIER * average) - average)
 
 
 def _timed(run: RunBatch, inputs: Sequence[np.ndarray]) -> tuple[list[np.ndarray], float]:

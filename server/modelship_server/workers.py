@@ -21,11 +21,13 @@ supervisor exits with its code (the kubelet restarts the container; with
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
 import signal
 import socket
+import sys
 import tempfile
 import time
 from multiprocessing.context import SpawnProcess
@@ -76,9 +78,26 @@ def _child_settings(settings: Settings, **changes: Any) -> Settings:
     return Settings(**{**settings.model_dump(), **changes})
 
 
+def _die_with(supervisor: int) -> None:
+    """A child must not outlive its supervisor. SIGKILLed (by the OOM killer, by a test's
+    cleanup), the supervisor cannot stop its children, and they went on serving its port with
+    nobody watching (found as orphaned front ends left by the test suite, each still holding a
+    model and a port). On Linux the kernel sends this process SIGTERM when the supervisor dies;
+    one that died before we asked is seen through our parent's pid."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != supervisor:
+        os._exit(1)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
 def _front_end(settings_dump: dict[str, Any], index: int, names: list[str], buffer: Any, rundir: str,
-               shared: bool) -> None:  # fmt: skip
+               shared: bool, supervisor: int) -> None:  # fmt: skip
     """Entry of a front-end process (spawned: nothing inherited but the arguments)."""
+    _die_with(supervisor)
     from . import entry
     from .app import create_app
     from .dataplane import DataPlane
@@ -101,8 +120,10 @@ def _front_end(settings_dump: dict[str, Any], index: int, names: list[str], buff
     entry.serve_app(app, settings, sockets=[listening_socket(settings.host, settings.port)])
 
 
-def _model_process(settings_dump: dict[str, Any], index: int, names: list[str], buffer: Any, rundir: str) -> None:
+def _model_process(settings_dump: dict[str, Any], index: int, names: list[str], buffer: Any, rundir: str,
+                   supervisor: int) -> None:  # fmt: skip
     """Entry of the model process: load, batch, serve the front ends on a Unix socket."""
+    _die_with(supervisor)
     import asyncio
 
     import uvloop
@@ -152,13 +173,13 @@ def supervise(settings: Settings) -> int:
     model: SpawnProcess | None = None
     if shared:
         model = context.Process(
-            target=_model_process, args=(settings.model_dump(), count, names, buffer, rundir), name="model"
+            target=_model_process, args=(settings.model_dump(), count, names, buffer, rundir, os.getpid()), name="model"
         )
         model.start()
     for index in range(count):
         child = context.Process(
             target=_front_end,
-            args=(front.model_dump(), index, names, buffer, rundir, shared),
+            args=(front.model_dump(), index, names, buffer, rundir, shared, os.getpid()),
             name=f"front-end-{index}",
         )
         child.start()
