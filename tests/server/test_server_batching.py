@@ -276,3 +276,27 @@ def test_a_burst_the_server_cannot_count_still_ends_up_batched() -> None:
     calls = asyncio.run(_lone_then_burst(None, 200))
     assert sum(calls) == 200 and max(calls) > 1, calls
     assert len(calls) < 100, f"{len(calls)} model calls for 200 concurrent requests"
+
+
+def test_the_model_leaves_the_loop_only_for_calls_worth_two_hand_offs() -> None:
+    """Calls and hand-offs of a tiny model overlap (20-150 µs both): with one line between them
+    the c=1 load flipped to the thread and back every few hundred requests, each thread spell a
+    millisecond of tail. One interrupted call must not flip it either."""
+    batcher = Batcher(_CountingModel(), max_batch_size=32, max_latency_s=0.005, max_queue=16)
+    for _ in range(8):  # the probe: threaded calls of 40 µs, hand-offs of 100 µs
+        batcher._measured(1, 40e-6, 100e-6)
+    assert batcher.on_loop
+    for _ in range(50):
+        batcher._measured(1, 150e-6, None)  # 1.5 hand-offs: not worth leaving for
+    assert batcher.on_loop
+    batcher._measured(1, 0.05, None)  # one call the kernel interrupted
+    assert batcher.on_loop
+    for _ in range(50):
+        batcher._measured(1, 300e-6, None)  # three hand-offs: the thread it is
+    assert not batcher.on_loop
+    for _ in range(50):
+        batcher._measured(1, 150e-6, 100e-6)  # in the thread, back below one hand-off ...
+    assert not batcher.on_loop
+    for _ in range(50):
+        batcher._measured(1, 60e-6, 100e-6)  # ... only now
+    assert batcher.on_loop
