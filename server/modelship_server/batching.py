@@ -19,8 +19,10 @@ loop keeps parsing requests meanwhile) costs two thread wake-ups and a loop wake
 of CPU, and on a busy core the GIL ping-pong between the two threads delays every request. A
 tiny model's whole call is cheaper than that, so running it on the loop is both faster and
 fairer. ``run_on_loop="auto"`` measures both (the call time of every batch, the hand-off cost
-of threaded batches) and runs on the loop while one call costs less than a hand-off; a few
-threaded batches now and then keep the hand-off figure current.
+of threaded batches) and runs on the loop while one call costs less than a hand-off (leaving
+only once calls cost two); a few threaded batches now and then keep the hand-off figure
+current. A process with one CPU keeps a CPU model on the loop below ``_ONE_CPU_LOOP_S``
+whatever the hand-off costs: there, a thread overlaps nothing.
 
 A failing batch is retried job by job, so one poisonous input fails only its own caller.
 """
@@ -58,6 +60,10 @@ _EWMA = 0.1
 _OUTLIER = 4.0
 """A sample counts as at most this many times the running average: one call the kernel
 interrupted (a millisecond, on a loaded core) must not move the average across the line."""
+_ONE_CPU_LOOP_S = 0.002
+"""With one CPU for the loop and the model, a thread overlaps nothing (torch's compute and the
+loop's parsing take turns on the same core), so the hand-off is pure cost: the model stays on
+the loop unless its calls grow this long (then the loop would answer probes late)."""
 _LEAVE_LOOP = 2.0
 """The model leaves the loop once its calls cost this many hand-offs, and comes back below
 one: measured calls of a tiny model and hand-offs overlap (20-150 µs both), and without the
@@ -88,9 +94,11 @@ class Batcher:
         on_batch: Callable[[int, float], None] | None = None,
         run_on_loop: RunOnLoop = "auto",
         pending: Callable[[], int] | None = None,
+        one_cpu: bool = False,
     ) -> None:
         """``pending``: how many requests this process has started and not answered, the
-        caller included (a hint; without it the batcher goes by the batches it just ran)."""
+        caller included (a hint; without it the batcher goes by the batches it just ran).
+        ``one_cpu``: the model runs on the CPU and the process may use one CPU only."""
         self._run = run
         self._max_rows = max_batch_size if dynamic else 1
         self._max_latency = max_latency_s
@@ -106,6 +114,7 @@ class Batcher:
         self._collecting = False
         self._recent_jobs = 1
         self._pending = pending
+        self._one_cpu = one_cpu
         self._direct_calls = 0
         self._batches = 0
         self.call_s: float | None = None
@@ -305,7 +314,8 @@ class Batcher:
         if handoff_s is not None:
             self.handoff_s = _average(self.handoff_s, max(handoff_s, 0.0))
         if self._mode == "auto" and self._batches >= _PROBE_BATCHES and self.handoff_s is not None:
-            on_loop = self.call_s < self.handoff_s * (_LEAVE_LOOP if self.on_loop else 1.0)
+            line = _ONE_CPU_LOOP_S if self._one_cpu else self.handoff_s
+            on_loop = self.call_s < line * (_LEAVE_LOOP if self.on_loop else 1.0)
             if on_loop != self.on_loop:
                 log.info(
                     "model calls now run %s (call %.0f µs, thread hand-off %.0f µs)",

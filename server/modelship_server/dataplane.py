@@ -143,6 +143,7 @@ class DataPlane:
             on_batch=self.metrics.observe_batch,
             run_on_loop=s.run_on_loop,
             pending=self.pending,
+            one_cpu=self.plan.device.type == "cpu" and device_mod.usable_cpus() == 1,
         )
         self.batcher.start()
         self.metrics.watch_queue(lambda: self.batcher.depth if self.batcher else 0)

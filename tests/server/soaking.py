@@ -99,6 +99,14 @@ def process_tree(pid: int) -> list[int]:
     return found
 
 
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def resources(pid: int) -> dict[str, int]:
     """Resident bytes, open descriptors and threads of ``pid``'s process tree, from /proc."""
     total = {"rss_bytes": 0, "fds": 0, "threads": 0}

@@ -300,3 +300,15 @@ def test_the_model_leaves_the_loop_only_for_calls_worth_two_hand_offs() -> None:
     for _ in range(50):
         batcher._measured(1, 60e-6, 100e-6)  # ... only now
     assert batcher.on_loop
+
+
+def test_with_one_cpu_a_cpu_model_stays_on_the_loop_until_its_calls_grow_long() -> None:
+    """A thread overlaps nothing on one CPU: a batch of 32 rows of the tiny MLP (~150 µs, two
+    hand-offs) still runs on the loop there; a call of several milliseconds does not."""
+    batcher = Batcher(_CountingModel(), max_batch_size=32, max_latency_s=0.005, max_queue=16, one_cpu=True)
+    for _ in range(8):
+        batcher._measured(32, 150e-6, 50e-6)
+    assert batcher.on_loop
+    for _ in range(50):
+        batcher._measured(32, 0.008, None)
+    assert not batcher.on_loop

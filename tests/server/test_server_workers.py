@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import reference
 from server_support import ModelFiles, free_port, serve_subprocess, wait_until
+from soaking import alive, process_tree
 
 
 @pytest.mark.parametrize("mode", ["per-worker", "shared"])
@@ -79,20 +80,6 @@ def test_workers_serve_as_one(models: ModelFiles, mode: str) -> None:
         assert "Traceback" not in log, log
 
 
-def _children(pid: int) -> list[int]:
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(p) for p in (task / "children").read_text().split()]
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 @pytest.mark.parametrize("mode", ["per-worker", "shared"])
 def test_children_do_not_outlive_a_killed_supervisor(models: ModelFiles, mode: str) -> None:
     """Found as orphans of this suite (its cleanup SIGKILLs the server): front ends and the
@@ -100,12 +87,12 @@ def test_children_do_not_outlive_a_killed_supervisor(models: ModelFiles, mode: s
     args = ["--model-name", "tiny", "--model-uri", str(models.mlp_ts), "--workers", "2", "--model-process", mode,
             "--num-threads", "1", "--device", "cpu"]  # fmt: skip
     with serve_subprocess({}, args) as (proc, _url):
-        children = [p for p in _children(proc.pid) if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text()]
+        children = [p for p in process_tree(proc.pid)[1:] if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text()]
         assert len(children) == (3 if mode == "shared" else 2), children
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
         try:
-            wait_until(lambda: not any(_alive(p) for p in children), timeout=30, what="the orphaned children to exit")
+            wait_until(lambda: not any(map(alive, children)), timeout=30, what="the orphaned children to exit")
         finally:  # a failure must not leave them running
-            for pid in filter(_alive, children):
+            for pid in filter(alive, children):
                 os.kill(pid, signal.SIGKILL)
