@@ -25,6 +25,7 @@ import ctypes
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -94,6 +95,13 @@ def _die_with(supervisor: int) -> None:
 _PR_SET_PDEATHSIG = 1
 
 
+def _orphan_cleanup(supervisor: int, rundir: str) -> None:
+    """The supervisor removes the run directory (its sockets) when it stops its children; one
+    that was killed cannot, so each orphaned child, on its way out, removes it instead."""
+    if os.getppid() != supervisor:
+        shutil.rmtree(rundir, ignore_errors=True)
+
+
 def _front_end(settings_dump: dict[str, Any], index: int, names: list[str], buffer: Any, rundir: str,
                shared: bool, supervisor: int) -> None:  # fmt: skip
     """Entry of a front-end process (spawned: nothing inherited but the arguments)."""
@@ -117,7 +125,19 @@ def _front_end(settings_dump: dict[str, Any], index: int, names: list[str], buff
     else:
         dataplane = DataPlane(settings, Metrics(), board=board, peer_metrics=peers)
     app = create_app(settings, dataplane, snapshot_socket=run / f"metrics-{index}.sock")
-    entry.serve_app(app, settings, sockets=[listening_socket(settings.host, settings.port)])
+
+    def last_signal(signum: int, frame: Any) -> None:
+        # uvicorn, done draining, restores the handler it found and raises the signal again:
+        # this one. The process still ends by that signal, as the supervisor expects.
+        _orphan_cleanup(supervisor, rundir)
+        signal.signal(signum, signal.SIG_DFL)
+        signal.raise_signal(signum)
+
+    signal.signal(signal.SIGTERM, last_signal)
+    try:
+        entry.serve_app(app, settings, sockets=[listening_socket(settings.host, settings.port)])
+    finally:
+        _orphan_cleanup(supervisor, rundir)
 
 
 def _model_process(settings_dump: dict[str, Any], index: int, names: list[str], buffer: Any, rundir: str,
@@ -154,7 +174,10 @@ def _model_process(settings_dump: dict[str, Any], index: int, names: list[str], 
         snapshots.close()
         await dataplane.stop()
 
-    uvloop.run(main())
+    try:
+        uvloop.run(main())
+    finally:
+        _orphan_cleanup(supervisor, rundir)
 
 
 def supervise(settings: Settings) -> int:

@@ -81,12 +81,14 @@ def test_workers_serve_as_one(models: ModelFiles, mode: str) -> None:
 
 
 @pytest.mark.parametrize("mode", ["per-worker", "shared"])
-def test_children_do_not_outlive_a_killed_supervisor(models: ModelFiles, mode: str) -> None:
+def test_children_do_not_outlive_a_killed_supervisor(models: ModelFiles, mode: str, tmp_path: Path) -> None:
     """Found as orphans of this suite (its cleanup SIGKILLs the server): front ends and the
-    model process went on holding the port and a model each, with nobody to stop them."""
+    model process went on holding the port and a model each, with nobody to stop them; and
+    the supervisor's run directory (its sockets) stayed in /tmp, five more per server tier."""
     args = ["--model-name", "tiny", "--model-uri", str(models.mlp_ts), "--workers", "2", "--model-process", mode,
             "--num-threads", "1", "--device", "cpu"]  # fmt: skip
-    with serve_subprocess({}, args) as (proc, _url):
+    with serve_subprocess({"TMPDIR": str(tmp_path)}, args) as (proc, _url):
+        assert [p.name[:10] for p in tmp_path.iterdir()] == ["modelship-"]
         children = [p for p in process_tree(proc.pid)[1:] if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text()]
         assert len(children) == (3 if mode == "shared" else 2), children
         proc.send_signal(signal.SIGKILL)
@@ -96,3 +98,4 @@ def test_children_do_not_outlive_a_killed_supervisor(models: ModelFiles, mode: s
         finally:  # a failure must not leave them running
             for pid in filter(alive, children):
                 os.kill(pid, signal.SIGKILL)
+        assert not list(tmp_path.iterdir()), "the run directory outlived the processes that used it"
