@@ -189,13 +189,9 @@ def _floats_at_once(data: Any, dtype: np.dtype) -> np.ndarray | None:
             array = np.array(data, dtype=dtype)
     except (ValueError, TypeError, OverflowError, FloatingPointError):
         return None
-    if array.ndim == 0:
-        flat: Any = [data]
-    else:
-        flat = data
-        for _ in range(array.ndim - 1):
-            flat = itertools.chain.from_iterable(flat)
-        flat = list(flat) if array.ndim > 1 else flat
+    flat = _leaves(data, array.ndim)
+    if array.ndim > 1:
+        flat = list(flat)  # read twice below
     if not set(map(type, flat)) <= _NUMBERS:
         return None
     limit = _FLOAT_MAX[dtype]
@@ -207,15 +203,21 @@ def _floats_at_once(data: Any, dtype: np.dtype) -> np.ndarray | None:
 _FLOAT_MAX = {d.numpy: float(np.finfo(d.numpy).max) for d in _TABLE if d.numpy.kind == "f"}
 
 
-def _holds_booleans(data: Any, depth: int) -> bool:
-    """Whether nested lists ``depth`` deep hold a bool anywhere: a scan in C, no Python loop
-    per value (a few percent of what parsing the JSON cost)."""
+def _leaves(data: Any, depth: int) -> Any:
+    """The values of nested lists ``depth`` deep, flattened in C (an iterable; ``[data]`` for
+    a scalar)."""
     if depth == 0:
-        return isinstance(data, bool)
+        return [data]
     flat: Any = data
     for _ in range(depth - 1):
         flat = itertools.chain.from_iterable(flat)
-    return bool in set(map(type, flat))
+    return flat
+
+
+def _holds_booleans(data: Any, depth: int) -> bool:
+    """Whether nested lists ``depth`` deep hold a bool anywhere: a scan in C, no Python loop
+    per value (a few percent of what parsing the JSON cost)."""
+    return bool in set(map(type, _leaves(data, depth)))
 
 
 def _check_range(array: np.ndarray, dtype: DType, where: str) -> None:
